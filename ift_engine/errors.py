@@ -1,0 +1,44 @@
+"""The exception tree. Every error the engine raises on purpose is an ``IftError``.
+
+Messages are written for the person who must fix the input: they name the file, node and
+field involved and say what to do. The CLI prints ``str(error)`` as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+
+class IftError(Exception):
+    """Base class of every error ift_engine raises on purpose."""
+
+
+class PluginError(IftError):
+    """A plugin failed to load or registered something invalid."""
+
+
+class RegistrationError(PluginError):
+    """Two plugins registered the same name, or a registered object is malformed."""
+
+
+class TemplateError(IftError):
+    """An instruction template is malformed or was rendered with the wrong variables."""
+
+
+class ModelError(IftError):
+    """A model could not be resolved, loaded or called."""
+
+
+class ParseError(IftError):
+    """A model answer does not have the form the node expects."""
+
+
+class WorkflowError(IftError):
+    """A workflow file or spec is invalid: schema, references, cycles."""
+
+
+class NodeError(IftError):
+    """A node failed while running. ``partial`` holds the results of the nodes that finished."""
+
+    def __init__(self, node: str, message: str, partial: object = None) -> None:
+        super().__init__(f"node '{node}': {message}")
+        self.node = node
+        self.partial = partial

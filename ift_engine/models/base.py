@@ -1,0 +1,78 @@
+"""The model interface every backend implements, and the settings it is called with."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ModelError
+
+Message = dict[str, str]
+Prompt = Sequence[Message]
+
+
+class GenerationSettings(BaseModel):
+    """Decoding settings. ``temperature: 0`` is greedy; sampling with a ``seed`` is repeatable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, le=10.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    #: >1 discourages repeating tokens (small models loop without it under greedy decoding).
+    repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Model(ABC):
+    """A loaded model. Backends override the capabilities they have.
+
+    ``generate`` answers chat prompts with text; ``classify`` returns, for each prompt, a
+    probability for each of ``labels`` (in that order); ``score`` returns, for each prompt, the
+    log-likelihood of each choice as the answer. A backend that lacks one raises ``ModelError``.
+    """
+
+    backend: ClassVar[str]
+    options_model: ClassVar[type[BaseModel]] = NoOptions
+    #: False for backends that need no weights (the mock): the name is then not resolved.
+    locates_weights: ClassVar[bool] = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @classmethod
+    @abstractmethod
+    def load(cls, name: str, source: str, options: Any) -> Model:
+        """Load from ``source`` (a folder or hub id) with validated ``options``."""
+
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
+        raise ModelError(f"model '{self.name}' ({self.backend}) cannot generate text")
+
+    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
+        raise ModelError(f"model '{self.name}' ({self.backend}) cannot classify")
+
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
+        raise ModelError(f"model '{self.name}' ({self.backend}) cannot score choices")
+
+    def can(self, capability: str) -> bool:
+        """Whether this model's class implements ``generate``, ``classify`` or ``score``."""
+        return getattr(type(self), capability) is not getattr(Model, capability)
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """A short model name. ``locate`` returns the model folder, preparing it on first use."""
+
+    name: str
+    locate: Callable[[], Path]
+    backend: str = "hf-causal"
+    description: str = ""

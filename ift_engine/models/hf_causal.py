@@ -1,0 +1,161 @@
+"""The ``hf-causal`` backend: a transformers causal LM for generation, scoring and classification."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from ..errors import ModelError
+from .base import GenerationSettings, Model, Prompt
+from .torch_utils import Device, DType, pick_device, pick_dtype
+
+# End-of-turn markers of common chat formats; generation stops at any that the vocabulary has.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
+
+
+class CausalLMOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: Device = "auto"
+    dtype: DType = "auto"
+    batch_size: int = Field(8, ge=1, description="most prompts in one forward pass")
+
+
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, model_eos: int | list[int] | None) -> list[int]:
+    """Every token id that ends an answer: the model's eos, the tokenizer's, chat end markers."""
+    ids: list[int] = []
+    for candidate in [model_eos, tokenizer.eos_token_id]:
+        if isinstance(candidate, int):
+            ids.append(candidate)
+        elif candidate:
+            ids.extend(candidate)
+    vocab = tokenizer.get_vocab()
+    ids.extend(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
+    return list(dict.fromkeys(ids))
+
+
+def format_chat(tokenizer: PreTrainedTokenizerBase, messages: Prompt) -> str:
+    """The prompt text: the tokenizer's chat template, or the plain contents for base models."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+
+class HFCausalLM(Model):
+    backend = "hf-causal"
+    options_model = CausalLMOptions
+
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 8,
+    ) -> None:
+        super().__init__(name)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self.stop_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
+        if not self.stop_ids:
+            raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.stop_ids[0])
+        # One call at a time per model: nodes sharing it queue here, other models run alongside.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name: str, source: str, options: CausalLMOptions) -> HFCausalLM:
+        device = pick_device(options.device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=pick_dtype(options.dtype, device)
+            ).to(device)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"could not load causal LM '{name}' from {source}: {exc}") from exc
+        return cls(name, model, tokenizer, options.batch_size)
+
+    def _batches(self, items: Sequence) -> list[Sequence]:
+        return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
+        texts = [format_chat(self.tokenizer, p) for p in prompts]
+        sampling = settings.temperature > 0
+        answers: list[str] = []
+        with self._lock:
+            if sampling and settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            self.tokenizer.padding_side = "left"
+            for batch in self._batches(texts):
+                # The chat template already holds any BOS token, so add no special tokens.
+                enc = self.tokenizer(
+                    list(batch), return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(self.device)
+                out = self.model.generate(
+                    **enc,
+                    max_new_tokens=settings.max_new_tokens,
+                    do_sample=sampling,
+                    temperature=settings.temperature if sampling else None,
+                    top_p=settings.top_p if sampling else None,
+                    top_k=None,
+                    repetition_penalty=settings.repetition_penalty,
+                    eos_token_id=self.stop_ids,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+                new_tokens = out[:, enc["input_ids"].shape[1] :]
+                answers.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        return [a.strip() for a in answers]
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
+        """Sum of token log-probabilities of each choice (followed by end of turn) as the answer."""
+        prompt_ids = [
+            self.tokenizer(format_chat(self.tokenizer, p), add_special_tokens=False)["input_ids"]
+            for p in prompts
+        ]
+        choice_ids = [
+            self.tokenizer(c, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
+            for c in choices
+        ]
+        pairs = [(p, c) for p in prompt_ids for c in choice_ids]
+        scores: list[float] = []
+        with self._lock:
+            for batch in self._batches(pairs):
+                scores.extend(self._score_pairs(batch))
+        n = len(choices)
+        return [scores[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _score_pairs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        length = max(len(p) + len(c) for p, c in pairs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(pairs), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(pairs), length), dtype=torch.long)
+        for row, (p, c) in enumerate(pairs):  # right padding: positions stay 0..n-1
+            input_ids[row, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[row, : len(p) + len(c)] = 1
+        logits = self.model(
+            input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+        ).logits
+        results = []
+        for row, (p, c) in enumerate(pairs):
+            # Logits at position t predict token t+1: the choice tokens are predicted from
+            # positions len(p)-1 .. len(p)+len(c)-2.
+            step_logits = logits[row, len(p) - 1 : len(p) + len(c) - 1].float()
+            targets = torch.tensor(c, device=step_logits.device)
+            logprobs = step_logits.log_softmax(-1).gather(1, targets[:, None])
+            results.append(float(logprobs.sum()))
+        return results
+
+    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
+        """Probabilities over ``labels`` from their answer log-likelihoods (a softmax)."""
+        scores = torch.tensor(self.score(prompts, labels))
+        return scores.softmax(-1).tolist()

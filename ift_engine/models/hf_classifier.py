@@ -1,0 +1,93 @@
+"""The ``hf-classifier`` backend: a transformers sequence classifier giving label probabilities."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from ..errors import ModelError
+from .base import Model, Prompt
+from .torch_utils import Device, DType, pick_device, pick_dtype
+
+
+class ClassifierOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: Device = "auto"
+    dtype: DType = "auto"
+    batch_size: int = Field(32, ge=1)
+    max_length: int = Field(512, ge=8)
+
+
+def user_text(prompt: Prompt) -> str:
+    """A classifier reads the last user message of the rendered prompt."""
+    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+
+
+class HFClassifier(Model):
+    backend = "hf-classifier"
+    options_model = ClassifierOptions
+
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 32,
+        max_length: int = 512,
+    ) -> None:
+        super().__init__(name)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = next(model.parameters()).device
+        id2label = model.config.id2label
+        self.model_labels = [str(id2label[i]) for i in range(len(id2label))]
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name: str, source: str, options: ClassifierOptions) -> HFClassifier:
+        device = pick_device(options.device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, dtype=pick_dtype(options.dtype, device)
+            ).to(device)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"could not load classifier '{name}' from {source}: {exc}") from exc
+        return cls(name, model, tokenizer, options.batch_size, options.max_length)
+
+    def label_indices(self, labels: Sequence[str]) -> list[int]:
+        """Where each wanted label sits in the model's head (matched case-insensitively)."""
+        lowered = [label.lower() for label in self.model_labels]
+        missing = [label for label in labels if label.lower() not in lowered]
+        if missing:
+            raise ModelError(
+                f"classifier '{self.name}' has no label '{missing[0]}' "
+                f"(its labels: {', '.join(self.model_labels)})"
+            )
+        return [lowered.index(label.lower()) for label in labels]
+
+    @torch.inference_mode()
+    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
+        """Softmax over the model's head, restricted to ``labels`` and renormalised."""
+        columns = torch.tensor(self.label_indices(labels))
+        texts = [user_text(p) for p in prompts]
+        rows: list[list[float]] = []
+        with self._lock:
+            for start in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(
+                    texts[start : start + self.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                probs = self.model(**enc).logits.float().softmax(-1).cpu()[:, columns]
+                rows.extend((probs / probs.sum(-1, keepdim=True)).tolist())
+        return rows

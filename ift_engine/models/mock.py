@@ -1,0 +1,89 @@
+"""The ``mock`` backend: deterministic canned answers that records its calls.
+
+Public for plugin authors' tests: ``MockModel(answers={"outline": "- a\\n- b"})`` answers any
+prompt containing "outline" with two lines, and ``model.calls`` lists what it was asked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..parsers import find_label
+from .base import GenerationSettings, Model, Prompt
+
+
+class MockOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answers: dict[str, str] = Field(
+        default_factory=dict, description="prompt substring -> answer; the first match wins"
+    )
+    default: str | None = Field(None, description="answer when nothing matches; None echoes")
+    delay: float = Field(0.0, ge=0.0, description="seconds each call sleeps (concurrency tests)")
+
+
+@dataclass(frozen=True)
+class MockCall:
+    method: str
+    prompts: tuple[str, ...]
+    started: float
+    ended: float
+
+
+class MockModel(Model):
+    backend = "mock"
+    options_model = MockOptions
+    locates_weights = False
+
+    def __init__(
+        self,
+        name: str = "mock",
+        answers: dict[str, str] | None = None,
+        default: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        super().__init__(name)
+        self.answers = dict(answers or {})
+        self.default = default
+        self.delay = delay
+        self.calls: list[MockCall] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name: str, source: str, options: MockOptions) -> MockModel:
+        return cls(name, options.answers, options.default, options.delay)
+
+    def answer(self, prompt: Prompt) -> str:
+        text = "\n".join(m["content"] for m in prompt)
+        for key, answer in self.answers.items():
+            if key in text:
+                return answer
+        return self.default if self.default is not None else prompt[-1]["content"]
+
+    def _record(self, method: str, prompts: Sequence[Prompt], started: float) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+        call = MockCall(method, tuple(p[-1]["content"] for p in prompts), started, time.perf_counter())
+        with self._lock:
+            self.calls.append(call)
+
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
+        self._record("generate", prompts, time.perf_counter())
+        return [self.answer(p) for p in prompts]
+
+    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
+        """All probability on the first label the canned answer names; uniform if none."""
+        self._record("classify", prompts, time.perf_counter())
+        rows = []
+        for prompt in prompts:
+            best = find_label(self.answer(prompt), labels)
+            if best is None:
+                rows.append([1.0 / len(labels)] * len(labels))
+            else:
+                rows.append([1.0 if i == best else 0.0 for i in range(len(labels))])
+        return rows

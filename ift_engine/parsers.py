@@ -1,0 +1,67 @@
+"""Answer parsers turn a model's text answer into a node output (text, label, lines, JSON)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import ParseError
+from .templates import InstructionTemplate
+
+
+@dataclass(frozen=True)
+class AnswerParser:
+    """A named function ``parse(answer, template) -> output``; raises ``ParseError`` on failure."""
+
+    name: str
+    parse: Callable[[str, InstructionTemplate], Any]
+    description: str = ""
+
+
+def parse_text(answer: str, template: InstructionTemplate) -> str:
+    return answer.strip()
+
+
+def find_label(answer: str, labels: Sequence[str]) -> int | None:
+    """Index of the label that occurs first in ``answer`` (case-insensitive), or None."""
+    lowered = answer.lower()
+    found = [(lowered.find(label.lower()), i) for i, label in enumerate(labels)]
+    found = [(position, i) for position, i in found if position >= 0]
+    return min(found)[1] if found else None
+
+
+def parse_label(answer: str, template: InstructionTemplate) -> str:
+    """The label that occurs first in the answer."""
+    index = find_label(answer, template.labels)
+    if index is None:
+        raise ParseError(
+            f"answer {answer.strip()[:60]!r} names none of the labels {list(template.labels)}"
+        )
+    return template.labels[index]
+
+
+_BULLET = re.compile(r"^\s*(?:[-*•·]+|\d+[.)、]|[一二三四五六七八九十]+、|#+)\s*")
+
+
+def parse_lines(answer: str, template: InstructionTemplate) -> list[str]:
+    """Non-empty lines with bullets and numbering removed."""
+    lines = [_BULLET.sub("", line).strip() for line in answer.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ParseError("answer has no non-empty lines")
+    return lines
+
+
+def parse_json(answer: str, template: InstructionTemplate) -> Any:
+    """The first JSON object or array in the answer (code fences and chatter around it allowed)."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"[\[{]", answer):
+        try:
+            value, _ = decoder.raw_decode(answer, match.start())
+        except json.JSONDecodeError:
+            continue
+        return value
+    raise ParseError(f"answer {answer.strip()[:60]!r} contains no JSON object or array")

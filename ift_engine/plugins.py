@@ -1,0 +1,165 @@
+"""The plugin manager: built-in plugins, entry-point plugins, and the component registries.
+
+Built-in components register through the same hooks as third-party plugins. Third-party
+plugins come from the entry-point group ``ift_engine``; each loads in its own ``try`` so one
+broken plugin is one warning, not a crash (``IFT_ENGINE_STRICT_PLUGINS=1`` makes it fatal).
+``IFT_ENGINE_LOAD_PLUGINS=a,b`` loads only the named entry points or distributions; set and
+empty, it loads none.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points, version
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .augment import Augmenter
+from .ensemble import Ensembler
+from .errors import PluginError
+from .models.base import Model, ModelAlias
+from .parsers import AnswerParser
+from .registry import Registry
+from .templates import InstructionTemplate
+
+ENTRY_POINT_GROUP = "ift_engine"
+DEFAULT_PLUGINS = (
+    "ift_engine.default_plugins.templates",
+    "ift_engine.default_plugins.parsers",
+    "ift_engine.default_plugins.models",
+)
+
+
+class PluginLoadWarning(UserWarning):
+    """A third-party plugin failed to load and was skipped."""
+
+
+@dataclass
+class Components:
+    """Every registered component, by kind. Built once from a plugin manager."""
+
+    templates: Registry[InstructionTemplate] = field(
+        default_factory=lambda: Registry("template", InstructionTemplate, lambda t: t.name)
+    )
+    parsers: Registry[AnswerParser] = field(
+        default_factory=lambda: Registry("parser", AnswerParser, lambda p: p.name)
+    )
+    models: Registry[type[Model]] = field(
+        default_factory=lambda: Registry("model backend", Model, lambda m: m.backend)
+    )
+    model_aliases: Registry[ModelAlias] = field(
+        default_factory=lambda: Registry("model alias", ModelAlias, lambda a: a.name)
+    )
+    augmenters: Registry[Augmenter] = field(
+        default_factory=lambda: Registry("augmenter", Augmenter, lambda a: a.name)
+    )
+    ensemblers: Registry[Ensembler] = field(
+        default_factory=lambda: Registry("ensembler", Ensembler, lambda e: e.name)
+    )
+
+    @classmethod
+    def from_plugin_manager(cls, pm: pluggy.PluginManager) -> Components:
+        components = cls()
+        for kind in ("templates", "parsers", "models", "model_aliases", "augmenters", "ensemblers"):
+            registry = getattr(components, kind)
+            caller = getattr(pm.hook, f"register_{kind}")
+            # Call each implementation ourselves so the callback knows which plugin registers.
+            for impl in caller.get_hookimpls():  # registration order: built-ins first
+                plugin_name = impl.plugin_name
+
+                def register(obj: Any, override: bool = False, _p: str = plugin_name) -> None:
+                    registry.add(obj, _p, override=override)
+
+                try:
+                    impl.function(register=register)
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin '{plugin_name}' failed in register_{kind}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+        return components
+
+
+def build_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+    """A fresh plugin manager with the built-ins and (optionally) the entry-point plugins."""
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    for module_name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+    if load_entry_points:
+        _load_entry_points(pm)
+    return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    allowed_env = os.environ.get("IFT_ENGINE_LOAD_PLUGINS")
+    allowed = None
+    if allowed_env is not None:
+        allowed = {name.strip() for name in allowed_env.split(",") if name.strip()}
+    strict = os.environ.get("IFT_ENGINE_STRICT_PLUGINS", "") not in ("", "0")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist else "unknown distribution"
+        if allowed is not None and ep.name not in allowed and dist not in allowed:
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:
+            message = (
+                f"plugin '{ep.name}' from distribution '{dist}' failed to load and was skipped: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            if strict:
+                raise PluginError(message.replace("and was skipped", "")) from exc
+            warnings.warn(message, PluginLoadWarning, stacklevel=2)
+
+
+def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
+    """Name, distribution, version and implemented hooks of every registered plugin."""
+    dists = {ep.name: ep.dist for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    rows = []
+    for name, plugin in pm.list_name_plugin():
+        dist = dists.get(name)
+        rows.append(
+            {
+                "name": name,
+                "distribution": dist.name if dist else "ift-engine",
+                "version": dist.version if dist else version("ift-engine"),
+                "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
+            }
+        )
+    return rows
+
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built on first use."""
+    with _lock:
+        if "pm" not in _state:
+            _state["pm"] = build_plugin_manager()
+        return _state["pm"]
+
+
+def components() -> Components:
+    """The process-wide component registries, collected on first use."""
+    pm = plugin_manager()
+    with _lock:
+        if "components" not in _state:
+            _state["components"] = Components.from_plugin_manager(pm)
+        return _state["components"]
+
+
+def reset() -> None:
+    """Forget the process-wide plugin manager (after installing a plugin, or in tests)."""
+    with _lock:
+        _state.clear()
