@@ -136,22 +136,37 @@ class ModelPool:
                 f"model '{spec.name}' ({cls.backend}) option '{field}': {first['msg']}"
             ) from None
 
-    def locate(self, spec: ModelSpec) -> str:
-        """The folder or hub id that ``spec.name`` points to."""
+    def _where(self, spec: ModelSpec) -> tuple[str, str]:
+        """What ``spec.name`` is ("alias", "folder", "gguf" or "hub") without preparing it."""
         aliases = self._components.model_aliases
         if spec.name in aliases:
-            return str(aliases.get(spec.name).locate())
+            return "alias", spec.name
         path = Path(spec.name).expanduser()
         if path.is_dir():
-            return str(path)
+            return "folder", str(path)
         if path.is_file() and path.suffix == ".gguf":
-            return str(convert_gguf(path))
+            return "gguf", str(path)
         if path.exists() or spec.name.startswith((".", "/", "~")) or not HUB_ID.match(spec.name):
             raise ModelError(
                 f"model '{spec.name}' not found: it is not a known alias "
                 f"({aliases.known()}), a model folder, a .gguf file, or a hub id (owner/name)"
             )
-        return spec.name
+        return "hub", spec.name
+
+    def check(self, spec: ModelSpec) -> None:
+        """Validate a spec (backend, options, where it points) without loading anything."""
+        if self.backend_for(spec).locates_weights:
+            self._where(spec)
+        self.options_for(spec)
+
+    def locate(self, spec: ModelSpec) -> str:
+        """The folder or hub id that ``spec.name`` points to (converting a GGUF file once)."""
+        kind, value = self._where(spec)
+        if kind == "alias":
+            return str(self._components.model_aliases.get(value).locate())
+        if kind == "gguf":
+            return str(convert_gguf(Path(value)))
+        return value
 
     def get(self, spec: ModelSpec) -> Model:
         key = spec.key()

@@ -1,0 +1,41 @@
+"""ift_engine: instruction fine-tuning and composed tasks on fine-tuned models."""
+
+from .errors import (
+    IftError,
+    ModelError,
+    NodeError,
+    ParseError,
+    PluginError,
+    RegistrationError,
+    TemplateError,
+    WorkflowError,
+)
+from .hookspecs import hookimpl
+from .models import GenerationSettings, MockModel, Model, ModelAlias, ModelSpec
+from .parsers import AnswerParser
+from .templates import AnswerForm, InstructionTemplate
+from .workflow import NodeSpec, RunResult, Workflow, WorkflowSpec
+
+__all__ = [
+    "AnswerForm",
+    "AnswerParser",
+    "GenerationSettings",
+    "IftError",
+    "InstructionTemplate",
+    "MockModel",
+    "Model",
+    "ModelAlias",
+    "ModelError",
+    "ModelSpec",
+    "NodeError",
+    "NodeSpec",
+    "ParseError",
+    "PluginError",
+    "RegistrationError",
+    "RunResult",
+    "TemplateError",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowSpec",
+    "hookimpl",
+]

@@ -1,0 +1,172 @@
+"""The ``ift`` command. Every engine error becomes one line on stderr and exit code 2.
+
+argparse (standard library) rather than click/typer: the command surface is small and this
+keeps the core free of another dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from .errors import IftError, NodeError, WorkflowError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _parse_inputs(pairs: Sequence[str], as_json: str | None) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    if as_json:
+        try:
+            loaded = json.loads(as_json)
+        except json.JSONDecodeError as exc:
+            raise WorkflowError(f"--input-json is not valid JSON: {exc.msg} at character {exc.pos}") from None
+        if not isinstance(loaded, dict):
+            raise WorkflowError("--input-json must be a JSON object such as '{\"topic\": \"bees\"}'")
+        inputs.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise WorkflowError(f"--input {pair!r} must look like NAME=VALUE")
+        inputs[key] = value
+    return inputs
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\n".join(f"- {v}" for v in value)
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .workflow import Workflow
+
+    wf = Workflow.from_yaml(args.file)
+    inputs = _parse_inputs(args.input, args.input_json)
+
+    def on_node_done(node: Any) -> None:
+        if args.json:
+            return
+        out.rule(f"[bold]{node.node}[/] · {escape(node.model)} · {node.seconds:.1f} s", align="left")
+        out.print(escape(_show(node.output)))
+        if node.probabilities:
+            out.print(", ".join(f"{k}: {v:.3f}" for k, v in node.probabilities.items()), style="dim")
+
+    try:
+        with err.status(f"running {wf.spec.name} ({len(wf.spec.nodes)} nodes)"):
+            result = wf.run(inputs, on_node_done=on_node_done)
+    except NodeError as exc:
+        if args.trace and exc.partial is not None:
+            Path(args.trace).write_text(exc.partial.to_json(), encoding="utf-8")
+            err.print(f"partial trace written to {args.trace}", style="dim")
+        raise
+    if args.trace:
+        Path(args.trace).write_text(result.to_json(), encoding="utf-8")
+    if args.json:
+        print(json.dumps(result.outputs, ensure_ascii=False, indent=2))
+    else:
+        err.print(f"done in {result.seconds:.1f} s", style="dim")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .workflow import Workflow
+
+    wf = Workflow.from_yaml(args.file)
+    out.print(f"{args.file}: ok ({len(wf.spec.nodes)} nodes, order: {' -> '.join(wf.graph.order())})")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .workflow import Workflow
+
+    wf = Workflow.from_yaml(args.file)
+    print(wf.mermaid(), end="")
+    if args.png:
+        from .workflow.picture import draw_graph
+
+        draw_graph(wf.graph, args.png)
+        err.print(f"picture written to {args.png}", style="dim")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .workflow import WorkflowSpec
+
+    print(json.dumps(WorkflowSpec.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import components, describe_plugins, plugin_manager
+
+    rows = describe_plugins(plugin_manager())
+    components()  # collect registrations so a broken hook is reported here too
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        out.print(f"[bold]{row['name']}[/] {row['distribution']} {row['version']}: {', '.join(row['hooks'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ift", description="Instruction fine-tuning and composed tasks on fine-tuned models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a workflow on one input")
+    run.add_argument("file", help="workflow YAML file")
+    run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
+    run.add_argument("--input-json", metavar="JSON", help="inputs as one JSON object")
+    run.add_argument("--trace", metavar="PATH", help="write every node's output, prompt and timing")
+    run.add_argument("--json", action="store_true", help="print the outputs as JSON only")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a workflow without running it")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_validate)
+
+    graph = sub.add_parser("graph", help="print a workflow's DAG as Mermaid text")
+    graph.add_argument("file")
+    graph.add_argument("--png", metavar="PATH", help="also draw it as a picture")
+    graph.set_defaults(func=cmd_graph)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of workflow files")
+    schema.set_defaults(func=cmd_schema)
+
+    plugins = sub.add_parser("plugins", help="list plugins, their versions and hooks")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
+    try:
+        return args.func(args)
+    except IftError as exc:
+        err.print(f"[bold red]error:[/] {escape(' '.join(str(exc).split()))}")
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Workflows: the YAML format, the validated DAG and the runner."""
+
+from .graph import BoundNode, WorkflowGraph
+from .runner import NodeResult, Runner, RunResult
+from .spec import InputSpec, NodeSpec, WorkflowSpec
+from .workflow import Workflow, default_pool
+
+__all__ = [
+    "BoundNode",
+    "InputSpec",
+    "NodeResult",
+    "NodeSpec",
+    "Runner",
+    "RunResult",
+    "Workflow",
+    "WorkflowGraph",
+    "WorkflowSpec",
+    "default_pool",
+]

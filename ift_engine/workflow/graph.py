@@ -1,0 +1,190 @@
+"""From a ``WorkflowSpec`` to a validated ``networkx.DiGraph`` of nodes.
+
+Validation resolves every name through the registries (templates, parsers, model backends and
+their options) without loading a model, so a bad workflow fails in milliseconds with a message
+that names the file, the node and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from ..errors import IftError, ModelError, TemplateError, WorkflowError
+from ..models.base import GenerationSettings
+from ..models.resolve import ModelPool, ModelSpec
+from ..parsers import AnswerParser
+from ..plugins import Components
+from ..templates import AnswerForm, InstructionTemplate
+from .spec import NodeSpec, WorkflowSpec, reference
+
+
+@dataclass(frozen=True)
+class BoundNode:
+    """A node with every name resolved: what the runner needs to execute it."""
+
+    spec: NodeSpec
+    template: InstructionTemplate
+    parser: AnswerParser
+    model: ModelSpec
+    generation: GenerationSettings
+    dependencies: tuple[str, ...]
+
+
+class WorkflowGraph:
+    """The validated DAG. ``graph`` has one vertex per node id (attribute ``node``: BoundNode)
+    and an edge ``a -> b`` when ``b`` reads ``a.output``."""
+
+    def __init__(self, spec: WorkflowSpec, components: Components, pool: ModelPool, source: str):
+        self.spec = spec
+        self.source = source
+        self._components = components
+        self._pool = pool
+        self.graph = nx.DiGraph()
+        self._build()
+
+    def _error(self, message: str, node: str | None = None, field: str | None = None) -> WorkflowError:
+        where = self.source
+        if node is not None:
+            where += f": node '{node}'"
+        if field is not None:
+            where += f", field '{field}'"
+        return WorkflowError(f"{where}: {message}")
+
+    def _build(self) -> None:
+        ids = [node.id for node in self.spec.nodes]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise self._error(f"duplicate node id '{duplicates[0]}': node ids must be unique")
+        for node in self.spec.nodes:
+            self.graph.add_node(node.id, node=self._bind(node, set(ids)))
+        for node_id, data in self.graph.nodes(data=True):
+            for dependency in data["node"].dependencies:
+                self.graph.add_edge(dependency, node_id)
+        try:
+            cycle = nx.find_cycle(self.graph)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            path = " -> ".join([edge[0] for edge in cycle] + [cycle[0][0]])
+            raise self._error(f"the nodes form a cycle: {path}; a workflow must be acyclic")
+        for name, ref in self.spec.outputs.items():
+            kind = reference(ref)
+            if kind is None or kind[0] != "node" or kind[1] not in self.graph:
+                raise self._error(
+                    f"output '{name}' must be NODE.output for a known node, not {ref!r} "
+                    f"(nodes: {', '.join(ids)})"
+                )
+
+    def _model_spec(self, ref: Any) -> ModelSpec:
+        if isinstance(ref, ModelSpec):
+            return ref
+        return self.spec.models.get(ref) or ModelSpec(name=ref)
+
+    def _bind(self, node: NodeSpec, ids: set[str]) -> BoundNode:
+        components = self._components
+        try:
+            if node.template is not None:
+                template = components.templates.get(node.template)
+            else:
+                template = InstructionTemplate.inline(
+                    node.id, node.instruction or "", node.answer or AnswerForm.TEXT, node.labels or ()
+                )
+        except IftError as exc:
+            field = "template" if node.template is not None else "instruction"
+            raise self._error(str(exc), node.id, field) from None
+
+        provided, needed = set(node.inputs), set(template.variables)
+        if needed - provided:
+            missing = sorted(needed - provided)[0]
+            raise self._error(
+                f"template '{template.name}' needs input '{missing}'; add it under inputs",
+                node.id,
+                "inputs",
+            )
+        if provided - needed:
+            extra = sorted(provided - needed)[0]
+            raise self._error(
+                f"input '{extra}' is not used by template '{template.name}' "
+                f"(it uses: {', '.join(template.variables) or 'nothing'})",
+                node.id,
+                "inputs",
+            )
+        dependencies = []
+        for variable, value in node.inputs.items():
+            ref = reference(value)
+            if ref is None:
+                continue
+            kind, name = ref
+            if kind == "input" and name not in self.spec.inputs:
+                raise self._error(
+                    f"$input.{name} is not a declared workflow input "
+                    f"(declared: {', '.join(self.spec.inputs) or 'none'})",
+                    node.id,
+                    f"inputs.{variable}",
+                )
+            if kind == "node":
+                if name not in ids:
+                    raise self._error(
+                        f"{value} refers to unknown node '{name}' (nodes: {', '.join(sorted(ids))})",
+                        node.id,
+                        f"inputs.{variable}",
+                    )
+                dependencies.append(name)
+
+        parser_name = node.parser or template.answer.value
+        try:
+            parser = components.parsers.get(parser_name)
+        except IftError as exc:
+            raise self._error(str(exc), node.id, "parser") from None
+
+        model_ref = node.model if node.model is not None else self.spec.model
+        if model_ref is None:
+            raise self._error("no model: set 'model' on the node or on the workflow", node.id, "model")
+        model = self._model_spec(model_ref)
+        try:
+            self._pool.check(model)
+        except (ModelError, TemplateError) as exc:
+            raise self._error(str(exc), node.id, "model") from None
+
+        overrides = {
+            **self.spec.generation.model_dump(exclude_none=True),
+            **node.generation.model_dump(exclude_none=True),
+        }
+        generation = GenerationSettings(**overrides)
+        return BoundNode(node, template, parser, model, generation, tuple(dict.fromkeys(dependencies)))
+
+    def node(self, node_id: str) -> BoundNode:
+        return self.graph.nodes[node_id]["node"]
+
+    def order(self) -> list[str]:
+        return list(nx.topological_sort(self.graph))
+
+    def sinks(self) -> list[str]:
+        return [n for n in self.order() if self.graph.out_degree(n) == 0]
+
+    def outputs(self) -> dict[str, str]:
+        """Declared outputs, or every sink node's output under its own id."""
+        if self.spec.outputs:
+            return {name: reference(ref)[1] for name, ref in self.spec.outputs.items()}  # type: ignore[index]
+        return {node_id: node_id for node_id in self.sinks()}
+
+    def mermaid(self) -> str:
+        """A Mermaid flowchart of the workflow: inputs, nodes (template, model), outputs."""
+        lines = ["flowchart TD"]
+        for name in self.spec.inputs:
+            lines.append(f'    in_{name}[/"{name}"/]')
+        for node_id in self.order():
+            bound = self.node(node_id)
+            lines.append(f'    {node_id}["{node_id}<br/>{bound.template.name} · {bound.model.name}"]')
+            for value in bound.spec.inputs.values():
+                ref = reference(value)
+                if ref and ref[0] == "input":
+                    lines.append(f"    in_{ref[1]} --> {node_id}")
+        for source, target in self.graph.edges:
+            lines.append(f"    {source} --> {target}")
+        for name, node_id in self.outputs().items():
+            lines.append(f'    {node_id} --> out_{name}[\\"{name}"\\]')
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,51 @@
+"""Draw a workflow DAG as a PNG (matplotlib, laid out in dependency layers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+
+from .graph import WorkflowGraph
+from .spec import reference
+
+
+def draw_graph(workflow: WorkflowGraph, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    graph = nx.DiGraph()
+    for name in workflow.spec.inputs:
+        graph.add_node(f"${name}", kind="input")
+    for node_id in workflow.order():
+        bound = workflow.node(node_id)
+        graph.add_node(node_id, kind="node", label=f"{node_id}\n{bound.template.name}\n{bound.model.name}")
+        for value in bound.spec.inputs.values():
+            ref = reference(value)
+            if ref and ref[0] == "input":
+                graph.add_edge(f"${ref[1]}", node_id)
+    graph.add_edges_from(workflow.graph.edges)
+    for name, node_id in workflow.outputs().items():
+        graph.add_node(f"{name} →", kind="output")
+        graph.add_edge(node_id, f"{name} →")
+    for layer, nodes in enumerate(nx.topological_generations(graph)):
+        for node in nodes:
+            graph.nodes[node]["layer"] = layer
+    positions = nx.multipartite_layout(graph, subset_key="layer", align="horizontal", scale=-1)
+    colours = {"input": "#cfe8ff", "node": "#ffe7b3", "output": "#d4f5d0"}
+    height = 1.6 * (max(nx.get_node_attributes(graph, "layer").values()) + 1)
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(workflow.spec.nodes)), height + 1))
+    nx.draw_networkx_edges(graph, positions, ax=ax, arrows=True, arrowsize=14, node_size=3000)
+    for node, (x, y) in positions.items():
+        data = graph.nodes[node]
+        ax.text(
+            x, y, data.get("label", node), ha="center", va="center", fontsize=8,
+            bbox={"boxstyle": "round,pad=0.4", "fc": colours[data["kind"]], "ec": "#555"},
+        )
+    ax.set_title(workflow.spec.name)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,121 @@
+"""The workflow file format, as pydantic models (``extra="forbid"`` everywhere).
+
+A value in a node's ``inputs`` is a reference or a literal: ``$input.NAME`` reads a workflow
+input, ``NODE.output`` reads another node's output, anything else is used as written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from ..models.base import GenerationSettings
+from ..models.resolve import ModelSpec
+from ..templates import AnswerForm
+
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+INPUT_REF = re.compile(r"^\$input\.([A-Za-z_][A-Za-z0-9_]*)$")
+NODE_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.output$")
+
+# Node- and workflow-level generation settings: the same fields, all optional, merged over the
+# defaults (one definition of the fields, in GenerationSettings).
+GenerationOverrides = create_model(
+    "GenerationOverrides",
+    __config__=ConfigDict(extra="forbid"),
+    **{
+        name: (Optional[field.annotation], Field(None, description=field.description))
+        for name, field in GenerationSettings.model_fields.items()
+    },
+)
+
+
+def reference(value: Any) -> tuple[str, str] | None:
+    """``("input", name)`` or ``("node", id)`` when ``value`` is a reference, else None."""
+    if not isinstance(value, str):
+        return None
+    if match := INPUT_REF.match(value):
+        return ("input", match.group(1))
+    if match := NODE_REF.match(value):
+        return ("node", match.group(1))
+    return None
+
+
+class InputSpec(BaseModel):
+    """A workflow input. It is required unless it has a ``default``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["string", "number", "integer", "boolean", "list", "object"] = "string"
+    description: str = ""
+    default: Any = None
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.model_fields_set
+
+
+ModelRef = str | ModelSpec
+
+
+class NodeSpec(BaseModel):
+    """One subtask: render a template (or inline instruction), call a model, parse the answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=ID_PATTERN)
+    template: str | None = Field(None, description="a registered template name")
+    instruction: str | None = Field(None, description="an inline one-paraphrase instruction")
+    answer: AnswerForm | None = Field(None, description="answer form of an inline instruction")
+    labels: list[str] | None = Field(None, description="label set of an inline label answer")
+    paraphrase: int | None = Field(None, ge=0, description="paraphrase index (default 0)")
+    paraphrase_seed: int | None = Field(None, description="pick the paraphrase at random")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    model: ModelRef | None = Field(None, description="a name under `models:`, or a model spec")
+    parser: str | None = Field(None, description="answer parser (default: the answer form's)")
+    generation: GenerationOverrides = Field(default_factory=GenerationOverrides)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _one_instruction(self) -> NodeSpec:
+        if (self.template is None) == (self.instruction is None):
+            raise ValueError("give exactly one of 'template' or 'instruction'")
+        if self.template is not None and (self.answer is not None or self.labels is not None):
+            raise ValueError("'answer' and 'labels' belong to inline instructions; a template has its own")
+        return self
+
+
+class WorkflowSpec(BaseModel):
+    """A whole workflow file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict, description="named models")
+    model: ModelRef | None = Field(None, description="the model of nodes that name none")
+    generation: GenerationOverrides = Field(default_factory=GenerationOverrides)  # type: ignore[valid-type]
+    nodes: list[NodeSpec] = Field(min_length=1)
+    outputs: dict[str, str] = Field(
+        default_factory=dict, description="name -> NODE.output; default: every sink node"
+    )
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _shorthand_inputs(cls, value: Any) -> Any:
+        # `topic: string` is short for `topic: {type: string}`; `topic:` for `topic: {}`.
+        if isinstance(value, dict):
+            return {
+                k: {"type": v} if isinstance(v, str) else ({} if v is None else v)
+                for k, v in value.items()
+            }
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _shorthand_models(cls, value: Any) -> Any:
+        # `writer: smollm2-135m-instruct` is short for `writer: {name: smollm2-135m-instruct}`.
+        if isinstance(value, dict):
+            return {k: {"name": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value

@@ -1,0 +1,129 @@
+"""``Workflow``: the Python face of a workflow file (load, validate, run, round-trip)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import WorkflowError
+from ..models.resolve import ModelPool
+from ..plugins import Components, components
+from .graph import WorkflowGraph
+from .runner import NodeResult, Runner, RunResult
+from .spec import WorkflowSpec
+
+_default_pool: ModelPool | None = None
+
+
+def default_pool() -> ModelPool:
+    """The process-wide model pool: one loaded model per spec, shared by every workflow."""
+    global _default_pool
+    if _default_pool is None:
+        _default_pool = ModelPool(components())
+    return _default_pool
+
+
+def describe_location(loc: tuple[Any, ...], data: Any) -> str:
+    """``('nodes', 1, 'generation', 'seed')`` -> ``nodes[1] (id 'content').generation.seed``."""
+    parts: list[str] = []
+    current = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(current, list) and 0 <= item < len(current):
+                current = current[item]
+                if isinstance(current, dict) and isinstance(current.get("id"), str):
+                    label += f" (id '{current['id']}')"
+            else:
+                current = None
+            parts.append(label)
+        else:
+            parts.append(f".{item}" if parts else str(item))
+            current = current.get(item) if isinstance(current, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def parse_spec(data: Any, source: str) -> WorkflowSpec:
+    """Validate a parsed document; errors become one-line ``WorkflowError``s naming the field."""
+    if not isinstance(data, dict):
+        raise WorkflowError(f"{source}: a workflow must be a mapping with 'name' and 'nodes'")
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        # Pydantic adds the union branch ("str", "ModelSpec") to the location; drop type names.
+        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+        where = describe_location(loc, data)
+        raise WorkflowError(f"{source}: {where}: {first['msg']}{more}") from None
+
+
+class Workflow:
+    """A validated workflow, ready to run.
+
+    >>> wf = Workflow.from_yaml("workflows/article.yaml")
+    >>> result = wf.run(topic="How honeybees communicate")
+    >>> result["article"]
+    """
+
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        *,
+        source: str = "<workflow>",
+        components: Components | None = None,
+        pool: ModelPool | None = None,
+    ) -> None:
+        self.spec = spec
+        self.source = source
+        self.pool = pool or (ModelPool(components) if components else default_pool())
+        self.graph = WorkflowGraph(spec, self.pool._components, self.pool, source)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>", **kwargs: Any) -> Workflow:
+        return cls(parse_spec(dict(data), source), source=source, **kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **kwargs: Any) -> Workflow:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise WorkflowError(f"{path}: cannot read the workflow file: {exc.strerror}") from None
+        return cls.from_yaml_text(text, source=str(path), **kwargs)
+
+    @classmethod
+    def from_yaml_text(cls, text: str, source: str = "<yaml>", **kwargs: Any) -> Workflow:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise WorkflowError(f"{source}: invalid YAML{line}: {problem}") from None
+        return cls(parse_spec(data, source), source=source, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json", exclude_defaults=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def mermaid(self) -> str:
+        return self.graph.mermaid()
+
+    def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        on_node_done: Callable[[NodeResult], None] | None = None,
+        **kwargs: Any,
+    ) -> RunResult:
+        """Run once. Inputs come as a mapping, as keywords, or both."""
+        return Runner(self.graph, self.pool).run({**(inputs or {}), **kwargs}, on_node_done)
