@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -158,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("ift_engine").setLevel(logging.INFO)
     try:
         return args.func(args)
     except IftError as exc:

@@ -98,7 +98,11 @@ class HFCausalLM(Model):
             for batch in self._batches(texts):
                 # The chat template already holds any BOS token, so add no special tokens.
                 enc = self.tokenizer(
-                    list(batch), return_tensors="pt", padding=True, add_special_tokens=False
+                    list(batch),
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,
+                    return_token_type_ids=False,
                 ).to(self.device)
                 out = self.model.generate(
                     **enc,

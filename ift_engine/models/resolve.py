@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from .base import Model
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MANIFEST = "ift_model.json"
+log = logging.getLogger(__name__)
 
 
 class ModelSpec(BaseModel):
@@ -58,6 +60,7 @@ def convert_gguf(path: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    log.info("converting %s once into %s (about a minute; later loads take a second)", path.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
@@ -106,7 +109,7 @@ class ModelPool:
     """Loads each spec once per process and hands the same object to every node that uses it."""
 
     def __init__(self, components: Any) -> None:
-        self._components = components
+        self.components = components
         self._models: dict[str, Model] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -114,13 +117,13 @@ class ModelPool:
     def backend_for(self, spec: ModelSpec) -> type[Model]:
         """The backend class a spec uses, checked without loading anything."""
         backend = spec.backend
-        aliases = self._components.model_aliases
+        aliases = self.components.model_aliases
         if backend is None and spec.name in aliases:
             backend = aliases.get(spec.name).backend
         if backend is None and Path(spec.name).is_dir():
             backend = infer_backend(Path(spec.name))
         backend = backend or "hf-causal"
-        models = self._components.models
+        models = self.components.models
         if backend not in models:
             raise ModelError(f"unknown model backend '{backend}' (known: {models.known()})")
         return models.get(backend)
@@ -138,7 +141,7 @@ class ModelPool:
 
     def _where(self, spec: ModelSpec) -> tuple[str, str]:
         """What ``spec.name`` is ("alias", "folder", "gguf" or "hub") without preparing it."""
-        aliases = self._components.model_aliases
+        aliases = self.components.model_aliases
         if spec.name in aliases:
             return "alias", spec.name
         path = Path(spec.name).expanduser()
@@ -163,7 +166,7 @@ class ModelPool:
         """The folder or hub id that ``spec.name`` points to (converting a GGUF file once)."""
         kind, value = self._where(spec)
         if kind == "alias":
-            return str(self._components.model_aliases.get(value).locate())
+            return str(self.components.model_aliases.get(value).locate())
         if kind == "gguf":
             return str(convert_gguf(Path(value)))
         return value

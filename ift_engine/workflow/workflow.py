@@ -22,8 +22,9 @@ _default_pool: ModelPool | None = None
 def default_pool() -> ModelPool:
     """The process-wide model pool: one loaded model per spec, shared by every workflow."""
     global _default_pool
-    if _default_pool is None:
-        _default_pool = ModelPool(components())
+    current = components()
+    if _default_pool is None or _default_pool.components is not current:  # plugins were reset
+        _default_pool = ModelPool(current)
     return _default_pool
 
 
@@ -82,7 +83,7 @@ class Workflow:
         self.spec = spec
         self.source = source
         self.pool = pool or (ModelPool(components) if components else default_pool())
-        self.graph = WorkflowGraph(spec, self.pool._components, self.pool, source)
+        self.graph = WorkflowGraph(spec, self.pool.components, self.pool, source)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>", **kwargs: Any) -> Workflow:
