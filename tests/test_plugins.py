@@ -142,3 +142,12 @@ def test_cli_lists_plugins_and_survives_a_broken_one(site):
     strict = run_cli(site, "plugins", IFT_ENGINE_STRICT_PLUGINS="1")
     assert strict.returncode == 2
     assert "ift-engine-broken" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_registering_components_does_not_import_torch():
+    # Every `ift` command collects the registries; torch + transformers would add seconds.
+    code = (
+        "import sys; from ift_engine.plugins import components; components(); "
+        "sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

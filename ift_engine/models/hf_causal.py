@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..errors import ModelError
 from .base import GenerationSettings, Model, Prompt
 from .torch_utils import Device, DType, pick_device, pick_dtype
+
+if TYPE_CHECKING:  # imported lazily: see torch_utils
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 # End-of-turn markers of common chat formats; generation stops at any that the vocabulary has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
@@ -73,6 +76,8 @@ class HFCausalLM(Model):
 
     @classmethod
     def load(cls, name: str, source: str, options: CausalLMOptions) -> HFCausalLM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         device = pick_device(options.device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
@@ -86,12 +91,13 @@ class HFCausalLM(Model):
     def _batches(self, items: Sequence) -> list[Sequence]:
         return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
+        import torch
+
         texts = [format_chat(self.tokenizer, p) for p in prompts]
         sampling = settings.temperature > 0
         answers: list[str] = []
-        with self._lock:
+        with self._lock, torch.inference_mode():
             if sampling and settings.seed is not None:
                 torch.manual_seed(settings.seed)
             self.tokenizer.padding_side = "left"
@@ -119,9 +125,10 @@ class HFCausalLM(Model):
                 answers.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return [a.strip() for a in answers]
 
-    @torch.inference_mode()
     def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
         """Sum of token log-probabilities of each choice (followed by end of turn) as the answer."""
+        import torch
+
         prompt_ids = [
             self.tokenizer(format_chat(self.tokenizer, p), add_special_tokens=False)["input_ids"]
             for p in prompts
@@ -132,13 +139,15 @@ class HFCausalLM(Model):
         ]
         pairs = [(p, c) for p in prompt_ids for c in choice_ids]
         scores: list[float] = []
-        with self._lock:
+        with self._lock, torch.inference_mode():
             for batch in self._batches(pairs):
                 scores.extend(self._score_pairs(batch))
         n = len(choices)
         return [scores[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _score_pairs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        import torch
+
         length = max(len(p) + len(c) for p, c in pairs)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(pairs), length), pad, dtype=torch.long)
@@ -161,5 +170,6 @@ class HFCausalLM(Model):
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         """Probabilities over ``labels`` from their answer log-likelihoods (a softmax)."""
-        scores = torch.tensor(self.score(prompts, labels))
-        return scores.softmax(-1).tolist()
+        import torch
+
+        return torch.tensor(self.score(prompts, labels)).softmax(-1).tolist()

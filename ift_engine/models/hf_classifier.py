@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..errors import ModelError
 from .base import Model, Prompt
 from .torch_utils import Device, DType, pick_device, pick_dtype
+
+if TYPE_CHECKING:  # imported lazily: see torch_utils
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 
 class ClassifierOptions(BaseModel):
@@ -52,6 +55,8 @@ class HFClassifier(Model):
 
     @classmethod
     def load(cls, name: str, source: str, options: ClassifierOptions) -> HFClassifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
         device = pick_device(options.device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
@@ -73,13 +78,14 @@ class HFClassifier(Model):
             )
         return [lowered.index(label.lower()) for label in labels]
 
-    @torch.inference_mode()
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         """Softmax over the model's head, restricted to ``labels`` and renormalised."""
+        import torch
+
         columns = torch.tensor(self.label_indices(labels))
         texts = [user_text(p) for p in prompts]
         rows: list[list[float]] = []
-        with self._lock:
+        with self._lock, torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(
                     texts[start : start + self.batch_size],

