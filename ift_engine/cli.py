@@ -25,7 +25,8 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _parse_inputs(pairs: Sequence[str], as_json: str | None) -> dict[str, Any]:
+def _parse_inputs(pairs: Sequence[str], as_json: str | None, declared: dict[str, Any]) -> dict[str, Any]:
+    """``--input NAME=VALUE`` pairs over ``--input-json``; non-string inputs are parsed as JSON."""
     inputs: dict[str, Any] = {}
     if as_json:
         try:
@@ -39,7 +40,14 @@ def _parse_inputs(pairs: Sequence[str], as_json: str | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise WorkflowError(f"--input {pair!r} must look like NAME=VALUE")
-        inputs[key] = value
+        spec = declared.get(key)
+        if spec is not None and spec.type != "string":
+            try:
+                inputs[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raise WorkflowError(f"--input {key}: type {spec.type} must be written as JSON, got {value!r}") from None
+        else:
+            inputs[key] = value
     return inputs
 
 
@@ -55,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .workflow import Workflow
 
     wf = Workflow.from_yaml(args.file)
-    inputs = _parse_inputs(args.input, args.input_json)
+    inputs = _parse_inputs(args.input, args.input_json, wf.spec.inputs)
 
     def on_node_done(node: Any) -> None:
         if args.json:

@@ -53,6 +53,21 @@ def test_missing_and_unknown_inputs():
         wf.run(topic="x", tpoic="y")
 
 
+def test_input_types_are_checked():
+    wf = Workflow.from_dict(
+        {
+            "name": "typed",
+            "inputs": {"n": {"type": "integer"}, "tags": {"type": "list", "default": []}},
+            "model": MOCK,
+            "nodes": [{"id": "echo", "instruction": "{n} {tags}", "inputs": {"n": "$input.n", "tags": "$input.tags"}}],
+        }
+    )
+    assert wf.run(n=3)["echo"] == "3"
+    assert wf.run(n=3, tags=["a", "b"])["echo"] == "3 a\nb"
+    with pytest.raises(Exception, match="input .n. must be of type integer, not str"):
+        wf.run(n="3")
+
+
 def test_label_node_classifies_through_the_model():
     wf = Workflow.from_dict(
         {

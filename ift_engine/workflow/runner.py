@@ -88,6 +88,11 @@ class Runner:
         for name, spec in declared.items():
             if name in inputs:
                 values[name] = inputs[name]
+                if not spec.accepts(values[name]):
+                    raise WorkflowError(
+                        f"{self.graph.source}: input '{name}' must be of type {spec.type}, "
+                        f"not {type(values[name]).__name__}"
+                    )
             elif spec.required:
                 raise WorkflowError(
                     f"{self.graph.source}: missing required input '{name}'; "

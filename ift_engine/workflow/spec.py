@@ -42,18 +42,34 @@ def reference(value: Any) -> tuple[str, str] | None:
     return None
 
 
+InputType = Literal["string", "number", "integer", "boolean", "list", "object"]
+PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "list": (list, tuple),
+    "object": (dict,),
+}
+
+
 class InputSpec(BaseModel):
     """A workflow input. It is required unless it has a ``default``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["string", "number", "integer", "boolean", "list", "object"] = "string"
+    type: InputType = "string"
     description: str = ""
     default: Any = None
 
     @property
     def required(self) -> bool:
         return "default" not in self.model_fields_set
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) and self.type in ("number", "integer"):
+            return False
+        return isinstance(value, PYTHON_TYPES[self.type])
 
 
 ModelRef = str | ModelSpec
