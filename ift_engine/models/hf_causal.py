@@ -62,10 +62,10 @@ class HFCausalLM(Model):
         batch_size: int = 8,
     ) -> None:
         super().__init__(name)
-        self.model = model.eval()
+        self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.device = next(model.parameters()).device
+        self.device = model.device
         self.stop_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         if not self.stop_ids:
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
@@ -83,7 +83,7 @@ class HFCausalLM(Model):
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=pick_dtype(options.dtype, device)
-            ).to(device)
+            ).to(device).eval()
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load causal LM '{name}' from {source}: {exc}") from exc
         return cls(name, model, tokenizer, options.batch_size)

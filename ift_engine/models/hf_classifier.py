@@ -44,11 +44,11 @@ class HFClassifier(Model):
         max_length: int = 512,
     ) -> None:
         super().__init__(name)
-        self.model = model.eval()
+        self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length
-        self.device = next(model.parameters()).device
+        self.device = model.device
         id2label = model.config.id2label
         self.model_labels = [str(id2label[i]) for i in range(len(id2label))]
         self._lock = threading.Lock()
@@ -62,7 +62,7 @@ class HFClassifier(Model):
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForSequenceClassification.from_pretrained(
                 source, dtype=pick_dtype(options.dtype, device)
-            ).to(device)
+            ).to(device).eval()
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load classifier '{name}' from {source}: {exc}") from exc
         return cls(name, model, tokenizer, options.batch_size, options.max_length)

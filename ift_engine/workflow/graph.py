@@ -144,6 +144,10 @@ class WorkflowGraph:
         if model_ref is None:
             raise self._error("no model: set 'model' on the node or on the workflow", node.id, "model")
         model = self._model_spec(model_ref)
+        backend = node.backend or self.spec.backend
+        if backend and backend != model.backend:
+            # Options belong to the backend they were written for; a switched backend starts clean.
+            model = ModelSpec(name=model.name, backend=backend)
         try:
             self._pool.check(model)
         except (ModelError, TemplateError) as exc:

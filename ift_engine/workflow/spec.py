@@ -89,6 +89,7 @@ class NodeSpec(BaseModel):
     paraphrase_seed: int | None = Field(None, description="pick the paraphrase at random")
     inputs: dict[str, Any] = Field(default_factory=dict)
     model: ModelRef | None = Field(None, description="a name under `models:`, or a model spec")
+    backend: str | None = Field(None, description="run this node's model on another backend")
     parser: str | None = Field(None, description="answer parser (default: the answer form's)")
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)  # type: ignore[valid-type]
 
@@ -111,6 +112,9 @@ class WorkflowSpec(BaseModel):
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict, description="named models")
     model: ModelRef | None = Field(None, description="the model of nodes that name none")
+    backend: str | None = Field(
+        None, description="run every model on this backend (e.g. onnx) unless a node says otherwise"
+    )
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)  # type: ignore[valid-type]
     nodes: list[NodeSpec] = Field(min_length=1)
     outputs: dict[str, str] = Field(

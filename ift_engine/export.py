@@ -1,0 +1,192 @@
+"""ONNX export (optimum ``main_export``), optional weight quantisation, and a parity check
+against PyTorch that is printed and stored in the export's ``ift_model.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import IftError, ModelError
+from .models.hf_causal import format_chat
+from .models.onnx import ONNX_FILE, OnnxOptions, load_ort
+from .models.resolve import MANIFEST, cache_home, infer_backend
+
+log = logging.getLogger(__name__)
+
+Quantize = Literal["int8", "int4"]
+TASKS = {"hf-causal": "text-generation-with-past", "hf-classifier": "text-classification"}
+PROBES: tuple[str, ...] = (
+    "Write an outline for a short article about how honeybees communicate.",
+    "Is this review positive or negative? The room was dirty and the staff were rude.",
+    "用一句话概括：今天的天气很好，我们去公园散步了。",
+    "List three uses of copper.",
+)
+#: Largest fp32 logit difference accepted; ONNX Runtime's fused kernels stay well below it.
+FP32_ATOL = 1e-3
+
+
+class ExportError(IftError):
+    """The export failed or its outputs disagree with PyTorch."""
+
+
+def merge_lora(folder: Path, into: Path) -> Path:
+    """A LoRA adapter folder merged into its base model (ONNX wants plain weights)."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    AutoPeftModelForCausalLM.from_pretrained(folder).merge_and_unload().save_pretrained(into)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(into)
+    return into
+
+
+def quantize_onnx(source: Path, target: Path, method: Quantize) -> None:
+    """Dynamic int8 (weights and activations of MatMuls) or 4-bit weight-only (MatMulNBits)."""
+    if method == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    else:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(str(source), bits=4, block_size=32, is_symmetric=True)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), False)
+
+
+def _left_padded(tokenizer: Any, prompts: Sequence[str]) -> dict[str, Any]:
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    texts = [format_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
+                    return_token_type_ids=False)
+    return dict(enc)
+
+
+def causal_parity(reference: Any, candidate: Any, tokenizer: Any, new_tokens: int = 16) -> dict[str, float]:
+    """Max |logit difference| over the probe prompts (padding excluded), and the share of
+    greedy tokens that agree position by position over ``new_tokens`` steps."""
+    import torch
+
+    enc = _left_padded(tokenizer, PROBES)
+    mask = enc["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        want = reference(**enc, position_ids=positions).logits.float()
+        got = candidate(**enc, position_ids=positions).logits.float()
+        diff = (want - got).abs()[mask.bool()].max().item()
+        settings = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                        pad_token_id=tokenizer.pad_token_id)
+        length = enc["input_ids"].shape[1]
+        ids_want = reference.generate(**enc, **settings)[:, length:]
+        ids_got = candidate.generate(**enc, **settings)[:, length:]
+    agreement = (ids_want == ids_got).float().mean().item()
+    return {"max_abs_logit_diff": diff, "greedy_agreement": agreement, "probes": len(PROBES)}
+
+
+def classifier_parity(reference: Any, candidate: Any, tokenizer: Any) -> dict[str, float]:
+    """Max |logit difference| and the share of probe texts given the same label."""
+    import torch
+
+    enc = tokenizer(list(PROBES), return_tensors="pt", padding=True, truncation=True)
+    with torch.inference_mode():
+        want = reference(**enc).logits.float()
+        got = candidate(**enc).logits.float()
+    return {
+        "max_abs_logit_diff": (want - got).abs().max().item(),
+        "label_agreement": (want.argmax(-1) == got.argmax(-1)).float().mean().item(),
+        "probes": len(PROBES),
+    }
+
+
+def export_model(
+    source: str | Path,
+    out: str | Path,
+    *,
+    backend: str | None = None,
+    quantize: Quantize | None = None,
+    device: Literal["cpu", "cuda"] = "cpu",
+    atol: float = FP32_ATOL,
+) -> dict[str, Any]:
+    """Export a model folder to ONNX in ``out``; return the manifest written there.
+
+    The fp32 export must match PyTorch within ``atol`` or the export fails (nothing is left in
+    ``out``). With ``quantize`` the folder holds the quantised model, and the manifest reports
+    both parities, so the accuracy cost of quantisation is on record.
+    """
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    source, out = Path(source), Path(out)
+    backend = backend or infer_backend(source) or "hf-causal"
+    if backend not in TASKS:
+        raise ExportError(f"cannot export a '{backend}' model: ONNX export supports {', '.join(TASKS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        weights = source
+        if (source / "adapter_config.json").exists():
+            log.info("merging the LoRA adapter in %s before export", source)
+            weights = merge_lora(source, work / "merged")
+        fp32 = work / "fp32"
+        log.info("exporting %s to ONNX (%s)", source, TASKS[backend])
+        main_export(str(weights), fp32, task=TASKS[backend], device=device, do_validation=False)
+
+        loader = AutoModelForSequenceClassification if backend == "hf-classifier" else AutoModelForCausalLM
+        reference = loader.from_pretrained(weights).eval()
+        tokenizer = AutoTokenizer.from_pretrained(weights)
+        check = classifier_parity if backend == "hf-classifier" else causal_parity
+        task = "text-classification" if backend == "hf-classifier" else "text-generation"
+        (fp32 / MANIFEST).write_text(json.dumps({"backend": "onnx", "task": task}))
+        options = OnnxOptions(device=device)
+        parity = {"fp32": check(reference, load_ort(fp32, options)[0], tokenizer)}
+        log.info("fp32 parity: %s", parity["fp32"])
+        if parity["fp32"]["max_abs_logit_diff"] > atol:
+            raise ExportError(
+                f"ONNX export of {source} disagrees with PyTorch: max |logit diff| "
+                f"{parity['fp32']['max_abs_logit_diff']:.2e} > {atol:.0e}; re-export with another "
+                "opset, or pass a larger --atol if you accept it"
+            )
+        final = fp32
+        if quantize:
+            final = work / quantize
+            shutil.copytree(fp32, final, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data"))
+            log.info("quantising to %s", quantize)
+            quantize_onnx(fp32 / ONNX_FILE, final / ONNX_FILE, quantize)
+            parity[quantize] = check(reference, load_ort(final, options)[0], tokenizer)
+            log.info("%s parity: %s", quantize, parity[quantize])
+        manifest = {
+            "backend": "onnx",
+            "task": task,
+            "source": str(source),
+            "source_backend": backend,
+            "quantize": quantize,
+            "parity": parity,
+        }
+        (final / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        final.rename(out)
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def export_cached(source: str, quantize: Quantize | None = None) -> Path:
+    """The export of ``source`` in the cache, made on first use (a workflow node that asks for
+    ``backend: onnx`` on a PyTorch folder)."""
+    path = Path(source)
+    if not path.is_dir():
+        raise ModelError(f"backend 'onnx' needs a local model folder to export, not {source!r}")
+    stamp = (path / "config.json").stat().st_mtime_ns if (path / "config.json").exists() else 0
+    digest = hashlib.sha256(f"{path.resolve()}:{stamp}:{quantize}".encode()).hexdigest()[:12]
+    target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{digest}"
+    if not (target / ONNX_FILE).exists():
+        export_model(path, target, quantize=quantize)
+    return target

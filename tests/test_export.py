@@ -1,0 +1,137 @@
+"""ONNX export of tiny random models: parity with PyTorch, the onnx backend, quantisation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ift_engine import GenerationSettings, ModelError, Workflow
+from ift_engine.export import ExportError, export_model
+from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
+from ift_engine.models.hf_classifier import ClassifierOptions, HFClassifier
+from ift_engine.models.onnx import OnnxCausalLM, OnnxClassifier, OnnxModel, OnnxOptions
+
+PROMPTS = [
+    [{"role": "user", "content": "Write an outline for a short article about honeybees."}],
+    [{"role": "user", "content": "Is it positive?"}],
+    [{"role": "user", "content": "The food was cold and the staff were rude. I will not come back."}],
+]
+GREEDY = GenerationSettings(max_new_tokens=12)
+CPU = OnnxOptions(device="cpu")
+
+
+def quiet_export(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's ONNX tracer warnings
+        return export_model(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def causal_export(tiny_causal_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "causal"
+    quiet_export(tiny_causal_dir, out)
+    return out
+
+
+def test_export_writes_a_model_folder_with_parity(causal_export):
+    manifest = json.loads((causal_export / "ift_model.json").read_text())
+    assert (causal_export / "model.onnx").exists() and (causal_export / "tokenizer.json").exists()
+    assert manifest["backend"] == "onnx" and manifest["task"] == "text-generation"
+    parity = manifest["parity"]["fp32"]
+    assert parity["max_abs_logit_diff"] < 1e-4
+    assert parity["greedy_agreement"] == 1.0
+
+
+def test_onnx_generation_matches_pytorch_batched_and_unbatched(tiny_causal_dir, causal_export):
+    reference = HFCausalLM.load("pt", str(tiny_causal_dir), CausalLMOptions(device="cpu"))
+    onnx = OnnxModel.load("ort", str(causal_export), CPU)
+    assert isinstance(onnx, OnnxCausalLM)
+    batched = onnx.generate(PROMPTS, GREEDY)
+    single = [onnx.generate([p], GREEDY)[0] for p in PROMPTS]
+    # Left padding with correct position ids: batched equals one-at-a-time, and both equal PyTorch.
+    assert batched == single == reference.generate(PROMPTS, GREEDY)
+    np.testing.assert_allclose(
+        onnx.score(PROMPTS, ["positive", "negative"]), reference.score(PROMPTS, ["positive", "negative"]), atol=1e-3
+    )
+
+
+def test_classifier_export_and_backend(tiny_classifier_dir, tmp_path):
+    manifest = quiet_export(tiny_classifier_dir, tmp_path / "clf")
+    assert manifest["task"] == "text-classification"
+    assert manifest["parity"]["fp32"]["label_agreement"] == 1.0
+    onnx = OnnxModel.load("ort", str(tmp_path / "clf"), CPU)
+    assert isinstance(onnx, OnnxClassifier)
+    reference = HFClassifier.load("pt", str(tiny_classifier_dir), ClassifierOptions(device="cpu"))
+    labels = ["positive", "negative"]
+    np.testing.assert_allclose(onnx.classify(PROMPTS, labels), reference.classify(PROMPTS, labels), atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantised_exports_load_run_and_report_their_cost(tiny_causal_dir, tmp_path, method):
+    manifest = quiet_export(tiny_causal_dir, tmp_path / method, quantize=method)
+    assert set(manifest["parity"]) == {"fp32", method}
+    assert 0.0 <= manifest["parity"][method]["greedy_agreement"] <= 1.0
+    onnx = OnnxModel.load("q", str(tmp_path / method), CPU)
+    answers = onnx.generate(PROMPTS, GREEDY)
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+
+
+def test_parity_failure_leaves_nothing_behind(tiny_causal_dir, tmp_path):
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        quiet_export(tiny_causal_dir, tmp_path / "strict", atol=0.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_workflow_backend_switch_exports_once_on_first_use(tiny_causal_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("IFT_ENGINE_HOME", str(tmp_path))
+    doc = {
+        "name": "switch",
+        "inputs": {"topic": {}},
+        "model": str(tiny_causal_dir),
+        "backend": "onnx",
+        "generation": {"max_new_tokens": 8},
+        "nodes": [{"id": "outline", "template": "outline-en", "inputs": {"topic": "$input.topic"}}],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = Workflow.from_dict(doc).run(topic="bees")
+    exports = list((tmp_path / "onnx").iterdir())
+    assert len(exports) == 1
+    stamp = (exports[0] / "model.onnx").stat().st_mtime_ns
+    from ift_engine.models.resolve import ModelPool
+    from ift_engine.plugins import components
+
+    second = Workflow.from_dict(doc, pool=ModelPool(components())).run(topic="bees")
+    assert (exports[0] / "model.onnx").stat().st_mtime_ns == stamp  # reused, not re-exported
+    assert first["outline"] == second["outline"]
+    pytorch = Workflow.from_dict({**doc, "backend": None}).run(topic="bees")
+    assert first["outline"] == pytorch["outline"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_provider_without_a_gpu_is_an_error(causal_export):
+    with pytest.raises(ModelError, match="device 'cuda' was asked for but ONNX Runtime has no usable CUDA"):
+        OnnxModel.load("ort", str(causal_export), OnnxOptions(device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_provider_with_io_binding_matches_cpu(causal_export):
+    gpu = OnnxModel.load("ort", str(causal_export), OnnxOptions(device="cuda"))
+    assert "CUDAExecutionProvider" in gpu.model.providers and gpu.model.use_io_binding
+    assert gpu.generate(PROMPTS, GREEDY) == OnnxModel.load("ort", str(causal_export), CPU).generate(PROMPTS, GREEDY)
+
+
+def test_cli_export_prints_parity(tiny_causal_dir, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ift_engine.cli", "export", str(tiny_causal_dir), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "fp32: max_abs_logit_diff" in done.stdout and "greedy_agreement 1" in done.stdout
