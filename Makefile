@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOPIC ?= How honeybees communicate
 
-.PHONY: setup setup-dev run test lint clean
+.PHONY: setup setup-dev run test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: setup
 
 test: setup-dev
 	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/pip install -e ".[bench]"
+	$(BIN)/python benchmarks/bench_inference.py
 
 lint: setup-dev
 	$(BIN)/ruff check ift_engine tests
