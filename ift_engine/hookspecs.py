@@ -38,7 +38,17 @@ def register_model_aliases(register: Register) -> None:
 
 @hookspec
 def register_augmenters(register: Register) -> None:
-    """Register ``Augmenter`` objects that rewrite training input text."""
+    """Register ``Augmenter`` subclasses that rewrite training input text."""
+
+
+@hookspec
+def register_lexicons(register: Register) -> None:
+    """Register ``Lexicon`` objects (synonyms) for the synonym-replacement augmenter."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register ``DatasetSource`` subclasses that produce training records by name."""
 
 
 @hookspec

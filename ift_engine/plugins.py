@@ -20,19 +20,22 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .augment import Augmenter
+from .augment import Augmenter, Lexicon
 from .ensemble import Ensembler
 from .errors import PluginError
 from .models.base import Model, ModelAlias
 from .parsers import AnswerParser
 from .registry import Registry
 from .templates import InstructionTemplate
+from .training.sources import DatasetSource
 
 ENTRY_POINT_GROUP = "ift_engine"
 DEFAULT_PLUGINS = (
     "ift_engine.default_plugins.templates",
     "ift_engine.default_plugins.parsers",
     "ift_engine.default_plugins.models",
+    "ift_engine.default_plugins.augmenters",
+    "ift_engine.default_plugins.datasets",
 )
 
 
@@ -56,8 +59,14 @@ class Components:
     model_aliases: Registry[ModelAlias] = field(
         default_factory=lambda: Registry("model alias", ModelAlias, lambda a: a.name)
     )
-    augmenters: Registry[Augmenter] = field(
+    augmenters: Registry[type[Augmenter]] = field(
         default_factory=lambda: Registry("augmenter", Augmenter, lambda a: a.name)
+    )
+    lexicons: Registry[Lexicon] = field(
+        default_factory=lambda: Registry("lexicon", Lexicon, lambda x: x.name)
+    )
+    datasets: Registry[type[DatasetSource]] = field(
+        default_factory=lambda: Registry("dataset source", DatasetSource, lambda d: d.name)
     )
     ensemblers: Registry[Ensembler] = field(
         default_factory=lambda: Registry("ensembler", Ensembler, lambda e: e.name)
@@ -66,7 +75,9 @@ class Components:
     @classmethod
     def from_plugin_manager(cls, pm: pluggy.PluginManager) -> Components:
         components = cls()
-        for kind in ("templates", "parsers", "models", "model_aliases", "augmenters", "ensemblers"):
+        kinds = ("templates", "parsers", "models", "model_aliases", "augmenters", "lexicons",
+                 "datasets", "ensemblers")
+        for kind in kinds:
             registry = getattr(components, kind)
             caller = getattr(pm.hook, f"register_{kind}")
             # Call each implementation ourselves so the callback knows which plugin registers.

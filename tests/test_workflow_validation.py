@@ -52,7 +52,7 @@ def test_valid_workflow_builds_a_dag():
         (with_node(0, parser="yaml"),
          "node 'outline', field 'parser': unknown parser 'yaml' (known: json, label, lines, text)"),
         (with_node(0, model={"name": "x", "backend": "tensorflow"}),
-         "node 'outline', field 'model': unknown model backend 'tensorflow' (known: hf-causal, hf-classifier, mock)"),
+         "node 'outline', field 'model': unknown model backend 'tensorflow' (known: hf-causal, hf-classifier, mock, onnx)"),
         (with_node(0, model="./missing-folder"),
          "node 'outline', field 'model': model './missing-folder' not found"),
         (with_node(0, model={"name": "m", "backend": "mock", "options": {"answerz": {}}}),

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from ..errors import WorkflowError
 from ..models.resolve import ModelPool
 from ..plugins import Components, components
+from ..validation import validate_document
 from .graph import WorkflowGraph
 from .runner import NodeResult, Runner, RunResult
 from .spec import WorkflowSpec
@@ -28,40 +28,11 @@ def default_pool() -> ModelPool:
     return _default_pool
 
 
-def describe_location(loc: tuple[Any, ...], data: Any) -> str:
-    """``('nodes', 1, 'generation', 'seed')`` -> ``nodes[1] (id 'content').generation.seed``."""
-    parts: list[str] = []
-    current = data
-    for item in loc:
-        if isinstance(item, int):
-            label = f"[{item}]"
-            if isinstance(current, list) and 0 <= item < len(current):
-                current = current[item]
-                if isinstance(current, dict) and isinstance(current.get("id"), str):
-                    label += f" (id '{current['id']}')"
-            else:
-                current = None
-            parts.append(label)
-        else:
-            parts.append(f".{item}" if parts else str(item))
-            current = current.get(item) if isinstance(current, dict) else None
-    return "".join(parts) or "(top level)"
-
-
 def parse_spec(data: Any, source: str) -> WorkflowSpec:
     """Validate a parsed document; errors become one-line ``WorkflowError``s naming the field."""
     if not isinstance(data, dict):
         raise WorkflowError(f"{source}: a workflow must be a mapping with 'name' and 'nodes'")
-    try:
-        return WorkflowSpec.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        # Pydantic adds the union branch ("str", "ModelSpec") to the location; drop type names.
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
-        where = describe_location(loc, data)
-        raise WorkflowError(f"{source}: {where}: {first['msg']}{more}") from None
+    return validate_document(WorkflowSpec, data, source, WorkflowError)
 
 
 class Workflow:

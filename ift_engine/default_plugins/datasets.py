@@ -1,0 +1,11 @@
+"""Built-in dataset sources."""
+
+from __future__ import annotations
+
+from ..hookspecs import Register, hookimpl
+from ..training.sources import SnowNLPSentiment
+
+
+@hookimpl
+def register_datasets(register: Register) -> None:
+    register(SnowNLPSentiment)

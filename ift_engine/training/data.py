@@ -1,0 +1,174 @@
+"""Training records: reading files, the common formats, and turning records into examples.
+
+Formats (detected from the fields when not given):
+
+- ``alpaca``: ``instruction``, optional ``input``, ``output``
+- ``prompt-completion``: ``prompt``, ``completion``
+- ``messages``: a chat ``messages`` list ending with the assistant's answer
+- ``task``: the variables of a template (e.g. ``text``) and ``output``; each record is rendered
+  with one paraphrase of the template (FLAN style)
+
+``columns`` renames fields first (``{instruction: question, output: answer}``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..augment import Augmenter
+from ..errors import IftError
+from ..templates import InstructionTemplate, Message
+
+Format = Literal["alpaca", "prompt-completion", "messages", "task"]
+
+
+class DataError(IftError):
+    """A dataset file or record is malformed (the message names the file, line and field)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: the chat prompt and the answer the model should learn."""
+
+    prompt: tuple[Message, ...]
+    completion: str
+    task: str | None = None
+    labels: tuple[str, ...] = ()
+    paraphrase: int | None = None
+
+
+def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(where, record)`` from a JSONL, JSON (a list) or CSV file; ``where`` is
+    "file:line N" (or "file[N]" for JSON) for error messages."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the dataset: {exc.strerror}") from None
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            yield f"{path}:{number}", record
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, list):
+            raise DataError(f"{path}: a JSON dataset must be a list of records")
+        for index, record in enumerate(data):
+            yield f"{path}[{index}]", record
+    elif suffix == ".csv":
+        for number, record in enumerate(csv.DictReader(text.splitlines()), 2):
+            yield f"{path}:{number}", record
+    else:
+        raise DataError(f"{path}: unknown dataset file type '{suffix}' (use .jsonl, .json or .csv)")
+
+
+def detect_format(record: Mapping[str, Any]) -> Format:
+    if "messages" in record:
+        return "messages"
+    if "instruction" in record:
+        return "alpaca"
+    if "prompt" in record and "completion" in record:
+        return "prompt-completion"
+    return "task"
+
+
+def _text(record: Mapping[str, Any], field: str, where: str) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: field '{field}' must be a non-empty string")
+    return value
+
+
+class ExampleBuilder:
+    """Turns records of one dataset into examples, augmenting input text only.
+
+    ``template`` is required for the ``task`` format; ``paraphrases`` limits which of its
+    paraphrases are used; ``policy`` picks one per record, round-robin or seeded at random.
+    """
+
+    def __init__(
+        self,
+        fmt: Format | None,
+        template: InstructionTemplate | None,
+        paraphrases: Sequence[int] | None,
+        policy: Literal["round-robin", "random"],
+        augmenters: Sequence[Augmenter],
+        seed: int,
+    ) -> None:
+        self.fmt = fmt
+        self.template = template
+        self.paraphrases = list(paraphrases) if paraphrases is not None else (
+            list(range(len(template.paraphrases))) if template else [0]
+        )
+        self.policy = policy
+        self.augmenters = augmenters
+        self.seed = seed
+
+    def _augment(self, text: str, rng: random.Random) -> str:
+        for augmenter in self.augmenters:
+            text = augmenter.augment(text, rng)
+        return text
+
+    def build(self, index: int, where: str, record: Any, copy: int = 0) -> Example:
+        """Example ``copy`` of record ``index`` (copy 0 is never augmented)."""
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: a record must be an object with named fields")
+        # Seeding with a string is stable across processes (unlike hash()).
+        rng = random.Random(f"{self.seed}:{index}:{copy}")
+        augment = (lambda t: self._augment(t, rng)) if copy else (lambda t: t)
+        fmt = self.fmt or detect_format(record)
+        if fmt == "messages":
+            messages = record.get("messages")
+            if not isinstance(messages, list) or len(messages) < 2 or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages
+            ):
+                raise DataError(f"{where}: field 'messages' must be a list of {{role, content}} with at least two turns")
+            if messages[-1]["role"] != "assistant":
+                raise DataError(f"{where}: field 'messages' must end with the assistant's answer")
+            prompt = [dict(m) for m in messages[:-1]]
+            last_user = max(i for i, m in enumerate(prompt) if m["role"] == "user") if any(
+                m["role"] == "user" for m in prompt) else None
+            if last_user is not None:
+                prompt[last_user]["content"] = augment(prompt[last_user]["content"])
+            return Example(tuple(prompt), messages[-1]["content"])
+        if fmt == "alpaca":
+            instruction = _text(record, "instruction", where)
+            extra = record.get("input") or ""
+            user = f"{instruction}\n\n{augment(extra)}" if extra else instruction
+            return Example(({"role": "user", "content": user},), _text(record, "output", where))
+        if fmt == "prompt-completion":
+            prompt = augment(_text(record, "prompt", where))
+            return Example(({"role": "user", "content": prompt},), _text(record, "completion", where))
+        if self.template is None:
+            raise DataError(
+                f"{where}: record has none of instruction/prompt/messages, so it needs a template: "
+                "set 'template' on the dataset"
+            )
+        output = _text(record, "output", where)
+        missing = [v for v in self.template.variables if v not in record]
+        if missing:
+            raise DataError(f"{where}: field '{missing[0]}' is missing (template '{self.template.name}' needs it)")
+        if self.template.labels and output not in self.template.labels:
+            raise DataError(f"{where}: field 'output' is {output!r}, not one of {list(self.template.labels)}")
+        values = {v: augment(str(record[v])) for v in self.template.variables}
+        if self.policy == "round-robin":
+            paraphrase = self.paraphrases[index % len(self.paraphrases)]
+        else:
+            paraphrase = random.Random(f"{self.seed}:paraphrase:{index}:{copy}").choice(self.paraphrases)
+        rendered = self.template.render(values, paraphrase=paraphrase)
+        return Example(rendered.messages, output, self.template.task, self.template.labels, paraphrase)

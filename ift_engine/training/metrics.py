@@ -1,0 +1,73 @@
+"""Evaluation measures: token accuracy, label accuracy by scoring, ROUGE-L.
+
+ROUGE-L is written here (an LCS, a dozen lines) rather than taken from rouge-score because it
+must work on Chinese characters as well as English words, which rouge-score's tokenizer drops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..augment import is_chinese
+from ..models.base import GenerationSettings, Model
+from .data import Example
+
+IGNORE = -100
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 over characters for Chinese text, over lowercased words otherwise."""
+    split = (lambda t: [c for c in t if not c.isspace()]) if is_chinese(reference) else (lambda t: t.lower().split())
+    a, b = split(candidate), split(reference)
+    if not a or not b:
+        return 0.0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    lcs = previous[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_accuracy(logits_argmax: Any, labels: Any) -> float:
+    """Share of answer tokens predicted exactly (next-token argmax against the labels)."""
+    predictions, targets = logits_argmax[:, :-1], labels[:, 1:]
+    mask = targets != IGNORE
+    return float((predictions[mask] == targets[mask]).mean()) if mask.any() else 0.0
+
+
+def label_accuracy(model: Model, examples: Sequence[Example]) -> float:
+    """Accuracy of picking the right label by the model's label probabilities."""
+    if not examples:
+        return 0.0
+    rows = model.classify([list(e.prompt) for e in examples], examples[0].labels)
+    right = sum(e.labels[max(range(len(row)), key=row.__getitem__)] == e.completion for e, row in zip(examples, rows))
+    return right / len(examples)
+
+
+def mean_rouge_l(model: Model, examples: Sequence[Example], max_new_tokens: int = 128) -> float:
+    if not examples:
+        return 0.0
+    answers = model.generate([list(e.prompt) for e in examples], GenerationSettings(max_new_tokens=max_new_tokens))
+    return sum(rouge_l(a, e.completion) for a, e in zip(answers, examples)) / len(examples)
+
+
+def task_metrics(model: Model, examples: Sequence[Example], max_generate: int) -> dict[str, float]:
+    """Per task: accuracy for label tasks (all eval examples), ROUGE-L for free text
+    (the first ``max_generate`` eval examples, since generation is slow)."""
+    by_task: dict[str, list[Example]] = {}
+    for example in examples:
+        by_task.setdefault(example.task or "free_text", []).append(example)
+    results = {}
+    for task, items in by_task.items():
+        if items[0].labels:
+            results[f"{task}_accuracy"] = label_accuracy(model, items)
+        else:
+            results[f"{task}_rouge_l"] = mean_rouge_l(model, items[:max_generate])
+    return results

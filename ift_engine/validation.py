@@ -1,0 +1,46 @@
+"""Turning pydantic validation errors into one-line engine errors that name the field."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import IftError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe_location(loc: tuple[Any, ...], data: Any) -> str:
+    """``('nodes', 1, 'generation', 'seed')`` -> ``nodes[1] (id 'content').generation.seed``."""
+    parts: list[str] = []
+    current = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(current, list) and 0 <= item < len(current):
+                current = current[item]
+                if isinstance(current, dict) and isinstance(current.get("id"), str):
+                    label += f" (id '{current['id']}')"
+            else:
+                current = None
+            parts.append(label)
+        else:
+            parts.append(f".{item}" if parts else str(item))
+            current = current.get(item) if isinstance(current, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def validate_document(model: type[M], data: Any, source: str, error: type[IftError]) -> M:
+    """``model.model_validate(data)``; the first problem becomes ``error`` naming the field."""
+    if not isinstance(data, dict):
+        raise error(f"{source}: expected a mapping of fields at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        # Pydantic adds union branch names ("str", "ModelSpec") to locations; drop type names.
+        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+        raise error(f"{source}: {describe_location(loc, data)}: {first['msg']}{more}") from None
