@@ -14,6 +14,7 @@ from .hookspecs import hookimpl
 from .models import GenerationSettings, MockModel, Model, ModelAlias, ModelSpec
 from .parsers import AnswerParser
 from .templates import AnswerForm, InstructionTemplate
+from .training import TrainResult, TrainSpec, train
 from .workflow import NodeSpec, RunResult, Workflow, WorkflowSpec
 
 __all__ = [
@@ -34,8 +35,11 @@ __all__ = [
     "RegistrationError",
     "RunResult",
     "TemplateError",
+    "TrainResult",
+    "TrainSpec",
     "Workflow",
     "WorkflowError",
     "WorkflowSpec",
     "hookimpl",
+    "train",
 ]

@@ -134,10 +134,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    overrides = {"output": args.output} if args.output else {}
+    result = train(args.file, resume=args.resume, **overrides)
+    for key, value in result.metrics.items():
+        out.print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    out.print(f"model written to {result.output}; use it with  model: {result.output}")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
+    from .training import TrainSpec
     from .workflow import WorkflowSpec
 
-    print(json.dumps(WorkflowSpec.model_json_schema(), indent=2))
+    print(json.dumps((TrainSpec if args.train else WorkflowSpec).model_json_schema(), indent=2))
     return 0
 
 
@@ -177,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--png", metavar="PATH", help="also draw it as a picture")
     graph.set_defaults(func=cmd_graph)
 
+    train = sub.add_parser("train", help="fine-tune a model from a training YAML file")
+    train.add_argument("file", help="training YAML file")
+    train.add_argument("--output", help="override the output folder")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.set_defaults(func=cmd_train)
+
     export = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")
     export.add_argument("model", help="alias, model folder or .gguf file")
     export.add_argument("--out", required=True, help="folder for the ONNX model")
@@ -185,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--atol", type=float, default=1e-3, help="largest fp32 logit difference accepted")
     export.set_defaults(func=cmd_export)
 
-    schema = sub.add_parser("schema", help="print the JSON Schema of workflow files")
+    schema = sub.add_parser("schema", help="print the JSON Schema of workflow (or --train) files")
+    schema.add_argument("--train", action="store_true", help="the training file format instead")
     schema.set_defaults(func=cmd_schema)
 
     plugins = sub.add_parser("plugins", help="list plugins, their versions and hooks")

@@ -27,7 +27,7 @@ from .models.base import Model, ModelAlias
 from .parsers import AnswerParser
 from .registry import Registry
 from .templates import InstructionTemplate
-from .training.sources import DatasetSource
+from .sources import DatasetSource
 
 ENTRY_POINT_GROUP = "ift_engine"
 DEFAULT_PLUGINS = (

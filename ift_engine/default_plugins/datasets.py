@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..hookspecs import Register, hookimpl
-from ..training.sources import SnowNLPSentiment
+from ..sources import SnowNLPSentiment
 
 
 @hookimpl

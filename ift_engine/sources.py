@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import IftError
+from .errors import IftError
 
 
 class NoSourceOptions(BaseModel):
