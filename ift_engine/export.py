@@ -29,6 +29,8 @@ PROBES: tuple[str, ...] = (
 )
 #: Largest fp32 logit difference accepted; ONNX Runtime's fused kernels stay well below it.
 FP32_ATOL = 1e-3
+#: Part of the cache key of exports made on first use: bump when quantisation settings change.
+QUANTIZER_VERSION = 2
 
 
 class ExportError(IftError):
@@ -54,7 +56,9 @@ def quantize_onnx(source: Path, target: Path, method: Quantize) -> None:
     else:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        quantizer = MatMulNBitsQuantizer(str(source), bits=4, block_size=32, is_symmetric=True)
+        # accuracy_level 4 lets ONNX Runtime compute in int8 on x86 CPUs: about 1.6x faster
+        # decode than fp32 compute for SmolLM2-135M here, with the same weights.
+        quantizer = MatMulNBitsQuantizer(str(source), bits=4, block_size=32, is_symmetric=True, accuracy_level=4)
         quantizer.process()
         quantizer.model.save_model_to_file(str(target), False)
 
@@ -185,7 +189,7 @@ def export_cached(source: str, quantize: Quantize | None = None) -> Path:
     if not path.is_dir():
         raise ModelError(f"backend 'onnx' needs a local model folder to export, not {source!r}")
     stamp = (path / "config.json").stat().st_mtime_ns if (path / "config.json").exists() else 0
-    digest = hashlib.sha256(f"{path.resolve()}:{stamp}:{quantize}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{path.resolve()}:{stamp}:{quantize}:{QUANTIZER_VERSION}".encode()).hexdigest()[:12]
     target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{digest}"
     if not (target / ONNX_FILE).exists():
         export_model(path, target, quantize=quantize)

@@ -53,4 +53,4 @@ def register_datasets(register: Register) -> None:
 
 @hookspec
 def register_ensemblers(register: Register) -> None:
-    """Register ``Ensembler`` objects that combine several models into one answer."""
+    """Register ``Ensembler`` subclasses that combine several models into one model."""

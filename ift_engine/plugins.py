@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = (
     "ift_engine.default_plugins.models",
     "ift_engine.default_plugins.augmenters",
     "ift_engine.default_plugins.datasets",
+    "ift_engine.default_plugins.ensemblers",
 )
 
 
@@ -68,7 +69,7 @@ class Components:
     datasets: Registry[type[DatasetSource]] = field(
         default_factory=lambda: Registry("dataset source", DatasetSource, lambda d: d.name)
     )
-    ensemblers: Registry[Ensembler] = field(
+    ensemblers: Registry[type[Ensembler]] = field(
         default_factory=lambda: Registry("ensembler", Ensembler, lambda e: e.name)
     )
 

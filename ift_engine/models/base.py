@@ -60,8 +60,12 @@ class Model(ABC):
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         raise ModelError(f"model '{self.name}' ({self.backend}) cannot classify")
 
-    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False) -> list[list[float]]:
         raise ModelError(f"model '{self.name}' ({self.backend}) cannot score choices")
+
+    def check_labels(self, labels: Sequence[str]) -> None:
+        """Raise ``ModelError`` if this model cannot tell ``labels`` apart (a classifier whose
+        head lacks one). Called when a workflow loads, before any node runs."""
 
     def can(self, capability: str) -> bool:
         """Whether this model's class implements ``generate``, ``classify`` or ``score``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,14 @@ def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, model_eos: int | list[in
     vocab = tokenizer.get_vocab()
     ids.extend(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
     return list(dict.fromkeys(ids))
+
+
+def repeat_cache(past: Any, times: int) -> Any:
+    """A KV cache with each batch row repeated ``times`` times (row i -> rows i*times ...)."""
+    if hasattr(past, "batch_repeat_interleave"):  # transformers Cache objects
+        past.batch_repeat_interleave(times)
+        return past
+    return type(past)(tuple(t.repeat_interleave(times, 0) for t in layer) for layer in past)
 
 
 def format_chat(tokenizer: PreTrainedTokenizerBase, messages: Prompt) -> str:
@@ -125,8 +133,13 @@ class HFCausalLM(Model):
                 answers.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return [a.strip() for a in answers]
 
-    def score(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[list[float]]:
-        """Sum of token log-probabilities of each choice (followed by end of turn) as the answer."""
+    def score(self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False) -> list[list[float]]:
+        """Sum (``mean``: mean per token) of the log-probabilities of each choice, followed by
+        end of turn, as the answer.
+
+        Each prompt runs once; its KV cache is then shared by all the choices, so scoring k
+        labels costs about one forward pass of the prompt, not k.
+        """
         import torch
 
         prompt_ids = [
@@ -137,36 +150,56 @@ class HFCausalLM(Model):
             self.tokenizer(c, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
             for c in choices
         ]
-        pairs = [(p, c) for p in prompt_ids for c in choice_ids]
-        scores: list[float] = []
+        # Batch prompts of similar length together: less padding to compute.
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        rows: list[list[float]] = [[] for _ in prompt_ids]
         with self._lock, torch.inference_mode():
-            for batch in self._batches(pairs):
-                scores.extend(self._score_pairs(batch))
-        n = len(choices)
-        return [scores[i * n : (i + 1) * n] for i in range(len(prompts))]
+            for batch in self._batches(order):
+                for i, row in zip(batch, self._score_batch([prompt_ids[i] for i in batch], choice_ids, mean)):
+                    rows[i] = row
+        return rows
 
-    def _score_pairs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+    def _score_batch(self, prompts: Sequence[list[int]], choices: list[list[int]], mean: bool) -> list[list[float]]:
         import torch
 
-        length = max(len(p) + len(c) for p, c in pairs)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(pairs), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(pairs), length), dtype=torch.long)
-        for row, (p, c) in enumerate(pairs):  # right padding: positions stay 0..n-1
-            input_ids[row, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[row, : len(p) + len(c)] = 1
-        logits = self.model(
-            input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
-        ).logits
-        results = []
-        for row, (p, c) in enumerate(pairs):
-            # Logits at position t predict token t+1: the choice tokens are predicted from
-            # positions len(p)-1 .. len(p)+len(c)-2.
-            step_logits = logits[row, len(p) - 1 : len(p) + len(c) - 1].float()
-            targets = torch.tensor(c, device=step_logits.device)
-            logprobs = step_logits.log_softmax(-1).gather(1, targets[:, None])
-            results.append(float(logprobs.sum()))
-        return results
+        n_prompts, n_choices = len(prompts), len(choices)
+        # Prompts left-padded, so every prompt ends in the last column.
+        width = max(len(p) for p in prompts)
+        ids = torch.full((n_prompts, width), pad, dtype=torch.long)
+        mask = torch.zeros((n_prompts, width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=True)
+        first = out.logits[:, -1].float().log_softmax(-1).cpu()  # predicts each choice's first token
+        past = repeat_cache(out.past_key_values, n_choices)
+        # Then every choice after every prompt (row p * n_choices + c), right-padded.
+        length = max(len(c) for c in choices)
+        choice = torch.full((n_choices, length), pad, dtype=torch.long)
+        choice_mask = torch.zeros((n_choices, length), dtype=torch.long)
+        for row, c in enumerate(choices):
+            choice[row, : len(c)] = torch.tensor(c)
+            choice_mask[row, : len(c)] = 1
+        steps = self.model(
+            input_ids=choice.repeat(n_prompts, 1).to(self.device),
+            attention_mask=torch.cat([mask.repeat_interleave(n_choices, 0), choice_mask.repeat(n_prompts, 1)], 1).to(self.device),
+            position_ids=(positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(length)).to(self.device),
+            past_key_values=past,
+            use_cache=True,
+        ).logits.float().log_softmax(-1).cpu()
+        rows = []
+        for p in range(n_prompts):
+            row = []
+            for c, tokens in enumerate(choices):
+                r = p * n_choices + c
+                logprobs = [first[p, tokens[0]]] + [steps[r, i - 1, t] for i, t in enumerate(tokens) if i > 0]
+                total = float(sum(logprobs))
+                row.append(total / len(tokens) if mean else total)
+            rows.append(row)
+        return rows
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         """Probabilities over ``labels`` from their answer log-likelihoods (a softmax)."""

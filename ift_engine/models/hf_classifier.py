@@ -24,6 +24,9 @@ class ClassifierOptions(BaseModel):
     dtype: DType = "auto"
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(512, ge=8)
+    label_map: dict[str, str] = Field(
+        default_factory=dict, description="model label -> label name used by templates"
+    )
 
 
 def user_text(prompt: Prompt) -> str:
@@ -42,6 +45,7 @@ class HFClassifier(Model):
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 32,
         max_length: int = 512,
+        label_map: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name)
         self.model = model
@@ -50,7 +54,8 @@ class HFClassifier(Model):
         self.max_length = max_length
         self.device = model.device
         id2label = model.config.id2label
-        self.model_labels = [str(id2label[i]) for i in range(len(id2label))]
+        label_map = label_map or {}
+        self.model_labels = [label_map.get(str(id2label[i]), str(id2label[i])) for i in range(len(id2label))]
         self._lock = threading.Lock()
 
     @classmethod
@@ -65,7 +70,10 @@ class HFClassifier(Model):
             ).to(device).eval()
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load classifier '{name}' from {source}: {exc}") from exc
-        return cls(name, model, tokenizer, options.batch_size, options.max_length)
+        return cls(name, model, tokenizer, options.batch_size, options.max_length, options.label_map)
+
+    def check_labels(self, labels: Sequence[str]) -> None:
+        self.label_indices(labels)
 
     def label_indices(self, labels: Sequence[str]) -> list[int]:
         """Where each wanted label sits in the model's head (matched case-insensitively)."""

@@ -42,6 +42,26 @@ class ModelSpec(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
+class EnsembleSpec(BaseModel):
+    """Several models combined by a registered ensembler: ``{ensemble: soft_vote, members:
+    [...], weights: [...]}``. A member is a name under the workflow's ``models:``, a model name,
+    or a model spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ensemble: str = Field(min_length=1, description="soft_vote, logit_mean, hard_vote, token_average, rerank, ...")
+    members: tuple[str | ModelSpec, ...] = Field(min_length=1)
+    weights: tuple[float, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        names = [m if isinstance(m, str) else m.name for m in self.members]
+        return f"{self.ensemble}({', '.join(names)})"
+
+    def key(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
 def cache_home() -> Path:
     return Path(os.environ.get("IFT_ENGINE_HOME", Path.home() / ".cache" / "ift_engine"))
 
@@ -171,7 +191,19 @@ class ModelPool:
             return str(convert_gguf(Path(value)))
         return value
 
-    def get(self, spec: ModelSpec) -> Model:
+    def check_ensemble(self, spec: EnsembleSpec) -> None:
+        """Validate an ensemble (method, weights, members) without loading anything."""
+        from ..ensemble import check_weights
+
+        ensemblers = self.components.ensemblers
+        if spec.ensemble not in ensemblers:
+            raise ModelError(f"unknown ensemble method '{spec.ensemble}' (known: {ensemblers.known()})")
+        if spec.weights is not None:
+            check_weights(spec.weights, len(spec.members))
+        for member in spec.members:
+            self.check(member if isinstance(member, ModelSpec) else ModelSpec(name=member))
+
+    def get(self, spec: ModelSpec | EnsembleSpec) -> Model:
         key = spec.key()
         with self._guard:
             if key in self._models:
@@ -179,8 +211,15 @@ class ModelPool:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:  # two nodes asking for one model at once load it once
             if key not in self._models:
-                cls = self.backend_for(spec)
-                options = self.options_for(spec)
-                source = self.locate(spec) if cls.locates_weights else spec.name
-                self._models[key] = cls.load(spec.name, source, options)
+                self._models[key] = self._load(spec)
             return self._models[key]
+
+    def _load(self, spec: ModelSpec | EnsembleSpec) -> Model:
+        if isinstance(spec, EnsembleSpec):
+            members = [self.get(m if isinstance(m, ModelSpec) else ModelSpec(name=m)) for m in spec.members]
+            ensembler = self.components.ensemblers.get(spec.ensemble)
+            return ensembler(members, spec.weights).model(spec.name)
+        cls = self.backend_for(spec)
+        options = self.options_for(spec)
+        source = self.locate(spec) if cls.locates_weights else spec.name
+        return cls.load(spec.name, source, options)

@@ -14,7 +14,7 @@ import networkx as nx
 
 from ..errors import IftError, ModelError, TemplateError, WorkflowError
 from ..models.base import GenerationSettings
-from ..models.resolve import ModelPool, ModelSpec
+from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
 from ..parsers import AnswerParser
 from ..plugins import Components
 from ..templates import AnswerForm, InstructionTemplate
@@ -28,7 +28,7 @@ class BoundNode:
     spec: NodeSpec
     template: InstructionTemplate
     parser: AnswerParser
-    model: ModelSpec
+    model: ModelSpec | EnsembleSpec
     generation: GenerationSettings
     dependencies: tuple[str, ...]
 
@@ -82,6 +82,19 @@ class WorkflowGraph:
         if isinstance(ref, ModelSpec):
             return ref
         return self.spec.models.get(ref) or ModelSpec(name=ref)
+
+    def _model_ref(self, ref: Any, backend: str | None) -> ModelSpec | EnsembleSpec:
+        """A node's model reference with names resolved and a backend switch applied."""
+        if isinstance(ref, str) and ref in self.spec.ensembles:
+            ref = self.spec.ensembles[ref]
+        if isinstance(ref, EnsembleSpec):
+            members = tuple(self._model_ref(m, backend) for m in ref.members)
+            return EnsembleSpec(ensemble=ref.ensemble, members=members, weights=ref.weights)
+        model = self._model_spec(ref)
+        if backend and backend != model.backend:
+            # Options belong to the backend they were written for; a switched backend starts clean.
+            model = ModelSpec(name=model.name, backend=backend)
+        return model
 
     def _bind(self, node: NodeSpec, ids: set[str]) -> BoundNode:
         components = self._components
@@ -143,13 +156,19 @@ class WorkflowGraph:
         model_ref = node.model if node.model is not None else self.spec.model
         if model_ref is None:
             raise self._error("no model: set 'model' on the node or on the workflow", node.id, "model")
-        model = self._model_spec(model_ref)
-        backend = node.backend or self.spec.backend
-        if backend and backend != model.backend:
-            # Options belong to the backend they were written for; a switched backend starts clean.
-            model = ModelSpec(name=model.name, backend=backend)
+        model = self._model_ref(model_ref, node.backend or self.spec.backend)
         try:
-            self._pool.check(model)
+            if isinstance(model, EnsembleSpec):
+                self._pool.check_ensemble(model)
+                wanted = self._components.ensemblers.get(model.ensemble).capability
+                if (wanted == "classify") != (template.answer is AnswerForm.LABEL):
+                    raise ModelError(
+                        f"ensemble '{model.ensemble}' combines "
+                        f"{'labels' if wanted == 'classify' else 'generated text'}, but template "
+                        f"'{template.name}' answers with {template.answer.value}"
+                    )
+            else:
+                self._pool.check(model)
         except (ModelError, TemplateError) as exc:
             raise self._error(str(exc), node.id, "model") from None
 

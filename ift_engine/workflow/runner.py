@@ -10,7 +10,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import IftError, NodeError, WorkflowError
+from ..ensemble import EnsembleModel, LabelEnsembleModel
+from ..errors import IftError, ModelError, NodeError, WorkflowError
 from ..models.resolve import ModelPool
 from ..templates import AnswerForm
 from .graph import BoundNode, WorkflowGraph
@@ -30,6 +31,8 @@ class NodeResult:
     started: float
     seconds: float
     probabilities: dict[str, float] | None = None
+    #: For ensembles: each member's answer and score, beside the ensemble's.
+    members: dict[str, Any] | None = None
 
 
 @dataclass
@@ -53,18 +56,41 @@ class RunResult:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
 
 
-def run_node(bound: BoundNode, values: Mapping[str, Any], pool: ModelPool) -> tuple[Any, str | None, dict[str, float] | None, Any]:
-    """Render, call the model, parse. Returns (output, raw answer, label probabilities, prompt)."""
+@dataclass
+class Answer:
+    output: Any
+    raw: str | None = None
+    probabilities: dict[str, float] | None = None
+    members: dict[str, Any] | None = None
+
+
+def _argmax(probabilities: Mapping[str, float]) -> str:
+    # max() keeps the first of equal values: ties go to the lowest label index.
+    return max(probabilities, key=probabilities.__getitem__)
+
+
+def run_node(bound: BoundNode, messages: list[dict[str, str]], pool: ModelPool) -> Answer:
+    """Call the node's model (or ensemble) on one prompt and parse the answer."""
     template = bound.template
-    prompt = template.render(values, bound.spec.paraphrase, bound.spec.paraphrase_seed)
     model = pool.get(bound.model)
-    messages = [list(prompt.messages)]
     if template.answer is AnswerForm.LABEL and model.can("classify"):
-        row = model.classify(messages, template.labels)[0]
-        probabilities = dict(zip(template.labels, row))
-        return max(probabilities, key=probabilities.__getitem__), None, probabilities, prompt
-    raw = model.generate(messages, bound.generation)[0]
-    return bound.parser.parse(raw, template), raw, None, prompt
+        if isinstance(model, LabelEnsembleModel):
+            rows, member_rows = model.classify_with_members([messages], template.labels)
+            members = {}
+            for member, member_row in zip(model.members, member_rows):
+                probs = dict(zip(template.labels, member_row[0]))
+                members[member.name] = {"output": _argmax(probs), "probabilities": probs}
+        else:
+            rows, members = model.classify([messages], template.labels), None
+        probabilities = dict(zip(template.labels, rows[0]))
+        return Answer(_argmax(probabilities), None, probabilities, members)
+    if isinstance(model, EnsembleModel):
+        answers, details = model.generate_with_members([messages], bound.generation)  # type: ignore[attr-defined]
+        raw = answers[0]
+        members = {"details": details[0]} if details and details[0] is not None else None
+    else:
+        raw, members = model.generate([messages], bound.generation)[0], None
+    return Answer(bound.parser.parse(raw, template), raw, None, members)
 
 
 class Runner:
@@ -115,9 +141,17 @@ class Runner:
         return values
 
     def load_models(self) -> None:
-        """Load every model the graph uses (once per spec), so node timings exclude loading."""
+        """Load every model the graph uses (once per spec) before any node runs: node timings
+        exclude loading, and ensemble checks that need the members (label sets, tokenizers)
+        fail here, naming the node."""
         for node_id in self.graph.order():
-            self.pool.get(self.graph.node(node_id).model)
+            bound = self.graph.node(node_id)
+            try:
+                model = self.pool.get(bound.model)
+                if bound.template.answer is AnswerForm.LABEL:
+                    model.check_labels(bound.template.labels)
+            except ModelError as exc:
+                raise WorkflowError(f"{self.graph.source}: node '{node_id}', field 'model': {exc}") from None
 
     def run(
         self,
@@ -134,10 +168,14 @@ class Runner:
         def execute(node_id: str) -> NodeResult:
             bound = self.graph.node(node_id)
             began = time.perf_counter()
-            output, raw, probs, prompt = run_node(bound, self._values(bound, values, result.nodes), self.pool)
+            prompt = bound.template.render(
+                self._values(bound, values, result.nodes), bound.spec.paraphrase, bound.spec.paraphrase_seed
+            )
+            answer = run_node(bound, list(prompt.messages), self.pool)
             return NodeResult(
-                node_id, output, raw, list(prompt.messages), prompt.paraphrase,
-                bound.model.name, began - start, time.perf_counter() - began, probs,
+                node_id, answer.output, answer.raw, list(prompt.messages), prompt.paraphrase,
+                bound.model.name, began - start, time.perf_counter() - began,
+                answer.probabilities, answer.members,
             )
 
         failure: tuple[str, BaseException] | None = None

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from ..models.base import GenerationSettings
-from ..models.resolve import ModelSpec
+from ..models.resolve import EnsembleSpec, ModelSpec
 from ..templates import AnswerForm
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -72,7 +72,7 @@ class InputSpec(BaseModel):
         return isinstance(value, PYTHON_TYPES[self.type])
 
 
-ModelRef = str | ModelSpec
+ModelRef = str | ModelSpec | EnsembleSpec
 
 
 class NodeSpec(BaseModel):
@@ -88,7 +88,9 @@ class NodeSpec(BaseModel):
     paraphrase: int | None = Field(None, ge=0, description="paraphrase index (default 0)")
     paraphrase_seed: int | None = Field(None, description="pick the paraphrase at random")
     inputs: dict[str, Any] = Field(default_factory=dict)
-    model: ModelRef | None = Field(None, description="a name under `models:`, or a model spec")
+    model: ModelRef | None = Field(
+        None, description="a name under `models:` or `ensembles:`, a model spec, or an ensemble spec"
+    )
     backend: str | None = Field(None, description="run this node's model on another backend")
     parser: str | None = Field(None, description="answer parser (default: the answer form's)")
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)  # type: ignore[valid-type]
@@ -111,6 +113,7 @@ class WorkflowSpec(BaseModel):
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict, description="named models")
+    ensembles: dict[str, EnsembleSpec] = Field(default_factory=dict, description="named ensembles")
     model: ModelRef | None = Field(None, description="the model of nodes that name none")
     backend: str | None = Field(
         None, description="run every model on this backend (e.g. onnx) unless a node says otherwise"

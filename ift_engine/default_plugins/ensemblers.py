@@ -1,0 +1,12 @@
+"""Built-in ensemblers."""
+
+from __future__ import annotations
+
+from ..ensemble import HardVote, LogitMean, Rerank, SoftVote, TokenAverage
+from ..hookspecs import Register, hookimpl
+
+
+@hookimpl
+def register_ensemblers(register: Register) -> None:
+    for ensembler in (SoftVote, LogitMean, HardVote, TokenAverage, Rerank):
+        register(ensembler)
