@@ -44,6 +44,8 @@ class Ensembler(ABC):
             raise ModelError(f"ensemble '{self.name}': member '{missing[0]}' cannot {self.capability}")
         total = sum(weights)
         self.members = list(members)
+        #: As given: voting on these keeps exact ties exact, as sklearn does.
+        self.raw_weights = [float(w) for w in weights]
         self.weights = [w / total for w in weights]
 
     @abstractmethod
@@ -115,7 +117,7 @@ class SoftVote(LabelEnsembler):
     def combine(self, probabilities: Sequence[Any]) -> Any:
         import numpy as np
 
-        return np.average(np.stack(probabilities), axis=0, weights=self.weights)
+        return np.average(np.stack(probabilities), axis=0, weights=self.raw_weights)
 
 
 class LogitMean(LabelEnsembler):
@@ -126,7 +128,7 @@ class LogitMean(LabelEnsembler):
 
         with np.errstate(divide="ignore"):
             logs = np.log(np.stack(probabilities))
-        mean = np.average(logs, axis=0, weights=self.weights)
+        mean = np.average(logs, axis=0, weights=self.raw_weights)
         mean -= mean.max(axis=-1, keepdims=True)
         exp = np.exp(mean)
         return exp / exp.sum(axis=-1, keepdims=True)
@@ -141,7 +143,7 @@ class HardVote(LabelEnsembler):
         votes = np.stack([p.argmax(axis=-1) for p in probabilities])  # members x prompts
         labels = probabilities[0].shape[-1]
         shares = np.zeros((votes.shape[1], labels))
-        for member, weight in enumerate(self.weights):
+        for member, weight in enumerate(self.raw_weights):
             shares[np.arange(votes.shape[1]), votes[member]] += weight
         return shares  # argmax picks the lowest index among ties, as sklearn's bincount+argmax
 

@@ -142,18 +142,19 @@ class HFCausalLM(Model):
         """
         import torch
 
-        prompt_ids = [
-            self.tokenizer(format_chat(self.tokenizer, p), add_special_tokens=False)["input_ids"]
-            for p in prompts
-        ]
-        choice_ids = [
-            self.tokenizer(c, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
-            for c in choices
-        ]
-        # Batch prompts of similar length together: less padding to compute.
-        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-        rows: list[list[float]] = [[] for _ in prompt_ids]
+        # The lock covers tokenizing too: a fast tokenizer must not be used by two threads.
         with self._lock, torch.inference_mode():
+            prompt_ids = [
+                self.tokenizer(format_chat(self.tokenizer, p), add_special_tokens=False)["input_ids"]
+                for p in prompts
+            ]
+            choice_ids = [
+                self.tokenizer(c, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
+                for c in choices
+            ]
+            # Batch prompts of similar length together: less padding to compute.
+            order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+            rows: list[list[float]] = [[] for _ in prompt_ids]
             for batch in self._batches(order):
                 for i, row in zip(batch, self._score_batch([prompt_ids[i] for i in batch], choice_ids, mean)):
                     rows[i] = row

@@ -37,20 +37,21 @@ def average_decode(members: Sequence[Any], weights: Sequence[float], prompts: Se
             processors.append(TopPLogitsWarper(settings.top_p))
     generator = torch.Generator().manual_seed(settings.seed) if sampling and settings.seed is not None else None
 
-    tokenizer.padding_side = "left"
-    texts = [format_chat(tokenizer, p) for p in prompts]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
-                    return_token_type_ids=False)
-    sequence, mask = enc["input_ids"], enc["attention_mask"]
-    step_ids, positions = sequence, (mask.cumsum(-1) - 1).clamp(min=0)
-    pasts: list[Any] = [None] * len(members)
-    finished = torch.zeros(len(prompts), dtype=torch.bool)
-    prompt_length = sequence.shape[1]
-    # A model may appear more than once among the members: take each lock once.
+    # A model may appear more than once among the members: take each lock once. The locks
+    # also cover tokenizing (a fast tokenizer must not be used by two threads at once).
     locks = list({id(m): m._lock for m in members}.values())
     for lock in locks:
         lock.acquire()
     try:
+        tokenizer.padding_side = "left"
+        texts = [format_chat(tokenizer, p) for p in prompts]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
+                        return_token_type_ids=False)
+        sequence, mask = enc["input_ids"], enc["attention_mask"]
+        step_ids, positions = sequence, (mask.cumsum(-1) - 1).clamp(min=0)
+        pasts: list[Any] = [None] * len(members)
+        finished = torch.zeros(len(prompts), dtype=torch.bool)
+        prompt_length = sequence.shape[1]
         with torch.inference_mode():
             for _ in range(settings.max_new_tokens):
                 mixed = None
@@ -76,11 +77,11 @@ def average_decode(members: Sequence[Any], weights: Sequence[float], prompts: Se
                 step_ids = chosen[:, None]
                 mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
                 positions = positions[:, -1:] + 1
+        answers = []
+        for row in sequence[:, prompt_length:].tolist():
+            end = next((i for i, t in enumerate(row) if t in members[0].stop_ids), len(row))
+            answers.append(tokenizer.decode(row[:end], skip_special_tokens=True).strip())
+        return answers
     finally:
         for lock in locks:
             lock.release()
-    answers = []
-    for row in sequence[:, prompt_length:].tolist():
-        end = next((i for i, t in enumerate(row) if t in members[0].stop_ids), len(row))
-        answers.append(tokenizer.decode(row[:end], skip_special_tokens=True).strip())
-    return answers
