@@ -63,22 +63,34 @@ class PeakRSS:
         self._thread.join()
 
 
-def time_hf(model: Any, tokenizer: Any, prompts: list[str], new_tokens: int, device: str) -> tuple[float, float]:
+def time_hf(
+    model: Any, tokenizer: Any, prompts: list[str], new_tokens: int, device: str
+) -> tuple[float, float]:
     """(seconds to the first token, seconds for all ``new_tokens``) for one batch."""
     import torch
 
     tokenizer.padding_side = "left"
     texts = [format_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
-                    return_token_type_ids=False).to(device)
+    enc = tokenizer(
+        texts,
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+        return_token_type_ids=False,
+    ).to(device)
 
     def run(n: int) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.inference_mode():
-            model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id)
+            model.generate(
+                **enc,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         if device == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -99,8 +111,14 @@ def time_llama_cpp(llm: Any, prompt: str, new_tokens: int) -> tuple[float, float
     return first, time.perf_counter() - start
 
 
-def measure(name: str, batch: int, load: Callable[[], Any], timer: Callable[[Any, list[str]], tuple[float, float]],
-            new_tokens: int, rounds: int) -> dict[str, Any]:
+def measure(
+    name: str,
+    batch: int,
+    load: Callable[[], Any],
+    timer: Callable[[Any, list[str]], tuple[float, float]],
+    new_tokens: int,
+    rounds: int,
+) -> dict[str, Any]:
     """Load, warm up, then time ``rounds`` batches of ``batch`` prompts."""
     gc.collect()
     before = psutil.Process().memory_info().rss
@@ -124,8 +142,11 @@ def measure(name: str, batch: int, load: Callable[[], Any], timer: Callable[[Any
         "throughput_tok_s": batch * new_tokens / total,
         "peak_rss_mb": (memory.peak - before) / 2**20,
     }
-    print(f"{name:>22}  batch {batch:>2}  ttft {first:6.3f} s  decode {row['decode_tok_s']:7.1f} tok/s  "
-          f"throughput {row['throughput_tok_s']:7.1f} tok/s  peak +{row['peak_rss_mb']:.0f} MB", flush=True)
+    print(
+        f"{name:>22}  batch {batch:>2}  ttft {first:6.3f} s  decode {row['decode_tok_s']:7.1f} tok/s  "
+        f"throughput {row['throughput_tok_s']:7.1f} tok/s  peak +{row['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
     return row
 
 
@@ -153,14 +174,26 @@ def main() -> None:
         return time_hf(model, tokenizer, prompts, n, args.device)
 
     configs: list[tuple[str, Callable[[], Any]]] = [
-        ("transformers eager", lambda: AutoModelForCausalLM.from_pretrained(
-            folder, attn_implementation="eager").to(args.device).eval()),
+        (
+            "transformers eager",
+            lambda: (
+                AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
+                .to(args.device)
+                .eval()
+            ),
+        ),
     ]
     for quantize, path in exports.items():
         if args.device == "cuda" and quantize:
             continue  # the int8/int4 kernels measured here are CPU ones
-        configs.append((f"onnxruntime {quantize or 'fp32'}", lambda p=path: ORTModelForCausalLM.from_pretrained(
-            p, provider=provider, use_io_binding=provider == CUDA)))
+        configs.append(
+            (
+                f"onnxruntime {quantize or 'fp32'}",
+                lambda p=path: ORTModelForCausalLM.from_pretrained(
+                    p, provider=provider, use_io_binding=provider == CUDA
+                ),
+            )
+        )
 
     rows = []
     for name, load in configs:
@@ -175,36 +208,91 @@ def main() -> None:
             text = format_chat(tokenizer, [{"role": "user", "content": prompts[0]}])
             return time_llama_cpp(llm, text, n)
 
-        rows.append(measure("llama.cpp Q4_1 (GGUF)", 1, lambda: Llama(
-            str(gguf), n_ctx=1024, n_threads=psutil.cpu_count(logical=False) or 2, verbose=False),
-            llama_timer, n, args.rounds))
+        rows.append(
+            measure(
+                "llama.cpp Q4_1 (GGUF)",
+                1,
+                lambda: Llama(
+                    str(gguf),
+                    n_ctx=1024,
+                    n_threads=psutil.cpu_count(logical=False) or 2,
+                    verbose=False,
+                ),
+                llama_timer,
+                n,
+                args.rounds,
+            )
+        )
 
-    machine = describe_machine(("torch", "transformers", "onnxruntime-gpu", "optimum-onnx", "llama-cpp-python"))
-    columns = [("backend", "backend"), ("batch", "batch"), ("ttft_s", "time to first token (s)"),
-               ("decode_tok_s", "decode tok/s"), ("throughput_tok_s", "throughput tok/s"),
-               ("peak_rss_mb", "peak RSS added (MB)")]
+    machine = describe_machine(
+        ("torch", "transformers", "onnxruntime-gpu", "optimum-onnx", "llama-cpp-python")
+    )
+    columns = [
+        ("backend", "backend"),
+        ("batch", "batch"),
+        ("ttft_s", "time to first token (s)"),
+        ("decode_tok_s", "decode tok/s"),
+        ("throughput_tok_s", "throughput tok/s"),
+        ("peak_rss_mb", "peak RSS added (MB)"),
+    ]
     table = markdown_table(rows, columns)
-    eager = next(r for r in rows if r["backend"] == "transformers eager" and r["batch"] == 1)
-    ort = next(r for r in rows if r["backend"] == "onnxruntime fp32" and r["batch"] == 1)
-    summary = [f"ONNX Runtime fp32 / transformers eager, batch-1 decode: {ort['decode_tok_s'] / eager['decode_tok_s']:.2f}x"]
-    llama = next((r for r in rows if r["backend"].startswith("llama.cpp")), None)
-    if llama:
-        ort8 = next(r for r in rows if r["backend"] == "onnxruntime fp32" and r["batch"] == 8)
-        int4 = next(r for r in rows if r["backend"] == "onnxruntime int4" and r["batch"] == 1)
+
+    def pick(backend: str, batch: int) -> dict[str, Any]:
+        return next(r for r in rows if r["backend"] == backend and r["batch"] == batch)
+
+    def ratio(text: str, a: dict[str, Any], b: dict[str, Any], key: str) -> str:
+        return f"{text}: {a[key] / b[key]:.2f}x"
+
+    fp32 = "onnxruntime fp32"
+    summary = [
+        ratio(
+            "ONNX Runtime fp32 / transformers eager, batch-1 decode",
+            pick(fp32, 1),
+            pick("transformers eager", 1),
+            "decode_tok_s",
+        ),
+    ]
+    if args.device == "cpu":
+        llama = pick("llama.cpp Q4_1 (GGUF)", 1)
         summary += [
-            f"ONNX Runtime fp32 batch-8 throughput / llama.cpp one-at-a-time: {ort8['throughput_tok_s'] / llama['throughput_tok_s']:.2f}x",
-            f"llama.cpp / ONNX Runtime int4, batch-1 decode: {llama['decode_tok_s'] / int4['decode_tok_s']:.2f}x",
+            ratio(
+                "ONNX Runtime fp32 batch-8 throughput / llama.cpp one-at-a-time",
+                pick(fp32, 8),
+                llama,
+                "throughput_tok_s",
+            ),
+            ratio(
+                "llama.cpp / ONNX Runtime int4, batch-1 decode",
+                llama,
+                pick("onnxruntime int4", 1),
+                "decode_tok_s",
+            ),
         ]
-    if args.device == "cuda":
-        b1 = next(r for r in rows if r["backend"] == "onnxruntime fp32" and r["batch"] == 1)
-        b32 = next(r for r in rows if r["backend"] == "onnxruntime fp32" and r["batch"] == 32)
-        summary.append(f"ONNX Runtime CUDA batch-32 / batch-1 throughput: {b32['throughput_tok_s'] / b1['throughput_tok_s']:.1f}x")
+    else:
+        summary.append(
+            ratio(
+                "ONNX Runtime CUDA batch-32 / batch-1 throughput",
+                pick(fp32, 32),
+                pick(fp32, 1),
+                "throughput_tok_s",
+            )
+        )
     print("\n" + table + "\n\n" + "\n".join(summary))
 
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"inference-{args.device}"
-    stem.with_suffix(".json").write_text(json.dumps(
-        {"machine": machine, "new_tokens": n, "rounds": args.rounds, "rows": rows, "summary": summary}, indent=2))
+    stem.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "new_tokens": n,
+                "rounds": args.rounds,
+                "rows": rows,
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
     stem.with_suffix(".md").write_text(
         f"# Inference benchmark ({args.device})\n\n"
         f"SmolLM2-135M-Instruct, {n} new tokens per prompt, greedy, mean of {args.rounds} rounds.\n"

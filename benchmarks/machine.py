@@ -19,7 +19,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def describe_machine(packages: tuple[str, ...] = ("torch", "transformers", "onnxruntime-gpu", "optimum-onnx")) -> dict[str, Any]:
+def describe_machine(
+    packages: tuple[str, ...] = ("torch", "transformers", "onnxruntime-gpu", "optimum-onnx"),
+) -> dict[str, Any]:
     import torch
 
     versions = {}
@@ -40,6 +42,7 @@ def describe_machine(packages: tuple[str, ...] = ("torch", "transformers", "onnx
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """``columns``: (key, header) pairs. Floats get three significant digits."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.3g}"

@@ -34,7 +34,7 @@ def _parse_inputs(pairs: Sequence[str], as_json: str | None, declared: dict[str,
         except json.JSONDecodeError as exc:
             raise WorkflowError(f"--input-json is not valid JSON: {exc.msg} at character {exc.pos}") from None
         if not isinstance(loaded, dict):
-            raise WorkflowError("--input-json must be a JSON object such as '{\"topic\": \"bees\"}'")
+            raise WorkflowError('--input-json must be a JSON object such as \'{"topic": "bees"}\'')
         inputs.update(loaded)
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -45,7 +45,9 @@ def _parse_inputs(pairs: Sequence[str], as_json: str | None, declared: dict[str,
             try:
                 inputs[key] = json.loads(value)
             except json.JSONDecodeError:
-                raise WorkflowError(f"--input {key}: type {spec.type} must be written as JSON, got {value!r}") from None
+                raise WorkflowError(
+                    f"--input {key}: type {spec.type} must be written as JSON, got {value!r}"
+                ) from None
         else:
             inputs[key] = value
     return inputs
@@ -124,8 +126,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         source = pool.locate(spec)
         manifest = export_model(
-            source, args.out, backend=pool.backend_for(spec).backend, quantize=args.quantize,
-            device=args.device, atol=args.atol,
+            source,
+            args.out,
+            backend=pool.backend_for(spec).backend,
+            quantize=args.quantize,
+            device=args.device,
+            atol=args.atol,
         )
     for variant, parity in manifest["parity"].items():
         measures = ", ".join(f"{k} {v:.3g}" for k, v in parity.items() if k != "probes")

@@ -80,7 +80,9 @@ class EnsembleModel(Model):
 # ---- label ensembles -------------------------------------------------------------------
 
 
-def _member_probabilities(members: Sequence[Model], prompts: Sequence[Prompt], labels: Sequence[str]) -> list[Any]:
+def _member_probabilities(
+    members: Sequence[Model], prompts: Sequence[Prompt], labels: Sequence[str]
+) -> list[Any]:
     import numpy as np
 
     return [np.asarray(m.classify(prompts, labels), dtype=float) for m in members]
@@ -90,11 +92,14 @@ class LabelEnsembleModel(EnsembleModel):
     def check_labels(self, labels: Sequence[str]) -> None:
         for member in self.members:
             member.check_labels(labels)
+
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         rows, _ = self.classify_with_members(prompts, labels)
         return rows
 
-    def classify_with_members(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> tuple[list[list[float]], list[list[list[float]]]]:
+    def classify_with_members(
+        self, prompts: Sequence[Prompt], labels: Sequence[str]
+    ) -> tuple[list[list[float]], list[list[list[float]]]]:
         members = _member_probabilities(self.members, prompts, labels)
         combined = self.ensembler.combine(members)  # type: ignore[attr-defined]
         return combined.tolist(), [m.tolist() for m in members]
@@ -155,7 +160,9 @@ class TokenAverageModel(EnsembleModel):
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         return self.generate_with_members(prompts, settings)[0]
 
-    def generate_with_members(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> tuple[list[str], list[Any]]:
+    def generate_with_members(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings
+    ) -> tuple[list[str], list[Any]]:
         from .models.token_average import average_decode
 
         texts = average_decode(self.members, self.ensembler.weights, prompts, settings)
@@ -172,11 +179,15 @@ class TokenAverage(Ensembler):
         for member in self.members:
             tokenizer = getattr(member, "tokenizer", None)
             if tokenizer is None or not hasattr(member, "model"):
-                raise ModelError(f"token_average: member '{member.name}' is not a transformers or ONNX causal LM")
+                raise ModelError(
+                    f"token_average: member '{member.name}' is not a transformers or ONNX causal LM"
+                )
             vocabularies.append(tokenizer.get_vocab())
         if any(v != vocabularies[0] for v in vocabularies[1:]):
             odd = next(m.name for m, v in zip(self.members, vocabularies) if v != vocabularies[0])
-            raise ModelError(f"token_average: member '{odd}' has a different tokenizer; all members must share one")
+            raise ModelError(
+                f"token_average: member '{odd}' has a different tokenizer; all members must share one"
+            )
 
     def model(self, name: str) -> Model:
         return TokenAverageModel(name, self)
@@ -186,7 +197,9 @@ class RerankModel(EnsembleModel):
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         return self.generate_with_members(prompts, settings)[0]
 
-    def generate_with_members(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> tuple[list[str], list[Any]]:
+    def generate_with_members(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings
+    ) -> tuple[list[str], list[Any]]:
         candidates = [m.generate(prompts, settings) for m in self.members]  # members x prompts
         winners, details = [], []
         for p, prompt in enumerate(prompts):

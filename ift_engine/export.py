@@ -58,7 +58,9 @@ def quantize_onnx(source: Path, target: Path, method: Quantize) -> None:
 
         # accuracy_level 4 lets ONNX Runtime compute in int8 on x86 CPUs: about 1.6x faster
         # decode than fp32 compute for SmolLM2-135M here, with the same weights.
-        quantizer = MatMulNBitsQuantizer(str(source), bits=4, block_size=32, is_symmetric=True, accuracy_level=4)
+        quantizer = MatMulNBitsQuantizer(
+            str(source), bits=4, block_size=32, is_symmetric=True, accuracy_level=4
+        )
         quantizer.process()
         quantizer.model.save_model_to_file(str(target), False)
 
@@ -68,8 +70,13 @@ def _left_padded(tokenizer: Any, prompts: Sequence[str]) -> dict[str, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     texts = [format_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
-                    return_token_type_ids=False)
+    enc = tokenizer(
+        texts,
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+        return_token_type_ids=False,
+    )
     return dict(enc)
 
 
@@ -85,8 +92,12 @@ def causal_parity(reference: Any, candidate: Any, tokenizer: Any, new_tokens: in
         want = reference(**enc, position_ids=positions).logits.float()
         got = candidate(**enc, position_ids=positions).logits.float()
         diff = (want - got).abs()[mask.bool()].max().item()
-        settings = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                        pad_token_id=tokenizer.pad_token_id)
+        settings = dict(
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         length = enc["input_ids"].shape[1]
         ids_want = reference.generate(**enc, **settings)[:, length:]
         ids_got = candidate.generate(**enc, **settings)[:, length:]
@@ -189,7 +200,9 @@ def export_cached(source: str, quantize: Quantize | None = None) -> Path:
     if not path.is_dir():
         raise ModelError(f"backend 'onnx' needs a local model folder to export, not {source!r}")
     stamp = (path / "config.json").stat().st_mtime_ns if (path / "config.json").exists() else 0
-    digest = hashlib.sha256(f"{path.resolve()}:{stamp}:{quantize}:{QUANTIZER_VERSION}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{path.resolve()}:{stamp}:{quantize}:{QUANTIZER_VERSION}".encode()).hexdigest()[
+        :12
+    ]
     target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{digest}"
     if not (target / ONNX_FILE).exists():
         export_model(path, target, quantize=quantize)

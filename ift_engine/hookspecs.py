@@ -6,7 +6,7 @@ naming both plugins, unless ``override=True`` (how a plugin replaces a built-in)
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

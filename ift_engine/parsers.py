@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ParseError
 from .templates import InstructionTemplate
@@ -37,9 +37,7 @@ def parse_label(answer: str, template: InstructionTemplate) -> str:
     """The label that occurs first in the answer."""
     index = find_label(answer, template.labels)
     if index is None:
-        raise ParseError(
-            f"answer {answer.strip()[:60]!r} names none of the labels {list(template.labels)}"
-        )
+        raise ParseError(f"answer {answer.strip()[:60]!r} names none of the labels {list(template.labels)}")
     return template.labels[index]
 
 

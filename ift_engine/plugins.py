@@ -26,8 +26,8 @@ from .errors import PluginError
 from .models.base import Model, ModelAlias
 from .parsers import AnswerParser
 from .registry import Registry
-from .templates import InstructionTemplate
 from .sources import DatasetSource
+from .templates import InstructionTemplate
 
 ENTRY_POINT_GROUP = "ift_engine"
 DEFAULT_PLUGINS = (
@@ -76,8 +76,16 @@ class Components:
     @classmethod
     def from_plugin_manager(cls, pm: pluggy.PluginManager) -> Components:
         components = cls()
-        kinds = ("templates", "parsers", "models", "model_aliases", "augmenters", "lexicons",
-                 "datasets", "ensemblers")
+        kinds = (
+            "templates",
+            "parsers",
+            "models",
+            "model_aliases",
+            "augmenters",
+            "lexicons",
+            "datasets",
+            "ensemblers",
+        )
         for kind in kinds:
             registry = getattr(components, kind)
             caller = getattr(pm.hook, f"register_{kind}")
@@ -85,8 +93,10 @@ class Components:
             for impl in caller.get_hookimpls():  # registration order: built-ins first
                 plugin_name = impl.plugin_name
 
-                def register(obj: Any, override: bool = False, _p: str = plugin_name) -> None:
-                    registry.add(obj, _p, override=override)
+                def register(
+                    obj: Any, override: bool = False, _p: str = plugin_name, _r: Registry = registry
+                ) -> None:
+                    _r.add(obj, _p, override=override)
 
                 try:
                     impl.function(register=register)
@@ -94,8 +104,7 @@ class Components:
                     raise
                 except Exception as exc:
                     raise PluginError(
-                        f"plugin '{plugin_name}' failed in register_{kind}: "
-                        f"{type(exc).__name__}: {exc}"
+                        f"plugin '{plugin_name}' failed in register_{kind}: {type(exc).__name__}: {exc}"
                     ) from exc
         return components
 

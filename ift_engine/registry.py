@@ -8,8 +8,9 @@ newcomer passes ``override=True``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .errors import IftError, RegistrationError
 
@@ -37,11 +38,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
 
     def add(self, obj: T, plugin: str, override: bool = False) -> None:
-        ok = (
-            issubclass(obj, self._expected)
-            if isinstance(obj, type)
-            else isinstance(obj, self._expected)
-        )
+        ok = issubclass(obj, self._expected) if isinstance(obj, type) else isinstance(obj, self._expected)
         if not ok:
             raise RegistrationError(
                 f"plugin '{plugin}' registered {obj!r} as a {self.kind}, "

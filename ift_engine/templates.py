@@ -146,8 +146,7 @@ class InstructionTemplate:
         if paraphrase is not None:
             if not 0 <= paraphrase < len(self.paraphrases):
                 raise TemplateError(
-                    f"template '{self.name}' has paraphrases 0..{len(self.paraphrases) - 1}, "
-                    f"not {paraphrase}"
+                    f"template '{self.name}' has paraphrases 0..{len(self.paraphrases) - 1}, not {paraphrase}"
                 )
             return paraphrase
         if seed is not None:

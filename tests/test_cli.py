@@ -62,7 +62,10 @@ def test_run_json_output_and_input_json(flow):
         (["run", "{flow}", "--input", "topic"], "--input 'topic' must look like NAME=VALUE"),
         (["run", "{flow}", "--input-json", "[1]"], "--input-json must be a JSON object"),
         (["validate", "nowhere.yaml"], "nowhere.yaml: cannot read the workflow file"),
-        (["run", "{bad}", "--input", "topic=x"], "node 'content', field 'inputs.outline': outlin.output refers to unknown node"),
+        (
+            ["run", "{bad}", "--input", "topic=x"],
+            "node 'content', field 'inputs.outline': outlin.output refers to unknown node",
+        ),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(flow, args, message):
@@ -76,7 +79,9 @@ def test_errors_are_one_line_with_exit_code_2(flow, args, message):
 
 
 def test_failing_node_writes_a_partial_trace(flow, tmp_path):
-    flow.write_text(MOCK_FLOW.replace("    template: content-en\n", "    template: content-en\n    parser: json\n"))
+    flow.write_text(
+        MOCK_FLOW.replace("    template: content-en\n", "    template: content-en\n    parser: json\n")
+    )
     trace = tmp_path / "partial.json"
     done = ift("run", str(flow), "--input", "topic=bees", "--trace", str(trace))
     assert done.returncode == 2 and "node 'content'" in done.stderr and "Traceback" not in done.stderr

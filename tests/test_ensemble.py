@@ -36,7 +36,9 @@ class Fixed(ClassifierMixin, BaseEstimator):
 def sklearn_vote(tables, weights, voting):
     n, k = tables[0].shape
     X, y = np.arange(n)[:, None], np.arange(n) % k
-    clf = VotingClassifier([(f"m{i}", Fixed(t)) for i, t in enumerate(tables)], voting=voting, weights=weights)
+    clf = VotingClassifier(
+        [(f"m{i}", Fixed(t)) for i, t in enumerate(tables)], voting=voting, weights=weights
+    )
     clf.fit(X, y)
     return clf
 
@@ -120,8 +122,12 @@ def test_token_average_needs_one_tokenizer(tiny, tiny_classifier_dir):
 
 
 def flow(model, template="sentiment-en", **extra):
-    return {"name": "ens", "inputs": {"text": {}}, **extra,
-            "nodes": [{"id": "n", "template": template, "inputs": {"text": "$input.text"}, "model": model}]}
+    return {
+        "name": "ens",
+        "inputs": {"text": {}},
+        **extra,
+        "nodes": [{"id": "n", "template": template, "inputs": {"text": "$input.text"}, "model": model}],
+    }
 
 
 def mock(name, answer):
@@ -129,8 +135,11 @@ def mock(name, answer):
 
 
 def test_workflow_label_ensemble_with_member_trace():
-    doc = flow("vote", models={"a": mock("a", "positive"), "b": mock("b", "negative"), "c": mock("c", "negative")},
-               ensembles={"vote": {"ensemble": "soft_vote", "members": ["a", "b", "c"], "weights": [2, 1, 0.5]}})
+    doc = flow(
+        "vote",
+        models={"a": mock("a", "positive"), "b": mock("b", "negative"), "c": mock("c", "negative")},
+        ensembles={"vote": {"ensemble": "soft_vote", "members": ["a", "b", "c"], "weights": [2, 1, 0.5]}},
+    )
     result = Workflow.from_dict(doc).run(text="fine")
     node = result.nodes["n"]
     assert node.output == "positive"  # 2 vs 1.5
@@ -140,9 +149,19 @@ def test_workflow_label_ensemble_with_member_trace():
 
 
 def test_heterogeneous_members_causal_lm_and_classifier(tiny_causal_dir, tiny_classifier_dir):
-    doc = flow({"ensemble": "logit_mean", "members": [str(tiny_causal_dir), {
-        "name": str(tiny_classifier_dir), "options": {"label_map": {"negative": "负面", "positive": "正面"}}}]},
-        template="sentiment-zh")
+    doc = flow(
+        {
+            "ensemble": "logit_mean",
+            "members": [
+                str(tiny_causal_dir),
+                {
+                    "name": str(tiny_classifier_dir),
+                    "options": {"label_map": {"negative": "负面", "positive": "正面"}},
+                },
+            ],
+        },
+        template="sentiment-zh",
+    )
     result = Workflow.from_dict(doc).run(text="很好")
     assert result["n"] in ("正面", "负面")
     assert set(result.nodes["n"].members) == {str(tiny_causal_dir), str(tiny_classifier_dir)}
@@ -151,10 +170,30 @@ def test_heterogeneous_members_causal_lm_and_classifier(tiny_causal_dir, tiny_cl
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ({"ensemble": "median", "members": ["x/y"]}, "unknown ensemble method 'median' (known: hard_vote, logit_mean, rerank, soft_vote, token_average)"),
-        ({"ensemble": "soft_vote", "members": [{"name": "a", "backend": "mock"}], "weights": [1, 2]}, "2 weights for 1 members"),
-        ({"ensemble": "soft_vote", "members": [{"name": "a", "backend": "mock"}], "weights": [-1]}, "non-negative"),
-        ({"ensemble": "token_average", "members": [{"name": "a", "backend": "mock"}]}, "ensemble 'token_average' combines generated text, but template 'sentiment-en' answers with label"),
+        (
+            {"ensemble": "median", "members": ["x/y"]},
+            "unknown ensemble method 'median' (known: hard_vote, logit_mean, rerank, soft_vote, token_average)",
+        ),
+        (
+            {
+                "ensemble": "soft_vote",
+                "members": [{"name": "a", "backend": "mock"}],
+                "weights": [1, 2],
+            },
+            "2 weights for 1 members",
+        ),
+        (
+            {
+                "ensemble": "soft_vote",
+                "members": [{"name": "a", "backend": "mock"}],
+                "weights": [-1],
+            },
+            "non-negative",
+        ),
+        (
+            {"ensemble": "token_average", "members": [{"name": "a", "backend": "mock"}]},
+            "ensemble 'token_average' combines generated text, but template 'sentiment-en' answers with label",
+        ),
     ],
 )
 def test_ensemble_errors_name_the_node(model, message):
@@ -164,8 +203,13 @@ def test_ensemble_errors_name_the_node(model, message):
 
 
 def test_label_set_mismatch_is_named_at_load(tiny_classifier_dir):
-    wf = Workflow.from_dict(flow({"ensemble": "soft_vote", "members": [str(tiny_classifier_dir)]},
-                                 template="sentiment-zh"), source="ens.yaml")
+    wf = Workflow.from_dict(
+        flow(
+            {"ensemble": "soft_vote", "members": [str(tiny_classifier_dir)]},
+            template="sentiment-zh",
+        ),
+        source="ens.yaml",
+    )
     with pytest.raises(WorkflowError, match="node 'n', field 'model': .*has no label '正面'"):
         wf.run(text="x")
 
@@ -180,14 +224,23 @@ def test_different_tokenizers_named_at_load(tiny_causal_dir, tmp_path):
     model.resize_token_embeddings(len(tokenizer))
     model.save_pretrained(other)
     tokenizer.save_pretrained(other)
-    doc = flow({"ensemble": "token_average", "members": [str(tiny_causal_dir), str(other)]}, template="summary-en")
-    with pytest.raises(WorkflowError, match="node 'n', field 'model': token_average: member '.*other' has a different tokenizer"):
+    doc = flow(
+        {"ensemble": "token_average", "members": [str(tiny_causal_dir), str(other)]},
+        template="summary-en",
+    )
+    with pytest.raises(
+        WorkflowError,
+        match="node 'n', field 'model': token_average: member '.*other' has a different tokenizer",
+    ):
         Workflow.from_dict(doc, source="ens.yaml").run(text="x")
 
 
 def test_rerank_picks_the_best_scored_candidate(tiny, tiny_causal_dir):
-    doc = flow({"ensemble": "rerank", "members": [str(tiny_causal_dir), str(tiny_causal_dir)]}, template="summary-en",
-               generation={"max_new_tokens": 6})
+    doc = flow(
+        {"ensemble": "rerank", "members": [str(tiny_causal_dir), str(tiny_causal_dir)]},
+        template="summary-en",
+        generation={"max_new_tokens": 6},
+    )
     result = Workflow.from_dict(doc).run(text="Bees dance to tell other bees where flowers are.")
     details = result.nodes["n"].members["details"]
     assert len(details["candidates"]) == 2 and len(details["scores"]) == 2

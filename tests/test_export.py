@@ -21,7 +21,12 @@ from ift_engine.models.onnx import OnnxCausalLM, OnnxClassifier, OnnxModel, Onnx
 PROMPTS = [
     [{"role": "user", "content": "Write an outline for a short article about honeybees."}],
     [{"role": "user", "content": "Is it positive?"}],
-    [{"role": "user", "content": "The food was cold and the staff were rude. I will not come back."}],
+    [
+        {
+            "role": "user",
+            "content": "The food was cold and the staff were rude. I will not come back.",
+        }
+    ],
 ]
 GREEDY = GenerationSettings(max_new_tokens=12)
 CPU = OnnxOptions(device="cpu")
@@ -58,7 +63,9 @@ def test_onnx_generation_matches_pytorch_batched_and_unbatched(tiny_causal_dir, 
     # Left padding with correct position ids: batched equals one-at-a-time, and both equal PyTorch.
     assert batched == single == reference.generate(PROMPTS, GREEDY)
     np.testing.assert_allclose(
-        onnx.score(PROMPTS, ["positive", "negative"]), reference.score(PROMPTS, ["positive", "negative"]), atol=1e-3
+        onnx.score(PROMPTS, ["positive", "negative"]),
+        reference.score(PROMPTS, ["positive", "negative"]),
+        atol=1e-3,
     )
 
 
@@ -125,13 +132,24 @@ def test_cuda_provider_without_a_gpu_is_an_error(causal_export):
 def test_cuda_provider_with_io_binding_matches_cpu(causal_export):
     gpu = OnnxModel.load("ort", str(causal_export), OnnxOptions(device="cuda"))
     assert "CUDAExecutionProvider" in gpu.model.providers and gpu.model.use_io_binding
-    assert gpu.generate(PROMPTS, GREEDY) == OnnxModel.load("ort", str(causal_export), CPU).generate(PROMPTS, GREEDY)
+    assert gpu.generate(PROMPTS, GREEDY) == OnnxModel.load("ort", str(causal_export), CPU).generate(
+        PROMPTS, GREEDY
+    )
 
 
 def test_cli_export_prints_parity(tiny_causal_dir, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "ift_engine.cli", "export", str(tiny_causal_dir), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ift_engine.cli",
+            "export",
+            str(tiny_causal_dir),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     assert "fp32: max_abs_logit_diff" in done.stdout and "greedy_agreement 1" in done.stdout

@@ -14,7 +14,10 @@ from ift_engine.models.resolve import infer_backend
 PROMPTS = [
     [{"role": "user", "content": "Write an outline for a short article about honeybees."}],
     [{"role": "user", "content": "Is it positive?"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "The food was cold and the staff were rude."}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "The food was cold and the staff were rude."},
+    ],
 ]
 GREEDY = GenerationSettings(max_new_tokens=12)
 
@@ -55,8 +58,10 @@ def test_score_is_the_log_likelihood_of_the_answer(causal):
     # Reference: one unpadded forward pass over prompt + choice + end of turn.
     tok = causal.tokenizer
     for p, row in zip(PROMPTS[:2], scores):
-        prompt_ids = tok(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False),
-                         add_special_tokens=False)["input_ids"]
+        prompt_ids = tok(
+            tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+        )["input_ids"]
         for choice, got in zip(choices, row):
             ids = tok(choice, add_special_tokens=False)["input_ids"] + [causal.stop_ids[0]]
             full = torch.tensor([prompt_ids + ids])
@@ -96,12 +101,25 @@ def test_workflow_runs_on_folders(tiny_causal_dir, tiny_classifier_dir):
             "name": "mixed",
             "inputs": {"text": {}},
             "nodes": [
-                {"id": "topic", "template": "topic-en", "inputs": {"text": "$input.text"},
-                 "model": str(tiny_causal_dir), "generation": {"max_new_tokens": 5}},
-                {"id": "mood", "template": "sentiment-en", "inputs": {"text": "$input.text"},
-                 "model": str(tiny_classifier_dir)},
-                {"id": "mood_lm", "template": "sentiment-en", "inputs": {"text": "$input.text"},
-                 "model": str(tiny_causal_dir)},
+                {
+                    "id": "topic",
+                    "template": "topic-en",
+                    "inputs": {"text": "$input.text"},
+                    "model": str(tiny_causal_dir),
+                    "generation": {"max_new_tokens": 5},
+                },
+                {
+                    "id": "mood",
+                    "template": "sentiment-en",
+                    "inputs": {"text": "$input.text"},
+                    "model": str(tiny_classifier_dir),
+                },
+                {
+                    "id": "mood_lm",
+                    "template": "sentiment-en",
+                    "inputs": {"text": "$input.text"},
+                    "model": str(tiny_causal_dir),
+                },
             ],
         }
     )
@@ -110,7 +128,9 @@ def test_workflow_runs_on_folders(tiny_causal_dir, tiny_classifier_dir):
     assert result["mood"] in ("positive", "negative")
     assert sum(result.nodes["mood_lm"].probabilities.values()) == pytest.approx(1.0)
     # The two nodes on the causal folder share one loaded model.
-    assert wf.pool.get(ModelSpec(name=str(tiny_causal_dir))) is wf.pool.get(ModelSpec(name=str(tiny_causal_dir)))
+    assert wf.pool.get(ModelSpec(name=str(tiny_causal_dir))) is wf.pool.get(
+        ModelSpec(name=str(tiny_causal_dir))
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")

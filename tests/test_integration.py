@@ -41,4 +41,6 @@ def test_sentiment_scores_labels_with_the_real_model():
     good = wf.run(text="Absolutely wonderful hotel, friendly staff and a spotless room. I loved it!")
     bad = wf.run(text="Terrible. The room was filthy, the staff were rude and I want a refund.")
     assert good["sentiment"] == "positive" and bad["sentiment"] == "negative"
-    assert bad.nodes["sentiment"].probabilities["negative"] > good.nodes["sentiment"].probabilities["negative"]
+    assert (
+        bad.nodes["sentiment"].probabilities["negative"] > good.nodes["sentiment"].probabilities["negative"]
+    )

@@ -4,13 +4,25 @@ from ift_engine import InstructionTemplate, ParseError
 from ift_engine.parsers import parse_json, parse_label, parse_lines
 
 LABELS = InstructionTemplate(
-    name="s", task="s", paraphrases=("{t}",), variables=("t",), answer="label", labels=("positive", "negative")
+    name="s",
+    task="s",
+    paraphrases=("{t}",),
+    variables=("t",),
+    answer="label",
+    labels=("positive", "negative"),
 )
 
 
 def test_lines_drop_bullets_numbering_and_blanks():
     answer = "1. Intro\n\n- How bees dance\n* Smell\n2) Sound\n一、历史\n## Summary"
-    assert parse_lines(answer, LABELS) == ["Intro", "How bees dance", "Smell", "Sound", "历史", "Summary"]
+    assert parse_lines(answer, LABELS) == [
+        "Intro",
+        "How bees dance",
+        "Smell",
+        "Sound",
+        "历史",
+        "Summary",
+    ]
 
 
 def test_lines_empty_is_an_error():

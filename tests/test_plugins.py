@@ -14,13 +14,13 @@ import pytest
 from ift_engine import InstructionTemplate, PluginError, RegistrationError, hookimpl, plugins
 from ift_engine.plugins import Components, PluginLoadWarning, build_plugin_manager
 
-GOOD_PLUGIN = '''
+GOOD_PLUGIN = """
 from ift_engine import InstructionTemplate, hookimpl
 
 @hookimpl
 def register_templates(register):
     register(InstructionTemplate(name="haiku-en", task="haiku", paraphrases=("A haiku about {topic}",), variables=("topic",)))
-'''
+"""
 
 
 def make_distribution(site: Path, dist: str, module: str, source: str, entry_name: str | None = None) -> None:
@@ -53,7 +53,12 @@ class Overrider:
     @hookimpl
     def register_templates(self, register):
         register(
-            InstructionTemplate(name="outline-en", task="outline", paraphrases=("Plan {topic}",), variables=("topic",)),
+            InstructionTemplate(
+                name="outline-en",
+                task="outline",
+                paraphrases=("Plan {topic}",),
+                variables=("topic",),
+            ),
             override=self.override,
         )
 
@@ -125,7 +130,10 @@ def test_hook_that_raises_is_reported_with_the_plugin_name():
 def run_cli(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": str(site), **env}
     return subprocess.run(
-        [sys.executable, "-m", "ift_engine.cli", *args], capture_output=True, text=True, env=environment
+        [sys.executable, "-m", "ift_engine.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
     )
 
 

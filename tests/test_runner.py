@@ -18,8 +18,11 @@ def article(answers: dict[str, str], **model_options) -> Workflow:
             "model": {**MOCK, "options": {"answers": answers, **model_options}},
             "nodes": [
                 {"id": "outline", "template": "outline-en", "inputs": {"topic": "$input.topic"}},
-                {"id": "content", "template": "content-en",
-                 "inputs": {"topic": "$input.topic", "outline": "outline.output"}},
+                {
+                    "id": "content",
+                    "template": "content-en",
+                    "inputs": {"topic": "$input.topic", "outline": "outline.output"},
+                },
             ],
             "outputs": {"outline": "outline.output", "article": "content.output"},
         }
@@ -59,7 +62,13 @@ def test_input_types_are_checked():
             "name": "typed",
             "inputs": {"n": {"type": "integer"}, "tags": {"type": "list", "default": []}},
             "model": MOCK,
-            "nodes": [{"id": "echo", "instruction": "{n} {tags}", "inputs": {"n": "$input.n", "tags": "$input.tags"}}],
+            "nodes": [
+                {
+                    "id": "echo",
+                    "instruction": "{n} {tags}",
+                    "inputs": {"n": "$input.n", "tags": "$input.tags"},
+                }
+            ],
         }
     )
     assert wf.run(n=3)["echo"] == "3"
@@ -87,7 +96,10 @@ def test_one_model_object_per_spec():
     wf.run(topic="x")
     model = wf.pool.get(ModelSpec(**{**MOCK, "options": {"answers": {"": "- a"}}}))
     assert isinstance(model, MockModel)
-    assert [call.method for call in model.calls] == ["generate", "generate"]  # both nodes, one model
+    assert [call.method for call in model.calls] == [
+        "generate",
+        "generate",
+    ]  # both nodes, one model
 
 
 DIAMOND = {
@@ -102,8 +114,12 @@ DIAMOND = {
         {"id": "outline", "template": "outline-en", "inputs": {"topic": "$input.topic"}},
         {"id": "a", "instruction": "A {o}", "inputs": {"o": "outline.output"}, "model": "left"},
         {"id": "b", "instruction": "B {o}", "inputs": {"o": "outline.output"}, "model": "right"},
-        {"id": "join", "instruction": "{a} + {b}", "inputs": {"a": "a.output", "b": "b.output"},
-         "model": {"name": "echo", "backend": "mock"}},
+        {
+            "id": "join",
+            "instruction": "{a} + {b}",
+            "inputs": {"a": "a.output", "b": "b.output"},
+            "model": {"name": "echo", "backend": "mock"},
+        },
     ],
 }
 

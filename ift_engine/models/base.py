@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,10 +60,12 @@ class Model(ABC):
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         raise ModelError(f"model '{self.name}' ({self.backend}) cannot classify")
 
-    def score(self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False) -> list[list[float]]:
+    def score(
+        self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False
+    ) -> list[list[float]]:
         raise ModelError(f"model '{self.name}' ({self.backend}) cannot score choices")
 
-    def check_labels(self, labels: Sequence[str]) -> None:
+    def check_labels(self, labels: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Raise ``ModelError`` if this model cannot tell ``labels`` apart (a classifier whose
         head lacks one). Called when a workflow loads, before any node runs."""
 

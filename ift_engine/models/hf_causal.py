@@ -52,9 +52,7 @@ def repeat_cache(past: Any, times: int) -> Any:
 def format_chat(tokenizer: PreTrainedTokenizerBase, messages: Prompt) -> str:
     """The prompt text: the tokenizer's chat template, or the plain contents for base models."""
     if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=False
-        )
+        return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
@@ -89,9 +87,11 @@ class HFCausalLM(Model):
         device = pick_device(options.device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=pick_dtype(options.dtype, device)
-            ).to(device).eval()
+            model = (
+                AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(options.dtype, device))
+                .to(device)
+                .eval()
+            )
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load causal LM '{name}' from {source}: {exc}") from exc
         return cls(name, model, tokenizer, options.batch_size)
@@ -133,7 +133,9 @@ class HFCausalLM(Model):
                 answers.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return [a.strip() for a in answers]
 
-    def score(self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False) -> list[list[float]]:
+    def score(
+        self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False
+    ) -> list[list[float]]:
         """Sum (``mean``: mean per token) of the log-probabilities of each choice, followed by
         end of turn, as the answer.
 
@@ -149,8 +151,7 @@ class HFCausalLM(Model):
                 for p in prompts
             ]
             choice_ids = [
-                self.tokenizer(c, add_special_tokens=False)["input_ids"] + self.stop_ids[:1]
-                for c in choices
+                self.tokenizer(c, add_special_tokens=False)["input_ids"] + self.stop_ids[:1] for c in choices
             ]
             # Batch prompts of similar length together: less padding to compute.
             order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
@@ -160,7 +161,9 @@ class HFCausalLM(Model):
                     rows[i] = row
         return rows
 
-    def _score_batch(self, prompts: Sequence[list[int]], choices: list[list[int]], mean: bool) -> list[list[float]]:
+    def _score_batch(
+        self, prompts: Sequence[list[int]], choices: list[list[int]], mean: bool
+    ) -> list[list[float]]:
         import torch
 
         pad = self.tokenizer.pad_token_id
@@ -170,11 +173,15 @@ class HFCausalLM(Model):
         ids = torch.full((n_prompts, width), pad, dtype=torch.long)
         mask = torch.zeros((n_prompts, width), dtype=torch.long)
         for row, p in enumerate(prompts):
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=positions.to(self.device), use_cache=True)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+        )
         first = out.logits[:, -1].float().log_softmax(-1).cpu()  # predicts each choice's first token
         past = repeat_cache(out.past_key_values, n_choices)
         # Then every choice after every prompt (row p * n_choices + c), right-padded.
@@ -184,13 +191,22 @@ class HFCausalLM(Model):
         for row, c in enumerate(choices):
             choice[row, : len(c)] = torch.tensor(c)
             choice_mask[row, : len(c)] = 1
-        steps = self.model(
-            input_ids=choice.repeat(n_prompts, 1).to(self.device),
-            attention_mask=torch.cat([mask.repeat_interleave(n_choices, 0), choice_mask.repeat(n_prompts, 1)], 1).to(self.device),
-            position_ids=(positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(length)).to(self.device),
-            past_key_values=past,
-            use_cache=True,
-        ).logits.float().log_softmax(-1).cpu()
+        steps = (
+            self.model(
+                input_ids=choice.repeat(n_prompts, 1).to(self.device),
+                attention_mask=torch.cat(
+                    [mask.repeat_interleave(n_choices, 0), choice_mask.repeat(n_prompts, 1)], 1
+                ).to(self.device),
+                position_ids=(
+                    positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(length)
+                ).to(self.device),
+                past_key_values=past,
+                use_cache=True,
+            )
+            .logits.float()
+            .log_softmax(-1)
+            .cpu()
+        )
         rows = []
         for p in range(n_prompts):
             row = []

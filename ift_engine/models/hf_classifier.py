@@ -65,9 +65,13 @@ class HFClassifier(Model):
         device = pick_device(options.device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                source, dtype=pick_dtype(options.dtype, device)
-            ).to(device).eval()
+            model = (
+                AutoModelForSequenceClassification.from_pretrained(
+                    source, dtype=pick_dtype(options.dtype, device)
+                )
+                .to(device)
+                .eval()
+            )
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load classifier '{name}' from {source}: {exc}") from exc
         return cls(name, model, tokenizer, options.batch_size, options.max_length, options.label_map)

@@ -49,7 +49,9 @@ class EnsembleSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ensemble: str = Field(min_length=1, description="soft_vote, logit_mean, hard_vote, token_average, rerank, ...")
+    ensemble: str = Field(
+        min_length=1, description="soft_vote, logit_mean, hard_vote, token_average, rerank, ..."
+    )
     members: tuple[str | ModelSpec, ...] = Field(min_length=1)
     weights: tuple[float, ...] | None = None
 

@@ -15,8 +15,12 @@ from .base import GenerationSettings, Prompt
 from .hf_causal import format_chat
 
 
-def average_decode(members: Sequence[Any], weights: Sequence[float], prompts: Sequence[Prompt],
-                   settings: GenerationSettings) -> list[str]:
+def average_decode(
+    members: Sequence[Any],
+    weights: Sequence[float],
+    prompts: Sequence[Prompt],
+    settings: GenerationSettings,
+) -> list[str]:
     import torch
     from transformers import (
         LogitsProcessorList,
@@ -35,7 +39,9 @@ def average_decode(members: Sequence[Any], weights: Sequence[float], prompts: Se
         processors.append(TemperatureLogitsWarper(settings.temperature))
         if settings.top_p < 1.0:
             processors.append(TopPLogitsWarper(settings.top_p))
-    generator = torch.Generator().manual_seed(settings.seed) if sampling and settings.seed is not None else None
+    generator = (
+        torch.Generator().manual_seed(settings.seed) if sampling and settings.seed is not None else None
+    )
 
     # A model may appear more than once among the members: take each lock once. The locks
     # also cover tokenizing (a fast tokenizer must not be used by two threads at once).
@@ -45,8 +51,13 @@ def average_decode(members: Sequence[Any], weights: Sequence[float], prompts: Se
     try:
         tokenizer.padding_side = "left"
         texts = [format_chat(tokenizer, p) for p in prompts]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
-                        return_token_type_ids=False)
+        enc = tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+            return_token_type_ids=False,
+        )
         sequence, mask = enc["input_ids"], enc["attention_mask"]
         step_ids, positions = sequence, (mask.cumsum(-1) - 1).clamp(min=0)
         pasts: list[Any] = [None] * len(members)
@@ -58,8 +69,11 @@ def average_decode(members: Sequence[Any], weights: Sequence[float], prompts: Se
                 for index, (member, weight) in enumerate(zip(members, weights)):
                     device = member.device
                     out = member.model(
-                        input_ids=step_ids.to(device), attention_mask=mask.to(device),
-                        position_ids=positions.to(device), past_key_values=pasts[index], use_cache=True,
+                        input_ids=step_ids.to(device),
+                        attention_mask=mask.to(device),
+                        position_ids=positions.to(device),
+                        past_key_values=pasts[index],
+                        use_cache=True,
                     )
                     pasts[index] = out.past_key_values
                     logits = processors(sequence, out.logits[:, -1, :].float().cpu())

@@ -23,8 +23,7 @@ def pick_device(device: Device) -> torch.device:
 
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelError(
-            "device 'cuda' was asked for but PyTorch sees no CUDA GPU; "
-            "use device: cpu or device: auto"
+            "device 'cuda' was asked for but PyTorch sees no CUDA GPU; use device: cpu or device: auto"
         )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -111,8 +111,10 @@ class ExampleBuilder:
     ) -> None:
         self.fmt = fmt
         self.template = template
-        self.paraphrases = list(paraphrases) if paraphrases is not None else (
-            list(range(len(template.paraphrases))) if template else [0]
+        self.paraphrases = (
+            list(paraphrases)
+            if paraphrases is not None
+            else (list(range(len(template.paraphrases))) if template else [0])
         )
         self.policy = policy
         self.augmenters = augmenters
@@ -133,16 +135,27 @@ class ExampleBuilder:
         fmt = self.fmt or detect_format(record)
         if fmt == "messages":
             messages = record.get("messages")
-            if not isinstance(messages, list) or len(messages) < 2 or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages
+            if (
+                not isinstance(messages, list)
+                or len(messages) < 2
+                or not all(
+                    isinstance(m, dict)
+                    and isinstance(m.get("role"), str)
+                    and isinstance(m.get("content"), str)
+                    for m in messages
+                )
             ):
-                raise DataError(f"{where}: field 'messages' must be a list of {{role, content}} with at least two turns")
+                raise DataError(
+                    f"{where}: field 'messages' must be a list of {{role, content}} with at least two turns"
+                )
             if messages[-1]["role"] != "assistant":
                 raise DataError(f"{where}: field 'messages' must end with the assistant's answer")
             prompt = [dict(m) for m in messages[:-1]]
-            last_user = max(i for i, m in enumerate(prompt) if m["role"] == "user") if any(
-                m["role"] == "user" for m in prompt) else None
+            last_user = (
+                max(i for i, m in enumerate(prompt) if m["role"] == "user")
+                if any(m["role"] == "user" for m in prompt)
+                else None
+            )
             if last_user is not None:
                 prompt[last_user]["content"] = augment(prompt[last_user]["content"])
             return Example(tuple(prompt), messages[-1]["content"])
@@ -162,7 +175,9 @@ class ExampleBuilder:
         output = _text(record, "output", where)
         missing = [v for v in self.template.variables if v not in record]
         if missing:
-            raise DataError(f"{where}: field '{missing[0]}' is missing (template '{self.template.name}' needs it)")
+            raise DataError(
+                f"{where}: field '{missing[0]}' is missing (template '{self.template.name}' needs it)"
+            )
         if self.template.labels and output not in self.template.labels:
             raise DataError(f"{where}: field 'output' is {output!r}, not one of {list(self.template.labels)}")
         values = {v: augment(str(record[v])) for v in self.template.variables}

@@ -18,7 +18,11 @@ IGNORE = -100
 
 def rouge_l(candidate: str, reference: str) -> float:
     """ROUGE-L F1 over characters for Chinese text, over lowercased words otherwise."""
-    split = (lambda t: [c for c in t if not c.isspace()]) if is_chinese(reference) else (lambda t: t.lower().split())
+    split = (
+        (lambda t: [c for c in t if not c.isspace()])
+        if is_chinese(reference)
+        else (lambda t: t.lower().split())
+    )
     a, b = split(candidate), split(reference)
     if not a or not b:
         return 0.0
@@ -47,14 +51,18 @@ def label_accuracy(model: Model, examples: Sequence[Example]) -> float:
     if not examples:
         return 0.0
     rows = model.classify([list(e.prompt) for e in examples], examples[0].labels)
-    right = sum(e.labels[max(range(len(row)), key=row.__getitem__)] == e.completion for e, row in zip(examples, rows))
+    right = sum(
+        e.labels[max(range(len(row)), key=row.__getitem__)] == e.completion for e, row in zip(examples, rows)
+    )
     return right / len(examples)
 
 
 def mean_rouge_l(model: Model, examples: Sequence[Example], max_new_tokens: int = 128) -> float:
     if not examples:
         return 0.0
-    answers = model.generate([list(e.prompt) for e in examples], GenerationSettings(max_new_tokens=max_new_tokens))
+    answers = model.generate(
+        [list(e.prompt) for e in examples], GenerationSettings(max_new_tokens=max_new_tokens)
+    )
     return sum(rouge_l(a, e.completion) for a, e in zip(answers, examples)) / len(examples)
 
 

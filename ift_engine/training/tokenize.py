@@ -33,7 +33,9 @@ def joined_texts(tokenizer: Any, example: Example) -> tuple[str, str]:
     return prompt, full
 
 
-def tokenize_example(tokenizer: Any, example: Example, max_length: int, stop_ids: list[int] | None = None) -> dict[str, list[int]]:
+def tokenize_example(
+    tokenizer: Any, example: Example, max_length: int, stop_ids: list[int] | None = None
+) -> dict[str, list[int]]:
     """``input_ids``, ``attention_mask`` and ``labels`` for one example (no padding)."""
     stop_ids = stop_ids or end_of_turn_ids(tokenizer, None)
     prompt_text, full_text = joined_texts(tokenizer, example)
@@ -60,7 +62,7 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int, stop_ids
         answer_ids = answer_ids[: max_length - 8] if len(answer_ids) > max_length - 8 else answer_ids
         budget = max_length - len(answer_ids)
         head = budget // 2
-        prompt_ids = prompt_ids[:head] + prompt_ids[len(prompt_ids) - (budget - head):]
+        prompt_ids = prompt_ids[:head] + prompt_ids[len(prompt_ids) - (budget - head) :]
     input_ids = prompt_ids + answer_ids
     return {
         "input_ids": input_ids,

@@ -62,8 +62,15 @@ def _records(dataset: DatasetSpec, index: int, comps: Components) -> list[tuple[
         items = [(f"{where}.records[{i}]", r) for i, r in enumerate(dataset.records or [])]
     if dataset.columns:
         items = [
-            (w, {**r, **{field: r[column] for field, column in dataset.columns.items() if column in r}})
-            if isinstance(r, dict) else (w, r)
+            (
+                w,
+                {
+                    **r,
+                    **{field: r[column] for field, column in dataset.columns.items() if column in r},
+                },
+            )
+            if isinstance(r, dict)
+            else (w, r)
             for w, r in items
         ]
     return items
@@ -80,8 +87,12 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
             cls = comps.augmenters.get(str(name))
         except IftError as exc:
             raise TrainError(f"augment.ops[{i}].type: {exc}") from None
-        options = validate_document(cls.options_model, {k: v for k, v in op.items() if k != "type"},
-                                    f"augment.ops[{i}] ({name})", TrainError)
+        options = validate_document(
+            cls.options_model,
+            {k: v for k, v in op.items() if k != "type"},
+            f"augment.ops[{i}] ({name})",
+            TrainError,
+        )
         augmenters.append(cls(options, comps))
     for index, dataset in enumerate(spec.datasets):
         template = None
@@ -90,8 +101,14 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
                 template = comps.templates.get(dataset.template)
             except IftError as exc:
                 raise TrainError(f"datasets[{index}].template: {exc}") from None
-        builder = ExampleBuilder(dataset.format, template, dataset.paraphrases, spec.template_policy,
-                                 augmenters, spec.seed)
+        builder = ExampleBuilder(
+            dataset.format,
+            template,
+            dataset.paraphrases,
+            spec.template_policy,
+            augmenters,
+            spec.seed,
+        )
         records = _records(dataset, index, comps)
         random.Random(spec.seed).shuffle(records)
         records = records[: dataset.limit] if dataset.limit else records
@@ -101,7 +118,9 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
     n_eval = round(split * len(base)) if split < 1 else min(int(split), len(base) - 1)
     held, kept = base[:n_eval], base[n_eval:]
     eval_examples = [b.build(i, w, r) for b, i, w, r in held]
-    train_examples = [b.build(i, w, r, copy) for copy in range(spec.augment.copies + 1) for b, i, w, r in kept]
+    train_examples = [
+        b.build(i, w, r, copy) for copy in range(spec.augment.copies + 1) for b, i, w, r in kept
+    ]
     if not train_examples:
         raise TrainError("no training examples: add records or lower eval.split")
     return train_examples, eval_examples
@@ -193,10 +212,16 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
     if settings.lora is not None:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(
-            r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
-            target_modules=settings.lora.targets, task_type="CAUSAL_LM",
-        ))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=settings.lora.r,
+                lora_alpha=settings.lora.alpha,
+                lora_dropout=settings.lora.dropout,
+                target_modules=settings.lora.targets,
+                task_type="CAUSAL_LM",
+            ),
+        )
     evaluating = bool(eval_features)
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -264,16 +289,26 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
         metrics.update(task_metrics(tuned, eval_examples, spec.eval.max_generate))
     metrics["seconds"] = time.perf_counter() - started
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_losses(trainer.state.log_history, out / "loss_curve.png", f"{Path(spec.output).name}: {spec.base_model}")
+    plot_losses(
+        trainer.state.log_history,
+        out / "loss_curve.png",
+        f"{Path(spec.output).name}: {spec.base_model}",
+    )
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
     templates = sorted({d.template for d in spec.datasets if d.template})
-    (out / MANIFEST).write_text(json.dumps({
-        "backend": "hf-causal",
-        "base_model": spec.base_model,
-        "tasks": sorted({e.task for e in train_examples if e.task}),
-        "templates": templates,
-        "data_fingerprint": fingerprint(train_examples),
-        "training": spec.model_dump(mode="json", exclude={"datasets"}),
-        "metrics": metrics,
-    }, indent=2, ensure_ascii=False))
+    (out / MANIFEST).write_text(
+        json.dumps(
+            {
+                "backend": "hf-causal",
+                "base_model": spec.base_model,
+                "tasks": sorted({e.task for e in train_examples if e.task}),
+                "templates": templates,
+                "data_fingerprint": fingerprint(train_examples),
+                "training": spec.model_dump(mode="json", exclude={"datasets"}),
+                "metrics": metrics,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
     return TrainResult(out, metrics)

@@ -103,7 +103,10 @@ class WorkflowGraph:
                 template = components.templates.get(node.template)
             else:
                 template = InstructionTemplate.inline(
-                    node.id, node.instruction or "", node.answer or AnswerForm.TEXT, node.labels or ()
+                    node.id,
+                    node.instruction or "",
+                    node.answer or AnswerForm.TEXT,
+                    node.labels or (),
                 )
         except IftError as exc:
             field = "template" if node.template is not None else "instruction"

@@ -41,7 +41,12 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path) -> None:
     for node, (x, y) in positions.items():
         data = graph.nodes[node]
         ax.text(
-            x, y, data.get("label", node), ha="center", va="center", fontsize=8,
+            x,
+            y,
+            data.get("label", node),
+            ha="center",
+            va="center",
+            fontsize=8,
             bbox={"boxstyle": "round,pad=0.4", "fc": colours[data["kind"]], "ec": "#555"},
         )
     ax.set_title(workflow.spec.name)

@@ -128,7 +128,9 @@ class Runner:
                 values[name] = spec.default
         return values
 
-    def _values(self, bound: BoundNode, inputs: Mapping[str, Any], done: Mapping[str, NodeResult]) -> dict[str, Any]:
+    def _values(
+        self, bound: BoundNode, inputs: Mapping[str, Any], done: Mapping[str, NodeResult]
+    ) -> dict[str, Any]:
         values = {}
         for variable, value in bound.spec.inputs.items():
             ref = reference(value)
@@ -169,13 +171,22 @@ class Runner:
             bound = self.graph.node(node_id)
             began = time.perf_counter()
             prompt = bound.template.render(
-                self._values(bound, values, result.nodes), bound.spec.paraphrase, bound.spec.paraphrase_seed
+                self._values(bound, values, result.nodes),
+                bound.spec.paraphrase,
+                bound.spec.paraphrase_seed,
             )
             answer = run_node(bound, list(prompt.messages), self.pool)
             return NodeResult(
-                node_id, answer.output, answer.raw, list(prompt.messages), prompt.paraphrase,
-                bound.model.name, began - start, time.perf_counter() - began,
-                answer.probabilities, answer.members,
+                node_id,
+                answer.output,
+                answer.raw,
+                list(prompt.messages),
+                prompt.paraphrase,
+                bound.model.name,
+                began - start,
+                time.perf_counter() - began,
+                answer.probabilities,
+                answer.members,
             )
 
         failure: tuple[str, BaseException] | None = None

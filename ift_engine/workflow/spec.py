@@ -7,7 +7,7 @@ input, ``NODE.output`` reads another node's output, anything else is used as wri
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -25,7 +25,7 @@ GenerationOverrides = create_model(
     "GenerationOverrides",
     __config__=ConfigDict(extra="forbid"),
     **{
-        name: (Optional[field.annotation], Field(None, description=field.description))
+        name: (field.annotation | None, Field(None, description=field.description))
         for name, field in GenerationSettings.model_fields.items()
     },
 )
@@ -89,7 +89,8 @@ class NodeSpec(BaseModel):
     paraphrase_seed: int | None = Field(None, description="pick the paraphrase at random")
     inputs: dict[str, Any] = Field(default_factory=dict)
     model: ModelRef | None = Field(
-        None, description="a name under `models:` or `ensembles:`, a model spec, or an ensemble spec"
+        None,
+        description="a name under `models:` or `ensembles:`, a model spec, or an ensemble spec",
     )
     backend: str | None = Field(None, description="run this node's model on another backend")
     parser: str | None = Field(None, description="answer parser (default: the answer form's)")
@@ -130,8 +131,7 @@ class WorkflowSpec(BaseModel):
         # `topic: string` is short for `topic: {type: string}`; `topic:` for `topic: {}`.
         if isinstance(value, dict):
             return {
-                k: {"type": v} if isinstance(v, str) else ({} if v is None else v)
-                for k, v in value.items()
+                k: {"type": v} if isinstance(v, str) else ({} if v is None else v) for k, v in value.items()
             }
         return value
 
