@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from split import balanced, load_split
+
 from ift_engine import InstructionTemplate, train
 from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
 from ift_engine.plugins import components
-from ift_engine.sources import SnowNLPOptions, SnowNLPSentiment
 from ift_engine.training.data import ExampleBuilder
 from ift_engine.training.metrics import label_accuracy
 
@@ -46,27 +46,6 @@ HELD_OUT = InstructionTemplate(  # instructions no run trains on
     ),
 )
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-
-
-def load_split(n_test: int, max_chars: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """A balanced held-out test set and the shuffled remaining pool, short reviews only."""
-    records = [r for r in SnowNLPSentiment.records(SnowNLPOptions()) if 8 <= len(r["text"]) <= max_chars]
-    rng = random.Random(seed)
-    rng.shuffle(records)
-    test: list[dict] = []
-    for label in ("正面", "负面"):
-        test += [r for r in records if r["output"] == label][: n_test // 2]
-    test_texts = {r["text"] for r in test}
-    pool = [r for r in records if r["text"] not in test_texts]
-    return test, pool
-
-
-def balanced(pool: list[dict], n: int) -> list[dict]:
-    pos = [r for r in pool if r["output"] == "正面"][: n // 2]
-    neg = [r for r in pool if r["output"] == "负面"][: n - n // 2]
-    mixed = pos + neg
-    random.Random(1).shuffle(mixed)
-    return mixed
 
 
 def accuracy(model: HFCausalLM, template: InstructionTemplate, paraphrase: int, test: list[dict]) -> float:
