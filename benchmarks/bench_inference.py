@@ -25,7 +25,7 @@ from machine import describe_machine, markdown_table
 
 from ift_engine.default_plugins.models import smollm2_gguf
 from ift_engine.export import export_cached
-from ift_engine.models.hf_causal import format_chat
+from ift_engine.models.hf_causal import encode_chats, format_chat
 from ift_engine.models.resolve import convert_gguf
 
 PROMPTS = [
@@ -69,15 +69,7 @@ def time_hf(
     """(seconds to the first token, seconds for all ``new_tokens``) for one batch."""
     import torch
 
-    tokenizer.padding_side = "left"
-    texts = [format_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    enc = tokenizer(
-        texts,
-        return_tensors="pt",
-        padding=True,
-        add_special_tokens=False,
-        return_token_type_ids=False,
-    ).to(device)
+    enc = encode_chats(tokenizer, [[{"role": "user", "content": p}] for p in prompts]).to(device)
 
     def run(n: int) -> float:
         if device == "cuda":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import IftError, ModelError
-from .models.hf_causal import format_chat
+from .models.hf_causal import encode_chats
 from .models.onnx import ONNX_FILE, OnnxOptions, load_ort
 from .models.resolve import MANIFEST, cache_home, infer_backend
 
@@ -66,18 +66,9 @@ def quantize_onnx(source: Path, target: Path, method: Quantize) -> None:
 
 
 def _left_padded(tokenizer: Any, prompts: Sequence[str]) -> dict[str, Any]:
-    tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    texts = [format_chat(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    enc = tokenizer(
-        texts,
-        return_tensors="pt",
-        padding=True,
-        add_special_tokens=False,
-        return_token_type_ids=False,
-    )
-    return dict(enc)
+    return dict(encode_chats(tokenizer, [[{"role": "user", "content": p}] for p in prompts]))
 
 
 def causal_parity(reference: Any, candidate: Any, tokenizer: Any, new_tokens: int = 16) -> dict[str, float]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
 from .base import GenerationSettings, Model, Prompt
-from .torch_utils import Device, DType, pick_device, pick_dtype
+from .torch_utils import Device, DType, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
     import torch
@@ -49,6 +49,16 @@ def repeat_cache(past: Any, times: int) -> Any:
     return type(past)(tuple(t.repeat_interleave(times, 0) for t in layer) for layer in past)
 
 
+def encode_chats(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> Any:
+    """Chat prompts as one left-padded batch (every prompt ends in the last column, where
+    generation continues). The chat template already holds any BOS token: none is added."""
+    tokenizer.padding_side = "left"
+    texts = [format_chat(tokenizer, p) for p in prompts]
+    return tokenizer(
+        texts, return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+    )
+
+
 def format_chat(tokenizer: PreTrainedTokenizerBase, messages: Prompt) -> str:
     """The prompt text: the tokenizer's chat template, or the plain contents for base models."""
     if tokenizer.chat_template:
@@ -82,18 +92,11 @@ class HFCausalLM(Model):
 
     @classmethod
     def load(cls, name: str, source: str, options: CausalLMOptions) -> HFCausalLM:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        device = pick_device(options.device)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = (
-                AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(options.dtype, device))
-                .to(device)
-                .eval()
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"could not load causal LM '{name}' from {source}: {exc}") from exc
+        model, tokenizer = load_pretrained(
+            AutoModelForCausalLM, "causal LM", name, source, options.device, options.dtype
+        )
         return cls(name, model, tokenizer, options.batch_size)
 
     def _batches(self, items: Sequence) -> list[Sequence]:
@@ -102,22 +105,13 @@ class HFCausalLM(Model):
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         import torch
 
-        texts = [format_chat(self.tokenizer, p) for p in prompts]
         sampling = settings.temperature > 0
         answers: list[str] = []
         with self._lock, torch.inference_mode():
             if sampling and settings.seed is not None:
                 torch.manual_seed(settings.seed)
-            self.tokenizer.padding_side = "left"
-            for batch in self._batches(texts):
-                # The chat template already holds any BOS token, so add no special tokens.
-                enc = self.tokenizer(
-                    list(batch),
-                    return_tensors="pt",
-                    padding=True,
-                    add_special_tokens=False,
-                    return_token_type_ids=False,
-                ).to(self.device)
+            for batch in self._batches(prompts):
+                enc = encode_chats(self.tokenizer, batch).to(self.device)
                 out = self.model.generate(
                     **enc,
                     max_new_tokens=settings.max_new_tokens,

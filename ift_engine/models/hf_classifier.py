@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
 from .base import Model, Prompt
-from .torch_utils import Device, DType, pick_device, pick_dtype
+from .torch_utils import Device, DType, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
     import torch
@@ -60,20 +60,11 @@ class HFClassifier(Model):
 
     @classmethod
     def load(cls, name: str, source: str, options: ClassifierOptions) -> HFClassifier:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        device = pick_device(options.device)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = (
-                AutoModelForSequenceClassification.from_pretrained(
-                    source, dtype=pick_dtype(options.dtype, device)
-                )
-                .to(device)
-                .eval()
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"could not load classifier '{name}' from {source}: {exc}") from exc
+        model, tokenizer = load_pretrained(
+            AutoModelForSequenceClassification, "classifier", name, source, options.device, options.dtype
+        )
         return cls(name, model, tokenizer, options.batch_size, options.max_length, options.label_map)
 
     def check_labels(self, labels: Sequence[str]) -> None:

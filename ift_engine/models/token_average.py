@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .base import GenerationSettings, Prompt
-from .hf_causal import format_chat
+from .hf_causal import encode_chats
 
 
 def average_decode(
@@ -49,15 +49,7 @@ def average_decode(
     for lock in locks:
         lock.acquire()
     try:
-        tokenizer.padding_side = "left"
-        texts = [format_chat(tokenizer, p) for p in prompts]
-        enc = tokenizer(
-            texts,
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=False,
-            return_token_type_ids=False,
-        )
+        enc = encode_chats(tokenizer, prompts)
         sequence, mask = enc["input_ids"], enc["attention_mask"]
         step_ids, positions = sequence, (mask.cumsum(-1) - 1).clamp(min=0)
         pasts: list[Any] = [None] * len(members)

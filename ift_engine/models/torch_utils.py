@@ -6,7 +6,7 @@ must not pay the seconds it takes to import torch and transformers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ModelError
 
@@ -37,3 +37,20 @@ def pick_dtype(dtype: DType, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return getattr(torch, dtype)
+
+
+def load_pretrained(
+    auto_class: Any, kind: str, name: str, source: str, device: Device, dtype: DType
+) -> tuple[Any, Any]:
+    """(model in eval mode on its device, tokenizer) from a folder or hub id; a failure is one
+    ``ModelError`` naming the model and its source."""
+    from transformers import AutoTokenizer
+
+    target = pick_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = auto_class.from_pretrained(source, dtype=pick_dtype(dtype, target)).to(target).eval()
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"could not load {kind} '{name}' from {source}: {first_line}") from exc
+    return model, tokenizer
