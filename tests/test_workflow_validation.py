@@ -57,7 +57,7 @@ def test_valid_workflow_builds_a_dag():
         ),
         (
             with_node(0, parser="yaml"),
-            "node 'outline', field 'parser': unknown parser 'yaml' (known: json, label, lines, text)",
+            "node 'outline', field 'parser': unknown parser 'yaml' (known: json, label, lines, text",
         ),
         (
             with_node(0, model={"name": "x", "backend": "tensorflow"}),

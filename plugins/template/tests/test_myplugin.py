@@ -1,0 +1,27 @@
+"""The installed plugin is found through its entry point and its parts work in a workflow."""
+
+from ift_engine import Workflow, plugins
+
+
+def test_plugin_is_loaded_through_its_entry_point():
+    plugins.reset()
+    rows = {row["name"]: row for row in plugins.describe_plugins(plugins.plugin_manager())}
+    assert rows["myplugin"]["distribution"] == "ift-engine-myplugin"
+    assert rows["myplugin"]["hooks"] == ["register_parsers", "register_templates"]
+    assert plugins.components().templates.plugin_of("yes-no-en") == "myplugin"
+
+
+def test_template_and_parser_in_a_workflow():
+    plugins.reset()
+    wf = Workflow.from_dict(
+        {
+            "name": "ask",
+            "inputs": {"question": {}},
+            "model": {"name": "mock", "backend": "mock", "options": {"default": "Yes."}},
+            "nodes": [
+                {"id": "a", "template": "yes-no-en", "parser": "yes_no",
+                 "inputs": {"question": "$input.question"}}
+            ],
+        }
+    )
+    assert wf.run(question="Is water wet?")["a"] is True
