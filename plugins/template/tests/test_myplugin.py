@@ -19,8 +19,12 @@ def test_template_and_parser_in_a_workflow():
             "inputs": {"question": {}},
             "model": {"name": "mock", "backend": "mock", "options": {"default": "Yes."}},
             "nodes": [
-                {"id": "a", "template": "yes-no-en", "parser": "yes_no",
-                 "inputs": {"question": "$input.question"}}
+                {
+                    "id": "a",
+                    "template": "yes-no-en",
+                    "parser": "yes_no",
+                    "inputs": {"question": "$input.question"},
+                }
             ],
         }
     )
