@@ -13,6 +13,7 @@ from .errors import (
 from .hookspecs import hookimpl
 from .models import GenerationSettings, MockModel, Model, ModelAlias, ModelSpec
 from .parsers import AnswerParser
+from .settings import PluginSettings, current_settings
 from .templates import AnswerForm, InstructionTemplate
 from .training import TrainResult, TrainSpec, train
 from .workflow import NodeSpec, RunResult, Workflow, WorkflowSpec
@@ -31,6 +32,7 @@ __all__ = [
     "NodeError",
     "NodeSpec",
     "ParseError",
+    "PluginSettings",
     "PluginError",
     "RegistrationError",
     "RunResult",
@@ -40,6 +42,7 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "WorkflowSpec",
+    "current_settings",
     "hookimpl",
     "train",
 ]

@@ -54,3 +54,9 @@ def register_datasets(register: Register) -> None:
 @hookspec
 def register_ensemblers(register: Register) -> None:
     """Register ``Ensembler`` subclasses that combine several models into one model."""
+
+
+@hookspec
+def register_settings(register: Register) -> None:
+    """Register ``PluginSettings(name, model)``: the pydantic model that validates the plugin's
+    configuration under ``plugins: {name: {...}}`` in a workflow file."""

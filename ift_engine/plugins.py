@@ -26,6 +26,7 @@ from .errors import PluginError
 from .models.base import Model, ModelAlias
 from .parsers import AnswerParser
 from .registry import Registry
+from .settings import PluginSettings
 from .sources import DatasetSource
 from .templates import InstructionTemplate
 
@@ -66,6 +67,9 @@ class Components:
     lexicons: Registry[Lexicon] = field(
         default_factory=lambda: Registry("lexicon", Lexicon, lambda x: x.name)
     )
+    settings: Registry[PluginSettings] = field(
+        default_factory=lambda: Registry("plugin settings", PluginSettings, lambda s: s.name)
+    )
     datasets: Registry[type[DatasetSource]] = field(
         default_factory=lambda: Registry("dataset source", DatasetSource, lambda d: d.name)
     )
@@ -85,6 +89,7 @@ class Components:
             "lexicons",
             "datasets",
             "ensemblers",
+            "settings",
         )
         for kind in kinds:
             registry = getattr(components, kind)

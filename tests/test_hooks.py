@@ -65,8 +65,12 @@ def test_hook_register_parsers():
 def test_hook_register_models():
     components = components_with(documented_example("register_models"))
     wf = Workflow.from_dict(
-        {"name": "s", "inputs": {"text": {}}, "model": {"name": "x", "backend": "shout"},
-         "nodes": [{"id": "n", "instruction": "say {text}", "inputs": {"text": "$input.text"}}]},
+        {
+            "name": "s",
+            "inputs": {"text": {}},
+            "model": {"name": "x", "backend": "shout"},
+            "nodes": [{"id": "n", "instruction": "say {text}", "inputs": {"text": "$input.text"}}],
+        },
         components=components,
     )
     assert wf.run(text="hi")["n"] == "SAY HI"
@@ -102,11 +106,35 @@ def test_hook_register_ensemblers():
     components = components_with(documented_example("register_ensemblers"))
     pool = ModelPool(components)
     wf = Workflow.from_dict(
-        {"name": "e", "inputs": {"text": {}},
-         "model": {"ensemble": "max_prob", "members": [
-             {"name": "a", "backend": "mock", "options": {"default": "positive"}},
-             {"name": "b", "backend": "mock", "options": {"default": "neither"}}]},
-         "nodes": [{"id": "n", "template": "sentiment-en", "inputs": {"text": "$input.text"}}]},
+        {
+            "name": "e",
+            "inputs": {"text": {}},
+            "model": {
+                "ensemble": "max_prob",
+                "members": [
+                    {"name": "a", "backend": "mock", "options": {"default": "positive"}},
+                    {"name": "b", "backend": "mock", "options": {"default": "neither"}},
+                ],
+            },
+            "nodes": [{"id": "n", "template": "sentiment-en", "inputs": {"text": "$input.text"}}],
+        },
         pool=pool,
     )
     assert wf.run(text="fine")["n"] == "positive"
+
+
+def test_hook_register_settings():
+    components = components_with(documented_example("register_settings"))
+    doc = {
+        "name": "s",
+        "inputs": {"x": {}},
+        "model": {"name": "m", "backend": "mock"},
+        "nodes": [{"id": "n", "instruction": "Say {x}", "inputs": {"x": "$input.x"}, "parser": "shout"}],
+    }
+    assert (
+        Workflow.from_dict({**doc, "plugins": {"shout": {"suffix": "?!"}}}, components=components).run(
+            x="hi"
+        )["n"]
+        == "SAY HI?!"
+    )
+    assert Workflow.from_dict(doc, components=components).run(x="hi")["n"] == "SAY HI!"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
+from pydantic import BaseModel
 
 from ..errors import IftError, ModelError, TemplateError, WorkflowError
 from ..models.base import GenerationSettings
@@ -18,6 +19,7 @@ from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
 from ..parsers import AnswerParser
 from ..plugins import Components
 from ..templates import AnswerForm, InstructionTemplate
+from ..validation import validate_document
 from .spec import NodeSpec, WorkflowSpec, reference
 
 
@@ -43,6 +45,7 @@ class WorkflowGraph:
         self._components = components
         self._pool = pool
         self.graph = nx.DiGraph()
+        self.plugin_settings = self._plugin_settings()
         self._build()
 
     def _error(self, message: str, node: str | None = None, field: str | None = None) -> WorkflowError:
@@ -77,6 +80,21 @@ class WorkflowGraph:
                     f"output '{name}' must be NODE.output for a known node, not {ref!r} "
                     f"(nodes: {', '.join(ids)})"
                 )
+
+    def _plugin_settings(self) -> dict[str, BaseModel]:
+        """Each configured plugin's settings, validated by the model the plugin registered."""
+        registry = self._components.settings
+        settings = {}
+        for name, values in self.spec.plugins.items():
+            if name not in registry:
+                raise self._error(
+                    f"plugins.{name}: no installed plugin has settings named '{name}' "
+                    f"(known: {registry.known()})"
+                )
+            settings[name] = validate_document(
+                registry.get(name).model, values, f"{self.source}: plugins.{name}", WorkflowError
+            )
+        return settings
 
     def _model_spec(self, ref: Any) -> ModelSpec:
         if isinstance(ref, ModelSpec):

@@ -13,6 +13,7 @@ from typing import Any
 from ..ensemble import EnsembleModel, LabelEnsembleModel
 from ..errors import IftError, ModelError, NodeError, WorkflowError
 from ..models.resolve import ModelPool
+from ..settings import using_settings
 from ..templates import AnswerForm
 from .graph import BoundNode, WorkflowGraph
 from .spec import reference
@@ -175,7 +176,8 @@ class Runner:
                 bound.spec.paraphrase,
                 bound.spec.paraphrase_seed,
             )
-            answer = run_node(bound, list(prompt.messages), self.pool)
+            with using_settings(self.graph.plugin_settings):  # per thread: nodes run on a pool
+                answer = run_node(bound, list(prompt.messages), self.pool)
             return NodeResult(
                 node_id,
                 answer.output,

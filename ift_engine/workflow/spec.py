@@ -124,6 +124,9 @@ class WorkflowSpec(BaseModel):
     outputs: dict[str, str] = Field(
         default_factory=dict, description="name -> NODE.output; default: every sink node"
     )
+    plugins: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="plugin name -> its settings (validated by the plugin)"
+    )
 
     @field_validator("inputs", mode="before")
     @classmethod

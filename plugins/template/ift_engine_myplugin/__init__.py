@@ -1,8 +1,17 @@
-"""An ift_engine plugin: one template and one answer parser. See docs/plugins.md for every hook."""
+"""An ift_engine plugin: a template, an answer parser and its own settings. See docs/plugins.md."""
 
 from __future__ import annotations
 
-from ift_engine import AnswerParser, InstructionTemplate, ParseError, hookimpl
+from pydantic import BaseModel, ConfigDict
+
+from ift_engine import (
+    AnswerParser,
+    InstructionTemplate,
+    ParseError,
+    PluginSettings,
+    current_settings,
+    hookimpl,
+)
 
 
 @hookimpl
@@ -25,6 +34,8 @@ def parse_yes_no(answer: str, template: InstructionTemplate) -> bool:
     words = answer.strip().lower().split()
     word = words[0].strip(".,!") if words else ""
     if word not in ("yes", "no"):
+        if not current_settings("myplugin", Settings).strict:
+            return False
         raise ParseError(f"expected yes or no, got {answer.strip()[:40]!r}")
     return word == "yes"
 
@@ -32,3 +43,16 @@ def parse_yes_no(answer: str, template: InstructionTemplate) -> bool:
 @hookimpl
 def register_parsers(register):
     register(AnswerParser("yes_no", parse_yes_no, "a boolean from a yes/no answer"))
+
+
+class Settings(BaseModel):
+    """This plugin's settings, under ``plugins: {myplugin: {...}}`` in a workflow file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strict: bool = True  # False: an answer that is neither yes nor no counts as no
+
+
+@hookimpl
+def register_settings(register):
+    register(PluginSettings("myplugin", Settings))

@@ -1,13 +1,15 @@
 """The installed plugin is found through its entry point and its parts work in a workflow."""
 
-from ift_engine import Workflow, plugins
+import pytest
+
+from ift_engine import NodeError, Workflow, WorkflowError, plugins
 
 
 def test_plugin_is_loaded_through_its_entry_point():
     plugins.reset()
     rows = {row["name"]: row for row in plugins.describe_plugins(plugins.plugin_manager())}
     assert rows["myplugin"]["distribution"] == "ift-engine-myplugin"
-    assert rows["myplugin"]["hooks"] == ["register_parsers", "register_templates"]
+    assert rows["myplugin"]["hooks"] == ["register_parsers", "register_settings", "register_templates"]
     assert plugins.components().templates.plugin_of("yes-no-en") == "myplugin"
 
 
@@ -29,3 +31,31 @@ def test_template_and_parser_in_a_workflow():
         }
     )
     assert wf.run(question="Is water wet?")["a"] is True
+
+
+def test_settings_under_plugins_in_a_workflow():
+    plugins.reset()
+
+    def flow(settings):
+        return {
+            "name": "ask",
+            "inputs": {"question": {}},
+            "model": {"name": "mock", "backend": "mock", "options": {"default": "Perhaps."}},
+            "plugins": {"myplugin": settings},
+            "nodes": [
+                {
+                    "id": "a",
+                    "template": "yes-no-en",
+                    "parser": "yes_no",
+                    "inputs": {"question": "$input.question"},
+                }
+            ],
+        }
+
+    assert Workflow.from_dict(flow({"strict": False})).run(question="Is it?")["a"] is False
+    with pytest.raises(NodeError, match="expected yes or no"):
+        Workflow.from_dict(flow({})).run(question="Is it?")
+    with pytest.raises(WorkflowError, match=r"plugins.myplugin: strict: Input should be a valid boolean"):
+        Workflow.from_dict(flow({"strict": "sometimes"}))
+    with pytest.raises(WorkflowError, match=r"plugins.nope: no installed plugin has settings named 'nope'"):
+        Workflow.from_dict({**flow({}), "plugins": {"nope": {}}})
