@@ -139,12 +139,19 @@ def run_cli(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
 
 def test_cli_lists_plugins_and_survives_a_broken_one(site):
     make_distribution(site, "ift-engine-haiku", "ift_haiku_plugin", GOOD_PLUGIN)
-    make_distribution(site, "ift-engine-broken", "ift_broken_plugin", "raise ImportError('nope')")
+    # The broken package is installed for real, with pip, into a folder on the path.
+    fixture = Path(__file__).parent / "fixtures" / "broken_plugin"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(fixture)],
+        check=True, capture_output=True,
+    )
     done = run_cli(site, "plugins", "--json")
     assert done.returncode == 0, done.stderr
     names = {row["name"]: row for row in json.loads(done.stdout)}
     assert names["ift_haiku_plugin"]["version"] == "0.3.1"
     assert done.stderr.count("warning:") == 1 and "ift-engine-broken" in done.stderr
+    assert "broken on purpose" in done.stderr
     assert run_cli(site, "--help").returncode == 0
 
     strict = run_cli(site, "plugins", IFT_ENGINE_STRICT_PLUGINS="1")
