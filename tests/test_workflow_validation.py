@@ -61,7 +61,7 @@ def test_valid_workflow_builds_a_dag():
         ),
         (
             with_node(0, model={"name": "x", "backend": "tensorflow"}),
-            "node 'outline', field 'model': unknown model backend 'tensorflow' (known: hf-causal, hf-classifier, mock, onnx)",
+            "node 'outline', field 'model': unknown model backend 'tensorflow' (known: hf-causal, hf-classifier,",
         ),
         (
             with_node(0, model="./missing-folder"),
