@@ -59,3 +59,20 @@ def test_settings_under_plugins_in_a_workflow():
         Workflow.from_dict(flow({"strict": "sometimes"}))
     with pytest.raises(WorkflowError, match=r"plugins.nope: no installed plugin has settings named 'nope'"):
         Workflow.from_dict({**flow({}), "plugins": {"nope": {}}})
+
+
+def test_cli_lists_the_installed_plugin_with_version_and_hooks():
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ift_engine.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert rows["myplugin"]["version"] == "0.1.0"
+    assert rows["myplugin"]["distribution"] == "ift-engine-myplugin"
+    assert "register_settings" in rows["myplugin"]["hooks"]
