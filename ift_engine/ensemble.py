@@ -156,17 +156,27 @@ class HardVote(LabelEnsembler):
 # ---- free-text ensembles ---------------------------------------------------------------
 
 
-class TokenAverageModel(EnsembleModel):
+class TextEnsembleModel(EnsembleModel):
+    """A free-text ensemble; ``generate_with_members`` also returns per-prompt details."""
+
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         return self.generate_with_members(prompts, settings)[0]
 
+    @abstractmethod
+    def generate_with_members(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings
+    ) -> tuple[list[str], list[Any]]:
+        """(answers, one detail per prompt or None) for the run trace."""
+
+
+class TokenAverageModel(TextEnsembleModel):
     def generate_with_members(
         self, prompts: Sequence[Prompt], settings: GenerationSettings
     ) -> tuple[list[str], list[Any]]:
         from .models.token_average import average_decode
 
         texts = average_decode(self.members, self.ensembler.weights, prompts, settings)
-        return texts, [None] * len(self.members)
+        return texts, [None] * len(prompts)
 
 
 class TokenAverage(Ensembler):
@@ -193,10 +203,7 @@ class TokenAverage(Ensembler):
         return TokenAverageModel(name, self)
 
 
-class RerankModel(EnsembleModel):
-    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
-        return self.generate_with_members(prompts, settings)[0]
-
+class RerankModel(TextEnsembleModel):
     def generate_with_members(
         self, prompts: Sequence[Prompt], settings: GenerationSettings
     ) -> tuple[list[str], list[Any]]:

@@ -15,6 +15,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points, version
+from operator import attrgetter
 from typing import Any
 
 import pluggy
@@ -45,37 +46,24 @@ class PluginLoadWarning(UserWarning):
     """A third-party plugin failed to load and was skipped."""
 
 
+def _kind(label: str, expected: type, name_attribute: str = "name") -> Any:
+    """A dataclass field holding a fresh registry of one kind of component."""
+    return field(default_factory=lambda: Registry(label, expected, attrgetter(name_attribute)))
+
+
 @dataclass
 class Components:
     """Every registered component, by kind. Built once from a plugin manager."""
 
-    templates: Registry[InstructionTemplate] = field(
-        default_factory=lambda: Registry("template", InstructionTemplate, lambda t: t.name)
-    )
-    parsers: Registry[AnswerParser] = field(
-        default_factory=lambda: Registry("parser", AnswerParser, lambda p: p.name)
-    )
-    models: Registry[type[Model]] = field(
-        default_factory=lambda: Registry("model backend", Model, lambda m: m.backend)
-    )
-    model_aliases: Registry[ModelAlias] = field(
-        default_factory=lambda: Registry("model alias", ModelAlias, lambda a: a.name)
-    )
-    augmenters: Registry[type[Augmenter]] = field(
-        default_factory=lambda: Registry("augmenter", Augmenter, lambda a: a.name)
-    )
-    lexicons: Registry[Lexicon] = field(
-        default_factory=lambda: Registry("lexicon", Lexicon, lambda x: x.name)
-    )
-    settings: Registry[PluginSettings] = field(
-        default_factory=lambda: Registry("plugin settings", PluginSettings, lambda s: s.name)
-    )
-    datasets: Registry[type[DatasetSource]] = field(
-        default_factory=lambda: Registry("dataset source", DatasetSource, lambda d: d.name)
-    )
-    ensemblers: Registry[type[Ensembler]] = field(
-        default_factory=lambda: Registry("ensembler", Ensembler, lambda e: e.name)
-    )
+    templates: Registry[InstructionTemplate] = _kind("template", InstructionTemplate)
+    parsers: Registry[AnswerParser] = _kind("parser", AnswerParser)
+    models: Registry[type[Model]] = _kind("model backend", Model, "backend")
+    model_aliases: Registry[ModelAlias] = _kind("model alias", ModelAlias)
+    augmenters: Registry[type[Augmenter]] = _kind("augmenter", Augmenter)
+    lexicons: Registry[Lexicon] = _kind("lexicon", Lexicon)
+    settings: Registry[PluginSettings] = _kind("plugin settings", PluginSettings)
+    datasets: Registry[type[DatasetSource]] = _kind("dataset source", DatasetSource)
+    ensemblers: Registry[type[Ensembler]] = _kind("ensembler", Ensembler)
 
     @classmethod
     def from_plugin_manager(cls, pm: pluggy.PluginManager) -> Components:

@@ -75,6 +75,11 @@ def to_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def last_user_text(messages: Sequence[Message]) -> str:
+    """The text of the last user message (what a sequence classifier reads)."""
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
 @dataclass(frozen=True)
 class RenderedPrompt:
     """Chat messages ready for a model, and which paraphrase produced them."""
@@ -84,8 +89,7 @@ class RenderedPrompt:
 
     @property
     def user_text(self) -> str:
-        """The text of the last user message (what a sequence classifier reads)."""
-        return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
+        return last_user_text(self.messages)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
+from ..templates import last_user_text
 from .base import Model, Prompt
 from .torch_utils import Device, DType, load_pretrained
 
@@ -27,11 +28,6 @@ class ClassifierOptions(BaseModel):
     label_map: dict[str, str] = Field(
         default_factory=dict, description="model label -> label name used by templates"
     )
-
-
-def user_text(prompt: Prompt) -> str:
-    """A classifier reads the last user message of the rendered prompt."""
-    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
 
 
 class HFClassifier(Model):
@@ -86,7 +82,7 @@ class HFClassifier(Model):
         import torch
 
         columns = torch.tensor(self.label_indices(labels))
-        texts = [user_text(p) for p in prompts]
+        texts = [last_user_text(p) for p in prompts]  # a classifier reads the user's text
         rows: list[list[float]] = []
         with self._lock, torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):

@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..ensemble import EnsembleModel, LabelEnsembleModel
+from ..ensemble import LabelEnsembleModel, TextEnsembleModel
 from ..errors import IftError, ModelError, NodeError, WorkflowError
 from ..models.resolve import ModelPool
 from ..settings import using_settings
@@ -85,8 +85,8 @@ def run_node(bound: BoundNode, messages: list[dict[str, str]], pool: ModelPool) 
             rows, members = model.classify([messages], template.labels), None
         probabilities = dict(zip(template.labels, rows[0]))
         return Answer(_argmax(probabilities), None, probabilities, members)
-    if isinstance(model, EnsembleModel):
-        answers, details = model.generate_with_members([messages], bound.generation)  # type: ignore[attr-defined]
+    if isinstance(model, TextEnsembleModel):
+        answers, details = model.generate_with_members([messages], bound.generation)
         raw = answers[0]
         members = {"details": details[0]} if details and details[0] is not None else None
     else:
