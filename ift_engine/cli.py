@@ -65,6 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .workflow import Workflow
 
     wf = Workflow.from_yaml(args.file)
+    if args.inputs:
+        return run_batch(wf, args)
+    if args.output or args.resume or args.executor != "local":
+        raise WorkflowError("--output, --resume and --executor belong to batch runs: add --inputs FILE.jsonl")
     inputs = _parse_inputs(args.input, args.input_json, wf.spec.inputs)
 
     def on_node_done(node: Any) -> None:
@@ -77,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         with err.status(f"running {wf.spec.name} ({len(wf.spec.nodes)} nodes)"):
-            result = wf.run(inputs, on_node_done=on_node_done)
+            result = wf.run(inputs, on_node_done=on_node_done, cache=not args.no_cache)
     except NodeError as exc:
         if args.trace and exc.partial is not None:
             Path(args.trace).write_text(exc.partial.to_json(), encoding="utf-8")
@@ -90,6 +94,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         err.print(f"done in {result.seconds:.1f} s", style="dim")
     return 0
+
+
+def run_batch(wf: Any, args: argparse.Namespace) -> int:
+    """``ift run FILE --inputs in.jsonl --output out.jsonl``: one row per input, resumable."""
+    from tqdm import tqdm
+
+    from .workflow.batch import count_lines
+
+    if not args.output:
+        raise WorkflowError("--inputs needs --output FILE.jsonl for the result rows")
+    if args.batch_size < 1:
+        raise WorkflowError(f"--batch-size must be at least 1, not {args.batch_size}")
+    executor = wf.executor(
+        args.executor, cache=not args.no_cache, address=args.ray_address, workers=args.workers
+    )
+    bar = tqdm(total=count_lines(Path(args.inputs)), unit="item", desc=wf.spec.name, dynamic_ncols=True)
+
+    def bad_line(line: Any) -> None:
+        bar.write(f"warning: {args.inputs}: {line}", file=sys.stderr)
+        bar.update()
+
+    try:
+        report = wf.run_file(
+            args.inputs,
+            args.output,
+            batch_size=args.batch_size,
+            resume=args.resume,
+            executor=executor,
+            on_bad_line=bad_line,
+            on_result=lambda result: bar.update(),
+        )
+    finally:
+        bar.close()
+    summary = f"{report.done} done, {report.failed} failed"
+    if report.skipped:
+        summary += f", {report.skipped} skipped (already in {args.output})"
+    if report.bad_lines:
+        summary += f", {len(report.bad_lines)} bad input lines"
+    err.print(f"{summary}; results in {args.output}", style="dim" if report.ok else "bold red")
+    if not report.ok:
+        err.print("failed items carry their node and message in the 'error' field of their rows")
+    return 0 if report.ok else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -178,12 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a workflow on one input")
+    run = sub.add_parser("run", help="run a workflow on one input, or on a JSONL file of inputs")
     run.add_argument("file", help="workflow YAML file")
     run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--input-json", metavar="JSON", help="inputs as one JSON object")
     run.add_argument("--trace", metavar="PATH", help="write every node's output, prompt and timing")
     run.add_argument("--json", action="store_true", help="print the outputs as JSON only")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
+    batch = run.add_argument_group("batch runs")
+    batch.add_argument("--inputs", metavar="FILE.jsonl", help="one JSON object of inputs per line")
+    batch.add_argument("--output", metavar="FILE.jsonl", help="one result row per input")
+    batch.add_argument("--batch-size", type=int, default=8, help="inputs per model call (default 8)")
+    batch.add_argument("--resume", action="store_true", help="skip the ids already in --output")
+    batch.add_argument("--executor", choices=["local", "ray"], default="local")
+    batch.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start one)")
+    batch.add_argument("--workers", type=int, help="Ray workers (default: one per CPU)")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a workflow without running it")

@@ -95,8 +95,9 @@ def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def fresh_plugins(monkeypatch: pytest.MonkeyPatch):
-    """Each test sees plugins as a new process would."""
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Each test sees plugins as a new process would, and an empty answer cache."""
+    monkeypatch.setenv("IFT_ENGINE_CACHE", str(tmp_path / "answer-cache"))
     monkeypatch.delenv("IFT_ENGINE_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("IFT_ENGINE_STRICT_PLUGINS", raising=False)
     plugins.reset()

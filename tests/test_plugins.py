@@ -142,9 +142,20 @@ def test_cli_lists_plugins_and_survives_a_broken_one(site):
     # The broken package is installed for real, with pip, into a folder on the path.
     fixture = Path(__file__).parent / "fixtures" / "broken_plugin"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(fixture)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(fixture),
+        ],
+        check=True,
+        capture_output=True,
     )
     done = run_cli(site, "plugins", "--json")
     assert done.returncode == 0, done.stderr

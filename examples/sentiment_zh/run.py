@@ -45,7 +45,16 @@ HELD_OUT = InstructionTemplate(  # instructions no run trains on
         "{text}\n\n以上评论是好评还是差评？用“正面”或“负面”回答。",
     ),
 )
-LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+# LoRA on every linear layer of the top 12 of 30 decoder layers: the backward pass stops there,
+# which makes a CPU step about 1.8x cheaper than adapting all layers.
+LORA = {
+    "r": 16,
+    "alpha": 32,
+    "dropout": 0.05,
+    "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "top_layers": 12,
+}
+TRAINING = {"epochs": 2.0, "learning_rate": 2e-3, "batch_size": 4, "max_length": 160}
 
 
 def accuracy(model: HFCausalLM, template: InstructionTemplate, paraphrase: int, test: list[dict]) -> float:
@@ -81,7 +90,6 @@ def run_ift(
     paraphrases: list[int],
     runs: Path,
     copies: int = 0,
-    epochs: float = 1.0,
 ) -> dict[str, Any]:
     output = runs / name
     shutil.rmtree(output, ignore_errors=True)
@@ -104,22 +112,14 @@ def run_ift(
         augment=augment,
         eval={"split": 0.1, "max_generate": 0},
         seed=0,
-        training={
-            "epochs": epochs,
-            "learning_rate": 1e-3,
-            "batch_size": 8,
-            "max_length": 160,
-            "logging_steps": 5,
-            "save_steps": 1000,
-            "lora": LORA,
-        },
+        training={**TRAINING, "logging_steps": 5, "save_steps": 1000, "lora": LORA},
     )
     return {"folder": str(output), "train": result.metrics}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train-size", type=int, default=240)
+    parser.add_argument("--train-size", type=int, default=320)
     parser.add_argument("--small-size", type=int, default=100)
     parser.add_argument("--test-size", type=int, default=120)
     parser.add_argument("--max-chars", type=int, default=50, help="shortest reviews only: CPU time")
@@ -153,7 +153,9 @@ def main() -> None:
         run["eval"] = evaluate(run["folder"], test, held_out)
         results[name] = run
         print(name, run["eval"], flush=True)
+        (HERE / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     results["seconds"] = time.perf_counter() - started
+    results["settings"] = {"training": TRAINING, "lora": LORA}
     (HERE / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     for name in experiments:
         shutil.copy(runs / name / "loss_curve.png", HERE / f"loss_{name}.png")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import ModelError
 from ..parsers import find_label
 from .base import GenerationSettings, Model, Prompt
 
@@ -25,6 +26,10 @@ class MockOptions(BaseModel):
     )
     default: str | None = Field(None, description="answer when nothing matches; None echoes")
     delay: float = Field(0.0, ge=0.0, description="seconds each call sleeps (concurrency tests)")
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="prompt substring -> error message the call raises"
+    )
+    fail_first: int = Field(0, ge=0, description="the first N calls raise (retry tests)")
 
 
 @dataclass(frozen=True)
@@ -46,17 +51,21 @@ class MockModel(Model):
         answers: dict[str, str] | None = None,
         default: str | None = None,
         delay: float = 0.0,
+        errors: dict[str, str] | None = None,
+        fail_first: int = 0,
     ) -> None:
         super().__init__(name)
         self.answers = dict(answers or {})
         self.default = default
         self.delay = delay
+        self.errors = dict(errors or {})
+        self.fail_first = fail_first
         self.calls: list[MockCall] = []
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, name: str, source: str, options: MockOptions) -> MockModel:
-        return cls(name, options.answers, options.default, options.delay)
+        return cls(name, options.answers, options.default, options.delay, options.errors, options.fail_first)
 
     def answer(self, prompt: Prompt) -> str:
         text = "\n".join(m["content"] for m in prompt)
@@ -71,6 +80,14 @@ class MockModel(Model):
         call = MockCall(method, tuple(p[-1]["content"] for p in prompts), started, time.perf_counter())
         with self._lock:
             self.calls.append(call)
+            failing = len(self.calls) <= self.fail_first
+        if failing:
+            raise ModelError(f"mock call {len(self.calls)} fails (fail_first={self.fail_first})")
+        for prompt in prompts:
+            text = "\n".join(m["content"] for m in prompt)
+            for key, message in self.errors.items():
+                if key in text:
+                    raise ModelError(message)
 
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         self._record("generate", prompts, time.perf_counter())

@@ -48,6 +48,11 @@ class LoraSpec(BaseModel):
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    top_layers: int | None = Field(
+        None,
+        ge=1,
+        description="adapt only the last N decoder layers: backward stops there, so steps are cheaper",
+    )
 
 
 class TrainingSettings(BaseModel):

@@ -154,6 +154,16 @@ def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def top_layer_indices(model: Any, top: int | None) -> list[int] | None:
+    """Indices of the last ``top`` decoder layers (None: all layers)."""
+    if top is None:
+        return None
+    total = model.config.num_hidden_layers
+    if top > total:
+        raise IftError(f"training.lora.top_layers: {top} is more than the model's {total} layers")
+    return list(range(total - top, total))
+
+
 def train(
     config: TrainSpec | Mapping[str, Any] | str | Path | None = None,
     *,
@@ -219,6 +229,7 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
                 lora_alpha=settings.lora.alpha,
                 lora_dropout=settings.lora.dropout,
                 target_modules=settings.lora.targets,
+                layers_to_transform=top_layer_indices(model, settings.lora.top_layers),
                 task_type="CAUSAL_LM",
             ),
         )

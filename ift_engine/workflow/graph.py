@@ -222,7 +222,10 @@ class WorkflowGraph:
             lines.append(f'    in_{name}[/"{name}"/]')
         for node_id in self.order():
             bound = self.node(node_id)
-            lines.append(f'    {node_id}["{node_id}<br/>{bound.template.name} · {bound.model.name}"]')
+            label = f"{node_id}<br/>{bound.template.name} · {bound.model.name}"
+            if bound.spec.map:
+                label += f"<br/>map over {bound.spec.map}"
+            lines.append(f'    {node_id}["{label}"]')
             for value in bound.spec.inputs.values():
                 ref = reference(value)
                 if ref and ref[0] == "input":

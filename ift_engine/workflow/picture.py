@@ -21,7 +21,9 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path) -> None:
         graph.add_node(f"${name}", kind="input")
     for node_id in workflow.order():
         bound = workflow.node(node_id)
-        graph.add_node(node_id, kind="node", label=f"{node_id}\n{bound.template.name}\n{bound.model.name}")
+        fan_out = f"\nmap over {bound.spec.map}" if bound.spec.map else ""
+        label = f"{node_id}\n{bound.template.name}\n{bound.model.name}{fan_out}"
+        graph.add_node(node_id, kind="node", label=label)
         for value in bound.spec.inputs.values():
             ref = reference(value)
             if ref and ref[0] == "input":

@@ -1,27 +1,39 @@
-"""Executes a ``WorkflowGraph``: each node starts as soon as its inputs are ready, and
-independent branches run concurrently on a thread pool (model calls release the GIL)."""
+"""Executes a ``WorkflowGraph`` over a batch of inputs.
+
+Each node runs once per batch: the pending items' prompts (all elements of a ``map`` node's
+list included) go to the model in one call, so a batch of N inputs costs each node one batched
+model call instead of N. A node starts as soon as its inputs are ready, and independent
+branches run concurrently on a thread pool (model calls release the GIL). Failures stay with
+their item: a failed batched call is retried item by item, so one bad item cannot fail the
+others, and later nodes skip only the items that failed. A single run is a batch of one.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..ensemble import LabelEnsembleModel, TextEnsembleModel
 from ..errors import IftError, ModelError, NodeError, WorkflowError
+from ..models.base import Prompt
 from ..models.resolve import ModelPool
 from ..settings import using_settings
 from ..templates import AnswerForm
+from .cache import AnswerCache, model_identity
 from .graph import BoundNode, WorkflowGraph
 from .spec import reference
 
 
 @dataclass
 class NodeResult:
-    """What one node did: its output, the model's raw answer, the prompt, and timing."""
+    """What one node did for one input: its output, the model's raw answer, the prompt, and
+    timing (of the batched call the item was part of). A ``map`` node's output is the list of
+    its elements' outputs, and ``items`` holds each element's own result."""
 
     node: str
     output: Any
@@ -34,21 +46,41 @@ class NodeResult:
     probabilities: dict[str, float] | None = None
     #: For ensembles: each member's answer and score, beside the ensemble's.
     members: dict[str, Any] | None = None
+    #: True when the answer came from the on-disk cache.
+    cached: bool = False
+    items: list[NodeResult] | None = None
+
+
+@dataclass
+class ItemError:
+    """Why one input failed: the node (None for bad inputs) and the message."""
+
+    node: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"node '{self.node}': {self.message}" if self.node else self.message
 
 
 @dataclass
 class RunResult:
-    """A whole run. ``outputs`` holds the declared workflow outputs; ``nodes`` every node."""
+    """One input's run. ``outputs`` holds the declared workflow outputs; ``nodes`` every node
+    that finished; ``error`` says which node failed and why."""
 
     workflow: str
     inputs: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
     nodes: dict[str, NodeResult] = field(default_factory=dict)
     seconds: float = 0.0
-    error: str | None = None
+    error: ItemError | None = None
+    id: Any = None
 
     def __getitem__(self, name: str) -> Any:
         return self.outputs[name]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,13 +88,26 @@ class RunResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
 
+    def row(self) -> dict[str, Any]:
+        """The compact record a batch run writes per input."""
+        return {
+            "id": self.id,
+            "outputs": self.outputs,
+            "error": asdict(self.error) if self.error else None,
+            "cached": [n for n, r in self.nodes.items() if r.cached],
+            "seconds": round(self.seconds, 4),
+        }
+
 
 @dataclass
 class Answer:
-    output: Any
+    """A model's answer to one prompt, before parsing (what the cache stores)."""
+
     raw: str | None = None
+    label: str | None = None
     probabilities: dict[str, float] | None = None
     members: dict[str, Any] | None = None
+    cached: bool = False
 
 
 def _argmax(probabilities: Mapping[str, float]) -> str:
@@ -70,37 +115,82 @@ def _argmax(probabilities: Mapping[str, float]) -> str:
     return max(probabilities, key=probabilities.__getitem__)
 
 
-def run_node(bound: BoundNode, messages: list[dict[str, str]], pool: ModelPool) -> Answer:
-    """Call the node's model (or ensemble) on one prompt and parse the answer."""
+def answer_prompts(bound: BoundNode, prompts: Sequence[Prompt], pool: ModelPool) -> list[Answer]:
+    """Call the node's model (or ensemble) once on all ``prompts``."""
     template = bound.template
     model = pool.get(bound.model)
+    prompts = list(prompts)
     if template.answer is AnswerForm.LABEL and model.can("classify"):
+        labels = template.labels
         if isinstance(model, LabelEnsembleModel):
-            rows, member_rows = model.classify_with_members([messages], template.labels)
-            members = {}
-            for member, member_row in zip(model.members, member_rows):
-                probs = dict(zip(template.labels, member_row[0]))
-                members[member.name] = {"output": _argmax(probs), "probabilities": probs}
+            rows, member_rows = model.classify_with_members(prompts, labels)
         else:
-            rows, members = model.classify([messages], template.labels), None
-        probabilities = dict(zip(template.labels, rows[0]))
-        return Answer(_argmax(probabilities), None, probabilities, members)
+            rows, member_rows = model.classify(prompts, labels), None
+        answers = []
+        for i, row in enumerate(rows):
+            probabilities = dict(zip(labels, row))
+            members = None
+            if member_rows is not None:
+                members = {}
+                for member, member_row in zip(model.members, member_rows):
+                    probs = dict(zip(labels, member_row[i]))
+                    members[member.name] = {"output": _argmax(probs), "probabilities": probs}
+            answers.append(Answer(None, _argmax(probabilities), probabilities, members))
+        return answers
     if isinstance(model, TextEnsembleModel):
-        answers, details = model.generate_with_members([messages], bound.generation)
-        raw = answers[0]
-        members = {"details": details[0]} if details and details[0] is not None else None
-    else:
-        raw, members = model.generate([messages], bound.generation)[0], None
-    return Answer(bound.parser.parse(raw, template), raw, None, members)
+        texts, details = model.generate_with_members(prompts, bound.generation)
+        return [Answer(t, members={"details": d} if d is not None else None) for t, d in zip(texts, details)]
+    return [Answer(text) for text in model.generate(prompts, bound.generation)]
+
+
+def call_with_timeout(function: Callable[[], Any], seconds: float | None) -> Any:
+    """``function()``, or ``TimeoutError`` after ``seconds``. Python cannot stop a thread: a call
+    that times out finishes in the background and its answer is dropped."""
+    if seconds is None:
+        return function()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = function()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="ift-call")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"the model call took longer than the node's timeout of {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@dataclass
+class _Job:
+    """One prompt of one item (one element, for a map node)."""
+
+    result: RunResult
+    element: int | None
+    messages: list[dict[str, str]]
+    paraphrase: int
 
 
 class Runner:
-    """Runs a graph for one set of inputs."""
+    """Runs a graph for one input (``run``) or a batch of inputs (``run_batch``)."""
 
-    def __init__(self, graph: WorkflowGraph, pool: ModelPool, max_workers: int = 8) -> None:
+    def __init__(
+        self,
+        graph: WorkflowGraph,
+        pool: ModelPool,
+        max_workers: int = 8,
+        cache: AnswerCache | None = None,
+    ) -> None:
         self.graph = graph
         self.pool = pool
         self.max_workers = max_workers
+        self.cache = cache
+        self._identities: dict[str, str] = {}
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Declared inputs with defaults applied; missing or unknown inputs are errors."""
@@ -129,18 +219,16 @@ class Runner:
                 values[name] = spec.default
         return values
 
-    def _values(
-        self, bound: BoundNode, inputs: Mapping[str, Any], done: Mapping[str, NodeResult]
-    ) -> dict[str, Any]:
+    def _values(self, bound: BoundNode, result: RunResult) -> dict[str, Any]:
         values = {}
         for variable, value in bound.spec.inputs.items():
             ref = reference(value)
             if ref is None:
                 values[variable] = value
             elif ref[0] == "input":
-                values[variable] = inputs[ref[1]]
+                values[variable] = result.inputs[ref[1]]
             else:
-                values[variable] = done[ref[1]].output
+                values[variable] = result.nodes[ref[1]].output
         return values
 
     def load_models(self) -> None:
@@ -161,64 +249,190 @@ class Runner:
         inputs: Mapping[str, Any],
         on_node_done: Callable[[NodeResult], None] | None = None,
     ) -> RunResult:
+        """Run one input; a failing node raises ``NodeError`` with the partial result."""
         values = self.check_inputs(inputs)
         self.load_models()
-        result = RunResult(self.graph.spec.name, values)
+        [result] = self.run_batch([(None, values)], on_node_done)
+        if result.error is not None:
+            raise NodeError(result.error.node or "?", result.error.message, partial=result)
+        return result
+
+    def run_batch(
+        self,
+        items: Sequence[tuple[Any, dict[str, Any]]],
+        on_node_done: Callable[[NodeResult], None] | None = None,
+    ) -> list[RunResult]:
+        """Run ``(id, checked inputs)`` pairs together; never raises for an item's failure."""
+        results = [RunResult(self.graph.spec.name, values, id=item_id) for item_id, values in items]
         graph = self.graph.graph
         waiting = {n: graph.in_degree(n) for n in graph}
         start = time.perf_counter()
-
-        def execute(node_id: str) -> NodeResult:
-            bound = self.graph.node(node_id)
-            began = time.perf_counter()
-            prompt = bound.template.render(
-                self._values(bound, values, result.nodes),
-                bound.spec.paraphrase,
-                bound.spec.paraphrase_seed,
-            )
-            with using_settings(self.graph.plugin_settings):  # per thread: nodes run on a pool
-                answer = run_node(bound, list(prompt.messages), self.pool)
-            return NodeResult(
-                node_id,
-                answer.output,
-                answer.raw,
-                list(prompt.messages),
-                prompt.paraphrase,
-                bound.model.name,
-                began - start,
-                time.perf_counter() - began,
-                answer.probabilities,
-                answer.members,
-            )
-
-        failure: tuple[str, BaseException] | None = None
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="ift-node") as pool:
-            running: dict[Future[NodeResult], str] = {
-                pool.submit(execute, n): n for n, count in waiting.items() if count == 0
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="ift-node") as threads:
+            running: dict[Future[None], str] = {
+                threads.submit(self._execute, n, results, start): n
+                for n, count in waiting.items()
+                if count == 0
             }
             while running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     node_id = running.pop(future)
-                    exc = future.exception()
-                    if exc is not None:
-                        failure = failure or (node_id, exc)
-                        continue
-                    node_result = future.result()
-                    result.nodes[node_id] = node_result
+                    future.result()  # item failures are recorded on the items; this is a bug
                     if on_node_done:
-                        on_node_done(node_result)
-                    if failure:
-                        continue  # let running nodes finish, start nothing new
+                        for result in results:
+                            if node_id in result.nodes:
+                                on_node_done(result.nodes[node_id])
                     for successor in graph.successors(node_id):
                         waiting[successor] -= 1
                         if waiting[successor] == 0:
-                            running[pool.submit(execute, successor)] = successor
-        result.seconds = time.perf_counter() - start
-        if failure:
-            node_id, exc = failure
-            message = str(exc) if isinstance(exc, IftError) else f"{type(exc).__name__}: {exc}"
-            result.error = f"node '{node_id}': {message}"
-            raise NodeError(node_id, message, partial=result) from exc
-        result.outputs = {name: result.nodes[n].output for name, n in self.graph.outputs().items()}
-        return result
+                            running[threads.submit(self._execute, successor, results, start)] = successor
+        seconds = time.perf_counter() - start
+        outputs = self.graph.outputs()
+        for result in results:
+            result.seconds = seconds
+            if result.error is None:
+                result.outputs = {name: result.nodes[n].output for name, n in outputs.items()}
+        return results
+
+    def _execute(self, node_id: str, results: list[RunResult], start: float) -> None:
+        bound = self.graph.node(node_id)
+        began = time.perf_counter()
+        jobs: list[_Job] = []
+        mapped: dict[int, int] = {}  # id(result) -> number of elements
+        for result in results:
+            if result.error is not None:
+                continue
+            try:
+                values = self._values(bound, result)
+                elements: list[Any] = [None]
+                if bound.spec.map is not None:
+                    elements = values[bound.spec.map]
+                    if not isinstance(elements, (list, tuple)):
+                        raise WorkflowError(
+                            f"map: input '{bound.spec.map}' must be a list, not {type(elements).__name__}"
+                        )
+                    mapped[id(result)] = len(elements)
+                for k, element in enumerate(elements):
+                    if bound.spec.map is not None:
+                        values = {**values, bound.spec.map: element}
+                    prompt = bound.template.render(values, bound.spec.paraphrase, bound.spec.paraphrase_seed)
+                    jobs.append(
+                        _Job(result, k if bound.spec.map else None, list(prompt.messages), prompt.paraphrase)
+                    )
+            except IftError as exc:
+                result.error = ItemError(node_id, str(exc))
+        with using_settings(self.graph.plugin_settings):  # per thread: nodes run on a pool
+            answers = self._answers(bound, [job.messages for job in jobs])
+        seconds = time.perf_counter() - began
+        per_item: dict[int, list[NodeResult]] = {}
+        for job, answer in zip(jobs, answers):
+            result = job.result
+            if result.error is not None:
+                continue
+            if isinstance(answer, BaseException):
+                message = (
+                    str(answer) if isinstance(answer, IftError) else f"{type(answer).__name__}: {answer}"
+                )
+                result.error = ItemError(node_id, message)
+                continue
+            try:
+                output = (
+                    answer.label
+                    if answer.label is not None
+                    else bound.parser.parse(answer.raw, bound.template)
+                )
+            except IftError as exc:
+                result.error = ItemError(node_id, str(exc))
+                continue
+            node_result = NodeResult(
+                node_id,
+                output,
+                answer.raw,
+                job.messages,
+                job.paraphrase,
+                bound.model.name,
+                began - start,
+                seconds,
+                answer.probabilities,
+                answer.members,
+                answer.cached,
+            )
+            if job.element is None:
+                result.nodes[node_id] = node_result
+            else:
+                per_item.setdefault(id(result), []).append(node_result)
+        for result in results:
+            if result.error is None and id(result) in mapped:
+                elements = per_item.get(id(result), [])
+                result.nodes[node_id] = NodeResult(
+                    node_id,
+                    [e.output for e in elements],
+                    None,
+                    [],
+                    bound.spec.paraphrase or 0,
+                    bound.model.name,
+                    began - start,
+                    seconds,
+                    cached=bool(elements) and all(e.cached for e in elements),
+                    items=elements,
+                )
+
+    # -- model calls: cache, retries, timeout, failure isolation ---------------------------
+
+    def _cache_key(self, bound: BoundNode, messages: list[dict[str, str]]) -> str | None:
+        settings = bound.generation
+        sampled = settings.temperature > 0 and bound.template.answer is not AnswerForm.LABEL
+        if self.cache is None or not bound.spec.cache or (sampled and settings.seed is None):
+            return None
+        spec_key = bound.model.key()
+        if spec_key not in self._identities:
+            self._identities[spec_key] = model_identity(self.pool, bound.model)
+        return self.cache.key(
+            model=self._identities[spec_key],
+            messages=messages,
+            answer=bound.template.answer.value,
+            labels=bound.template.labels,
+            generation=settings.model_dump(mode="json"),
+        )
+
+    def _answers(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer | BaseException]:
+        """One answer (or the error) per prompt: cached answers first, the rest in one call."""
+        keys = [self._cache_key(bound, p) for p in prompts]
+        answers: list[Answer | BaseException | None] = [None] * len(prompts)
+        misses = []
+        for i, key in enumerate(keys):
+            hit = self.cache.get(key) if key and self.cache else None
+            if hit is not None:
+                answers[i] = Answer(**{**hit, "cached": True})
+            else:
+                misses.append(i)
+        if misses:
+            computed = self._call(bound, [prompts[i] for i in misses])
+            for i, answer in zip(misses, computed):
+                answers[i] = answer
+                if keys[i] and self.cache and isinstance(answer, Answer):
+                    self.cache.put(keys[i], {**asdict(answer), "cached": False})  # type: ignore[arg-type]
+        return answers  # type: ignore[return-value]
+
+    def _call(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer | BaseException]:
+        """Answers for ``prompts`` in one call (with retries); if it fails, item by item, so the
+        error stays with the prompt that causes it."""
+        try:
+            return list(self._attempts(bound, prompts))
+        except Exception as exc:  # noqa: BLE001 - a model may raise anything; it is reported
+            if len(prompts) == 1:
+                return [exc]
+            return [self._call(bound, [prompt])[0] for prompt in prompts]
+
+    def _attempts(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer]:
+        retry = bound.spec.retry
+        for attempt in range(retry.attempts):
+            try:
+                return call_with_timeout(
+                    lambda: answer_prompts(bound, prompts, self.pool), bound.spec.timeout
+                )
+            except Exception:
+                if attempt + 1 == retry.attempts:
+                    raise
+                time.sleep(retry.backoff * retry.factor**attempt)
+        raise AssertionError("unreachable")

@@ -75,6 +75,17 @@ class InputSpec(BaseModel):
 ModelRef = str | ModelSpec | EnsembleSpec
 
 
+class RetrySpec(BaseModel):
+    """How often a failed model call is tried again, waiting ``backoff * factor**k`` seconds
+    before the k-th retry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(1, ge=1, le=100, description="tries in all, the first included")
+    backoff: float = Field(1.0, ge=0.0, description="seconds before the first retry")
+    factor: float = Field(2.0, ge=1.0, description="each later wait is this many times longer")
+
+
 class NodeSpec(BaseModel):
     """One subtask: render a template (or inline instruction), call a model, parse the answer."""
 
@@ -95,6 +106,14 @@ class NodeSpec(BaseModel):
     backend: str | None = Field(None, description="run this node's model on another backend")
     parser: str | None = Field(None, description="answer parser (default: the answer form's)")
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)  # type: ignore[valid-type]
+    map: str | None = Field(
+        None,
+        description="fan out: run once per element of this input (a list), the output being the "
+        "list of answers in order",
+    )
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    timeout: float | None = Field(None, gt=0, description="seconds one model call may take")
+    cache: bool = Field(True, description="reuse answers from the on-disk cache")
 
     @model_validator(mode="after")
     def _one_instruction(self) -> NodeSpec:
@@ -102,6 +121,8 @@ class NodeSpec(BaseModel):
             raise ValueError("give exactly one of 'template' or 'instruction'")
         if self.template is not None and (self.answer is not None or self.labels is not None):
             raise ValueError("'answer' and 'labels' belong to inline instructions; a template has its own")
+        if self.map is not None and self.map not in self.inputs:
+            raise ValueError(f"map: '{self.map}' is not one of this node's inputs ({', '.join(self.inputs)})")
         return self
 
 
