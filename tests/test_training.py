@@ -275,3 +275,30 @@ def test_cli_train(tiny_causal_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "model written to" in done.stdout and (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_top_layers_adapts_only_the_last_layers(tiny_causal_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    lora = {**FAST["lora"], "top_layers": 1}
+    result = train(
+        base_model=str(tiny_causal_dir),
+        output=str(tmp_path / "model"),
+        datasets=[{"records": TWO_REVIEWS, "template": "sentiment-zh"}],
+        eval={"split": 0},
+        training={**FAST, "lora": lora},
+        progress=False,
+    )
+    base = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(result.output).state_dict()
+    changed = {k.split(".")[2] for k in base if "layers." in k and not (base[k] == tuned[k]).all()}
+    assert changed == {"1"}  # of the tiny model's 2 layers, only the last one was adapted
+
+    with pytest.raises(TrainError, match="top_layers: 3 is more than the model's 2 layers"):
+        train(
+            base_model=str(tiny_causal_dir),
+            output=str(tmp_path / "bad"),
+            datasets=[{"records": TWO_REVIEWS, "template": "sentiment-zh"}],
+            training={**FAST, "lora": {**lora, "top_layers": 3}},
+            progress=False,
+        )

@@ -160,7 +160,7 @@ def top_layer_indices(model: Any, top: int | None) -> list[int] | None:
         return None
     total = model.config.num_hidden_layers
     if top > total:
-        raise IftError(f"training.lora.top_layers: {top} is more than the model's {total} layers")
+        raise TrainError(f"training.lora.top_layers: {top} is more than the model's {total} layers")
     return list(range(total - top, total))
 
 
