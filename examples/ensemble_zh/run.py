@@ -161,7 +161,8 @@ def main() -> None:
     if not IFT.exists():
         sys.exit(f"{IFT} is missing: run examples/sentiment_zh/run.py first")
     test, pool = load_split(120, max_chars=50, seed=0)
-    records = balanced(pool, 240)  # the same training records as the IFT run
+    ift_results = json.loads((HERE.parent / "sentiment_zh" / "results.json").read_text())
+    records = balanced(pool, ift_results["train_size"])  # the same training records as the IFT run
     results: dict[str, Any] = {"test_size": len(test)}
 
     print("fine-tuning MiniLM ...", flush=True)

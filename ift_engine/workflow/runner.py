@@ -11,6 +11,7 @@ others, and later nodes skip only the items that failed. A single run is a batch
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,8 @@ from ..templates import AnswerForm
 from .cache import AnswerCache, model_identity
 from .graph import BoundNode, WorkflowGraph
 from .spec import reference
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -381,9 +384,11 @@ class Runner:
 
     def _cache_key(self, bound: BoundNode, messages: list[dict[str, str]]) -> str | None:
         settings = bound.generation
-        sampled = settings.temperature > 0 and bound.template.answer is not AnswerForm.LABEL
-        if self.cache is None or not bound.spec.cache or (sampled and settings.seed is None):
+        if self.cache is None or not bound.spec.cache:
             return None
+        scored = bound.template.answer is AnswerForm.LABEL and self.pool.get(bound.model).can("classify")
+        if settings.temperature > 0 and settings.seed is None and not scored:
+            return None  # a sampled answer is one draw among many: caching would freeze it
         spec_key = bound.model.key()
         if spec_key not in self._identities:
             self._identities[spec_key] = model_identity(self.pool, bound.model)
@@ -411,7 +416,12 @@ class Runner:
             for i, answer in zip(misses, computed):
                 answers[i] = answer
                 if keys[i] and self.cache and isinstance(answer, Answer):
-                    self.cache.put(keys[i], {**asdict(answer), "cached": False})  # type: ignore[arg-type]
+                    try:
+                        self.cache.put(keys[i], {**asdict(answer), "cached": False})  # type: ignore[arg-type]
+                    except (OSError, TypeError, ValueError) as exc:  # a full disk must not fail the run
+                        log.warning(
+                            "answer cache: could not store an answer of node '%s': %s", bound.spec.id, exc
+                        )
         return answers  # type: ignore[return-value]
 
     def _call(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer | BaseException]:
