@@ -298,6 +298,10 @@ class Runner:
         return results
 
     def _execute(self, node_id: str, results: list[RunResult], start: float) -> None:
+        with using_settings(self.graph.plugin_settings):  # per thread: nodes run on a pool
+            self._execute_node(node_id, results, start)
+
+    def _execute_node(self, node_id: str, results: list[RunResult], start: float) -> None:
         bound = self.graph.node(node_id)
         began = time.perf_counter()
         jobs: list[_Job] = []
@@ -324,8 +328,7 @@ class Runner:
                     )
             except IftError as exc:
                 result.error = ItemError(node_id, str(exc))
-        with using_settings(self.graph.plugin_settings):  # per thread: nodes run on a pool
-            answers = self._answers(bound, [job.messages for job in jobs])
+        answers = self._answers(bound, [job.messages for job in jobs])
         seconds = time.perf_counter() - began
         per_item: dict[int, list[NodeResult]] = {}
         for job, answer in zip(jobs, answers):
