@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     wf = Workflow.from_yaml(args.file)
     if args.inputs:
-        return run_batch(wf, args)
+        return run_inputs_file(wf, args)
     if args.output or args.resume or args.executor != "local":
         raise WorkflowError("--output, --resume and --executor belong to batch runs: add --inputs FILE.jsonl")
     inputs = _parse_inputs(args.input, args.input_json, wf.spec.inputs)
@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_batch(wf: Any, args: argparse.Namespace) -> int:
+def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
     """``ift run FILE --inputs in.jsonl --output out.jsonl``: one row per input, resumable."""
     from tqdm import tqdm
 

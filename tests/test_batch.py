@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ift_engine import MockModel, ModelSpec
+from ift_engine import MockModel
 from ift_engine.workflow import Workflow
 from ift_engine.workflow.batch import completed_ids
 
@@ -341,4 +341,10 @@ def test_pool_is_shared_so_models_load_once() -> None:
     wf = two_step(mock_spec(default="x"))
     list(wf.run_many([{"topic": "a"}]))
     list(wf.run_many([{"topic": "b"}]))
-    assert wf.pool.get(ModelSpec(**mock_spec(default="x"))) is mock_of(wf)
+    # One mock object answered both runs (a reload would start a fresh one with no calls).
+    assert [call.prompts[0] for call in mock_of(wf).calls] == [
+        "Outline a",
+        "Write a from:\nx",
+        "Outline b",
+        "Write b from:\nx",
+    ]

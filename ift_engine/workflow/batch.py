@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..errors import WorkflowError
 from .runner import ItemError, Runner, RunResult
-
-if TYPE_CHECKING:
-    from .workflow import Workflow
 
 Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
 
@@ -69,7 +66,7 @@ class LocalExecutor:
 
 def split_record(record: Any, index: int) -> Item:
     """A record's id (its ``id`` field, else its position) and its inputs."""
-    if not isinstance(record, dict):
+    if not isinstance(record, Mapping):
         raise WorkflowError(
             f"record {index}: an input record must be a JSON object, not {type(record).__name__}"
         )
@@ -89,18 +86,13 @@ def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def run_many(
-    workflow: Workflow,
-    records: Iterable[dict[str, Any] | Item],
-    *,
-    batch_size: int = 8,
-    executor: Executor | None = None,
+    records: Iterable[Mapping[str, Any] | Item], executor: Executor, *, batch_size: int = 8
 ) -> Iterator[RunResult]:
     """Yield one ``RunResult`` per record as its batch finishes. A record is a dict of inputs
     (with an optional ``id``; the default id is its position) or an ``(id, inputs)`` pair."""
     if batch_size < 1:
         raise WorkflowError(f"batch size must be at least 1, not {batch_size}")
     items = (r if isinstance(r, tuple) else split_record(r, i) for i, r in enumerate(records, start=1))
-    executor = executor or LocalExecutor(workflow.runner())
     for results in executor.map_batches(batched(items, batch_size)):
         yield from results
 
@@ -204,13 +196,12 @@ class RowWriter:
 
 
 def run_file(
-    workflow: Workflow,
     inputs: str | Path,
     output: str | Path,
+    executor: Executor,
     *,
     batch_size: int = 8,
     resume: bool = False,
-    executor: Executor | None = None,
     on_bad_line: Callable[[BadLine], None] | None = None,
     on_result: Callable[[RunResult], None] | None = None,
 ) -> BatchReport:
@@ -234,7 +225,7 @@ def run_file(
 
     writer = RowWriter(output, append=resume)
     try:
-        for result in run_many(workflow, pending(), batch_size=batch_size, executor=executor):
+        for result in run_many(pending(), executor, batch_size=batch_size):
             writer.write(result.row())
             report.done += 1
             report.failed += result.error is not None

@@ -77,3 +77,15 @@ class AnswerCache:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(value, file, ensure_ascii=False)
         os.replace(staging, path)
+
+
+CacheChoice = bool | str | Path | AnswerCache
+
+
+def answer_cache(choice: CacheChoice) -> AnswerCache | None:
+    """True: the default cache; a folder or an ``AnswerCache``: that one; False: none."""
+    if isinstance(choice, AnswerCache):
+        return choice
+    if choice is True:
+        return AnswerCache()
+    return AnswerCache(choice) if choice else None

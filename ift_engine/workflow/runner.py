@@ -301,33 +301,34 @@ class Runner:
         with using_settings(self.graph.plugin_settings):  # per thread: nodes run on a pool
             self._execute_node(node_id, results, start)
 
+    def _jobs(self, bound: BoundNode, result: RunResult) -> list[_Job]:
+        """The prompts one item needs from this node: one, or one per element for a map node."""
+        values = self._values(bound, result)
+        name = bound.spec.map
+        if name is None:
+            prompt = bound.template.render(values, bound.spec.paraphrase, bound.spec.paraphrase_seed)
+            return [_Job(result, None, list(prompt.messages), prompt.paraphrase)]
+        elements = values[name]
+        if not isinstance(elements, (list, tuple)):
+            raise WorkflowError(f"map: input '{name}' must be a list, not {type(elements).__name__}")
+        jobs = []
+        for k, element in enumerate(elements):
+            prompt = bound.template.render(
+                {**values, name: element}, bound.spec.paraphrase, bound.spec.paraphrase_seed
+            )
+            jobs.append(_Job(result, k, list(prompt.messages), prompt.paraphrase))
+        return jobs
+
     def _execute_node(self, node_id: str, results: list[RunResult], start: float) -> None:
         bound = self.graph.node(node_id)
         began = time.perf_counter()
         jobs: list[_Job] = []
-        mapped: dict[int, int] = {}  # id(result) -> number of elements
         for result in results:
-            if result.error is not None:
-                continue
-            try:
-                values = self._values(bound, result)
-                elements: list[Any] = [None]
-                if bound.spec.map is not None:
-                    elements = values[bound.spec.map]
-                    if not isinstance(elements, (list, tuple)):
-                        raise WorkflowError(
-                            f"map: input '{bound.spec.map}' must be a list, not {type(elements).__name__}"
-                        )
-                    mapped[id(result)] = len(elements)
-                for k, element in enumerate(elements):
-                    if bound.spec.map is not None:
-                        values = {**values, bound.spec.map: element}
-                    prompt = bound.template.render(values, bound.spec.paraphrase, bound.spec.paraphrase_seed)
-                    jobs.append(
-                        _Job(result, k if bound.spec.map else None, list(prompt.messages), prompt.paraphrase)
-                    )
-            except IftError as exc:
-                result.error = ItemError(node_id, str(exc))
+            if result.error is None:
+                try:
+                    jobs += self._jobs(bound, result)
+                except IftError as exc:
+                    result.error = ItemError(node_id, str(exc))
         answers = self._answers(bound, [job.messages for job in jobs])
         seconds = time.perf_counter() - began
         per_item: dict[int, list[NodeResult]] = {}
@@ -367,8 +368,10 @@ class Runner:
                 result.nodes[node_id] = node_result
             else:
                 per_item.setdefault(id(result), []).append(node_result)
-        for result in results:
-            if result.error is None and id(result) in mapped:
+        if bound.spec.map is None:
+            return
+        for result in results:  # a map node's result: its elements' results, in order
+            if result.error is None:
                 elements = per_item.get(id(result), [])
                 result.nodes[node_id] = NodeResult(
                     node_id,
@@ -385,7 +388,8 @@ class Runner:
 
     # -- model calls: cache, retries, timeout, failure isolation ---------------------------
 
-    def _cache_key(self, bound: BoundNode, messages: list[dict[str, str]]) -> str | None:
+    def _cache_parts(self, bound: BoundNode) -> dict[str, Any] | None:
+        """What besides the prompt keys this node's cached answers, or None: not cached."""
         settings = bound.generation
         if self.cache is None or not bound.spec.cache:
             return None
@@ -395,17 +399,17 @@ class Runner:
         spec_key = bound.model.key()
         if spec_key not in self._identities:
             self._identities[spec_key] = model_identity(self.pool, bound.model)
-        return self.cache.key(
-            model=self._identities[spec_key],
-            messages=messages,
-            answer=bound.template.answer.value,
-            labels=bound.template.labels,
-            generation=settings.model_dump(mode="json"),
-        )
+        return {
+            "model": self._identities[spec_key],
+            "answer": bound.template.answer.value,
+            "labels": bound.template.labels,
+            "generation": settings.model_dump(mode="json"),
+        }
 
     def _answers(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer | BaseException]:
         """One answer (or the error) per prompt: cached answers first, the rest in one call."""
-        keys = [self._cache_key(bound, p) for p in prompts]
+        parts = self._cache_parts(bound)
+        keys = [AnswerCache.key(**parts, messages=p) if parts else None for p in prompts]
         answers: list[Answer | BaseException | None] = [None] * len(prompts)
         misses = []
         for i, key in enumerate(keys):

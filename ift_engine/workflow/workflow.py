@@ -12,8 +12,8 @@ from ..errors import WorkflowError
 from ..models.resolve import ModelPool
 from ..plugins import Components, components
 from ..validation import validate_document
-from .batch import BatchReport, Executor, Item, run_file, run_many
-from .cache import AnswerCache
+from .batch import BatchReport, Executor, Item, LocalExecutor, run_file, run_many
+from .cache import CacheChoice, answer_cache
 from .graph import WorkflowGraph
 from .runner import NodeResult, Runner, RunResult
 from .spec import WorkflowSpec
@@ -91,16 +91,10 @@ class Workflow:
     def mermaid(self) -> str:
         return self.graph.mermaid()
 
-    def runner(self, cache: bool | str | Path | AnswerCache = True) -> Runner:
+    def runner(self, cache: CacheChoice = True) -> Runner:
         """A runner over this workflow's graph. ``cache``: True for the default answer cache,
         a folder or ``AnswerCache`` for another, False for none."""
-        if isinstance(cache, AnswerCache):
-            answers: AnswerCache | None = cache
-        elif cache is True:
-            answers = AnswerCache()
-        else:
-            answers = AnswerCache(cache) if cache else None
-        return Runner(self.graph, self.pool, cache=answers)
+        return Runner(self.graph, self.pool, cache=answer_cache(cache))
 
     def run(
         self,
@@ -108,7 +102,7 @@ class Workflow:
         /,
         *,
         on_node_done: Callable[[NodeResult], None] | None = None,
-        cache: bool | str | Path | AnswerCache = True,
+        cache: CacheChoice = True,
         **kwargs: Any,
     ) -> RunResult:
         """Run once. Inputs come as a mapping, as keywords, or both."""
@@ -119,7 +113,7 @@ class Workflow:
         records: Iterable[Mapping[str, Any] | Item],
         *,
         batch_size: int = 8,
-        cache: bool | str | Path | AnswerCache = True,
+        cache: CacheChoice = True,
         executor: Executor | None = None,
     ) -> Iterator[RunResult]:
         """Run many inputs, ``batch_size`` per model call; yields each result as its batch
@@ -128,8 +122,7 @@ class Workflow:
         >>> for r in wf.run_many([{"id": 1, "topic": "bees"}, {"id": 2, "topic": "ants"}]):
         ...     print(r.id, r.error or r["article"])
         """
-        executor = executor or self.executor("local", cache=cache)
-        return run_many(self, records, batch_size=batch_size, executor=executor)  # type: ignore[arg-type]
+        return run_many(records, executor or self.executor(cache=cache), batch_size=batch_size)
 
     def run_file(
         self,
@@ -138,33 +131,31 @@ class Workflow:
         *,
         batch_size: int = 8,
         resume: bool = False,
-        cache: bool | str | Path | AnswerCache = True,
+        cache: CacheChoice = True,
         executor: Executor | None = None,
         **callbacks: Any,
     ) -> BatchReport:
         """Run each line of a JSONL file; append one row per input to ``output``."""
-        executor = executor or self.executor("local", cache=cache)
-        return run_file(
-            self, inputs, output, batch_size=batch_size, resume=resume, executor=executor, **callbacks
-        )
+        executor = executor or self.executor(cache=cache)
+        return run_file(inputs, output, executor, batch_size=batch_size, resume=resume, **callbacks)
 
     def executor(
         self,
         kind: str = "local",
         *,
-        cache: bool | str | Path | AnswerCache = True,
+        cache: CacheChoice = True,
         address: str | None = None,
         workers: int | None = None,
     ) -> Executor:
         """Where batches run: ``local`` (this process) or ``ray`` (workers on a Ray cluster;
         a local one when ``address`` is None)."""
-        from .batch import LocalExecutor
-
         if kind == "local":
             return LocalExecutor(self.runner(cache))
         if kind == "ray":
             from .ray_executor import RayExecutor
 
-            folder = None if cache is False else (self.runner(cache).cache.folder)  # type: ignore[union-attr]
-            return RayExecutor(self, address=address, workers=workers, cache=folder)
+            answers = answer_cache(cache)
+            return RayExecutor(
+                self, address=address, workers=workers, cache=answers.folder if answers else None
+            )
         raise WorkflowError(f"unknown executor '{kind}' (known: local, ray)")
