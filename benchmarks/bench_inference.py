@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import threading
 import time
 import warnings
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from machine import describe_machine, markdown_table
+from machine import describe_machine, markdown_table, save_results
 
 from ift_engine.default_plugins.models import smollm2_gguf
 from ift_engine.export import export_cached
@@ -271,29 +270,16 @@ def main() -> None:
         )
     print("\n" + table + "\n\n" + "\n".join(summary))
 
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"inference-{args.device}"
-    stem.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "machine": machine,
-                "new_tokens": n,
-                "rounds": args.rounds,
-                "rows": rows,
-                "summary": summary,
-            },
-            indent=2,
-        )
-    )
-    stem.with_suffix(".md").write_text(
-        f"# Inference benchmark ({args.device})\n\n"
+    save_results(
+        RESULTS / f"inference-{args.device}",
+        f"Inference benchmark ({args.device})",
         f"SmolLM2-135M-Instruct, {n} new tokens per prompt, greedy, mean of {args.rounds} rounds.\n"
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; "
-        f"{', '.join(f'{k} {v}' for k, v in machine['packages'].items())}.\n\n"
-        f"Command: `python benchmarks/bench_inference.py --device {args.device}`\n\n"
-        f"{table}\n\n" + "\n".join(f"- {s}" for s in summary) + "\n"
+        f"Command: `python benchmarks/bench_inference.py --device {args.device}`",
+        table,
+        summary,
+        machine,
+        {"new_tokens": n, "rounds": args.rounds, "rows": rows},
     )
-    print(f"\nwritten to {stem}.json and {stem}.md")
 
 
 if __name__ == "__main__":

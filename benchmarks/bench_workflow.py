@@ -16,7 +16,6 @@ is identical to the naive loop's.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 import warnings
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from machine import describe_machine, markdown_table
+from machine import describe_machine, markdown_table, save_results
 
 from ift_engine.models.base import GenerationSettings
 from ift_engine.models.resolve import ModelPool, ModelSpec
@@ -173,27 +172,15 @@ def main() -> None:
     print("\n" + table + "\n\n" + "\n".join(summary))
 
     device = "gpu" if machine["gpu"] else "cpu"
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"workflow-{device}"
-    stem.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "machine": machine,
-                "topics": topics,
-                "batch_size": args.batch_size,
-                "rows": rows,
-                "summary": summary,
-            },
-            indent=2,
-        )
-    )
-    stem.with_suffix(".md").write_text(
-        f"# Workflow benchmark ({device})\n\n"
-        f"`workflows/article.yaml` (outline, 80 new tokens -> content, 200 new tokens) on "
-        f"SmolLM2-135M-Instruct, {len(topics)} topics, greedy, answer cache off, one run.\n\n"
-        f"{table}\n\n" + "\n".join(f"- {s}" for s in summary) + "\n\n"
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; "
-        f"{', '.join(f'{k} {v}' for k, v in machine['packages'].items())}.\n"
+    save_results(
+        RESULTS / f"workflow-{device}",
+        f"Workflow benchmark ({device})",
+        "`workflows/article.yaml` (outline, 80 new tokens -> content, 200 new tokens) on "
+        f"SmolLM2-135M-Instruct, {len(topics)} topics, greedy, answer cache off, one run.",
+        table,
+        summary,
+        machine,
+        {"topics": topics, "batch_size": args.batch_size, "rows": rows},
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 
@@ -51,3 +53,25 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -
     lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(k)) for k, _ in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def save_results(
+    stem: Path,
+    title: str,
+    intro: str,
+    table: str,
+    summary: list[str],
+    machine: dict[str, Any],
+    data: dict[str, Any],
+) -> None:
+    """Write ``stem``.json (the machine, ``data`` and the summary) and ``stem``.md (the table)."""
+    stem.parent.mkdir(exist_ok=True)
+    stem.with_suffix(".json").write_text(
+        json.dumps({"machine": machine, **data, "summary": summary}, indent=2)
+    )
+    stem.with_suffix(".md").write_text(
+        f"# {title}\n\n{intro}\n\n{table}\n\n" + "\n".join(f"- {s}" for s in summary) + "\n\n"
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; "
+        f"{', '.join(f'{k} {v}' for k, v in machine['packages'].items())}.\n"
+    )
+    print(f"\nwritten to {stem}.json and {stem}.md")
