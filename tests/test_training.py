@@ -281,7 +281,7 @@ def test_top_layers_adapts_only_the_last_layers(tiny_causal_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     lora = {**FAST["lora"], "top_layers": 1}
-    result = train(
+    config = dict(
         base_model=str(tiny_causal_dir),
         output=str(tmp_path / "model"),
         datasets=[{"records": TWO_REVIEWS, "template": "sentiment-zh"}],
@@ -289,6 +289,7 @@ def test_top_layers_adapts_only_the_last_layers(tiny_causal_dir, tmp_path):
         training={**FAST, "lora": lora},
         progress=False,
     )
+    result = train(**config)
     base = AutoModelForCausalLM.from_pretrained(tiny_causal_dir).state_dict()
     tuned = AutoModelForCausalLM.from_pretrained(result.output).state_dict()
     changed = {k.split(".")[2] for k in base if "layers." in k and not (base[k] == tuned[k]).all()}
@@ -296,9 +297,9 @@ def test_top_layers_adapts_only_the_last_layers(tiny_causal_dir, tmp_path):
 
     with pytest.raises(TrainError, match="top_layers: 3 is more than the model's 2 layers"):
         train(
-            base_model=str(tiny_causal_dir),
-            output=str(tmp_path / "bad"),
-            datasets=[{"records": TWO_REVIEWS, "template": "sentiment-zh"}],
-            training={**FAST, "lora": {**lora, "top_layers": 3}},
-            progress=False,
+            **{
+                **config,
+                "output": str(tmp_path / "bad"),
+                "training": {**FAST, "lora": {**lora, "top_layers": 3}},
+            }
         )
