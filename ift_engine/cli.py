@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .errors import IftError, NodeError, WorkflowError
+from .files import check_output_file, write_file
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -79,16 +80,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if node.probabilities:
             out.print(", ".join(f"{k}: {v:.3f}" for k, v in node.probabilities.items()), style="dim")
 
+    if args.trace:
+        check_output_file(Path(args.trace), "trace")  # before the model work, not after
     try:
         with err.status(f"running {wf.spec.name} ({len(wf.spec.nodes)} nodes)"):
             result = wf.run(inputs, on_node_done=on_node_done, cache=not args.no_cache)
     except NodeError as exc:
         if args.trace and exc.partial is not None:
-            Path(args.trace).write_text(exc.partial.to_json(), encoding="utf-8")
+            write_file(args.trace, exc.partial.to_json(), "trace")
             err.print(f"partial trace written to {args.trace}", style="dim")
         raise
     if args.trace:
-        Path(args.trace).write_text(result.to_json(), encoding="utf-8")
+        write_file(args.trace, result.to_json(), "trace")
     if args.json:
         print(json.dumps(result.outputs, ensure_ascii=False, indent=2))
     else:
@@ -100,7 +103,7 @@ def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
     """``ift run FILE --inputs in.jsonl --output out.jsonl``: one row per input, resumable."""
     from tqdm import tqdm
 
-    from .workflow.batch import count_lines
+    from .workflow.rows import count_lines, is_regular_file
 
     if not args.output:
         raise WorkflowError("--inputs needs --output FILE.jsonl for the result rows")
@@ -109,7 +112,9 @@ def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
     executor = wf.executor(
         args.executor, cache=not args.no_cache, address=args.ray_address, workers=args.workers
     )
-    bar = tqdm(total=count_lines(Path(args.inputs)), unit="item", desc=wf.spec.name, dynamic_ncols=True)
+    # A pipe can be read once only: no total is counted for it.
+    total = count_lines(Path(args.inputs)) if is_regular_file(args.inputs) else None
+    bar = tqdm(total=total, unit="item", desc=wf.spec.name, dynamic_ncols=True)
 
     def bad_line(line: Any) -> None:
         bar.write(f"warning: {args.inputs}: {line}", file=sys.stderr)
@@ -150,22 +155,26 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from .workflow import Workflow
 
     wf = Workflow.from_yaml(args.file)
+    if args.png:
+        from .workflow.picture import check_picture_path, draw_graph
+
+        check_picture_path(Path(args.png))
     print(wf.mermaid(), end="")
     if args.png:
-        from .workflow.picture import draw_graph
-
-        draw_graph(wf.graph, args.png)
+        write_file(args.png, lambda staging: draw_graph(wf.graph, staging), "picture")
         err.print(f"picture written to {args.png}", style="dim")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from .export import check_export_target, export_model
     from .models.resolve import ModelSpec
     from .workflow import default_pool
 
     pool = default_pool()
     spec = ModelSpec(name=args.model)
+    check_export_target(args.out, args.model, args.overwrite)  # before any slow work
+    pool.check(spec)
     # torch's ONNX tracer warns about every Python branch it meets; the parity check is the
     # real test of the export, so keep the terminal for it.
     with err.status(f"exporting {args.model}"), warnings.catch_warnings():
@@ -178,6 +187,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             quantize=args.quantize,
             device=args.device,
             atol=args.atol,
+            overwrite=args.overwrite,
         )
     for variant, parity in manifest["parity"].items():
         measures = ", ".join(f"{k} {v:.3g}" for k, v in parity.items() if k != "probes")
@@ -232,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the outputs as JSON only")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
     batch = run.add_argument_group("batch runs")
-    batch.add_argument("--inputs", metavar="FILE.jsonl", help="one JSON object of inputs per line")
+    batch.add_argument(
+        "--inputs", metavar="FILE.jsonl", help="one JSON object of inputs per line ('-': standard input)"
+    )
     batch.add_argument("--output", metavar="FILE.jsonl", help="one result row per input")
     batch.add_argument("--batch-size", type=int, default=8, help="inputs per model call (default 8)")
     batch.add_argument("--resume", action="store_true", help="skip the ids already in --output")
@@ -262,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", choices=["int8", "int4"], help="quantise the weights")
     export.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     export.add_argument("--atol", type=float, default=1e-3, help="largest fp32 logit difference accepted")
+    export.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
     export.set_defaults(func=cmd_export)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of workflow (or --train) files")

@@ -7,12 +7,12 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import IftError, ModelError
+from .files import check_output_folder, move_into_place, staging_folder
 from .models.hf_causal import encode_chats
 from .models.onnx import ONNX_FILE, OnnxOptions, load_ort
 from .models.resolve import MANIFEST, cache_home, infer_backend
@@ -111,6 +111,26 @@ def classifier_parity(reference: Any, candidate: Any, tokenizer: Any) -> dict[st
     }
 
 
+def is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an ONNX export made by ``export_model`` (its manifest says so)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("backend") == "onnx" and "parity" in manifest
+
+
+def check_export_target(out: str | Path, source: str | Path | None = None, overwrite: bool = False) -> None:
+    """Refuse an ``out`` that export may not fill, before any work (see ``check_output_folder``)."""
+    check_output_folder(
+        Path(out),
+        "ONNX export",
+        is_previous=is_export,
+        overwrite=overwrite,
+        protected=(Path(source),) if source is not None and Path(source).exists() else (),
+    )
+
+
 def export_model(
     source: str | Path,
     out: str | Path,
@@ -119,69 +139,79 @@ def export_model(
     quantize: Quantize | None = None,
     device: Literal["cpu", "cuda"] = "cpu",
     atol: float = FP32_ATOL,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export a model folder to ONNX in ``out``; return the manifest written there.
 
-    The fp32 export must match PyTorch within ``atol`` or the export fails (nothing is left in
-    ``out``). With ``quantize`` the folder holds the quantised model, and the manifest reports
-    both parities, so the accuracy cost of quantisation is on record.
+    The export is built in a temporary sibling of ``out`` and renamed into place only when it
+    and its parity check succeed: a failed or killed export leaves ``out`` as it was. ``out``
+    must be new or empty, or (with ``overwrite``) hold a previous export; the source folder is
+    never a valid ``out``. The fp32 export must match PyTorch within ``atol``. With ``quantize``
+    the folder holds the quantised model, and the manifest reports both parities.
     """
-    from optimum.exporters.onnx import main_export
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
     source, out = Path(source), Path(out)
+    check_export_target(out, source, overwrite)
     backend = backend or infer_backend(source) or "hf-causal"
     if backend not in TASKS:
         raise ExportError(f"cannot export a '{backend}' model: ONNX export supports {', '.join(TASKS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    work = staging_folder(out, "exporting")
     try:
-        weights = source
-        if (source / "adapter_config.json").exists():
-            log.info("merging the LoRA adapter in %s before export", source)
-            weights = merge_lora(source, work / "merged")
-        fp32 = work / "fp32"
-        log.info("exporting %s to ONNX (%s)", source, TASKS[backend])
-        main_export(str(weights), fp32, task=TASKS[backend], device=device, do_validation=False)
-
-        loader = AutoModelForSequenceClassification if backend == "hf-classifier" else AutoModelForCausalLM
-        reference = loader.from_pretrained(weights).eval()
-        tokenizer = AutoTokenizer.from_pretrained(weights)
-        check = classifier_parity if backend == "hf-classifier" else causal_parity
-        task = "text-classification" if backend == "hf-classifier" else "text-generation"
-        (fp32 / MANIFEST).write_text(json.dumps({"backend": "onnx", "task": task}))
-        options = OnnxOptions(device=device)
-        parity = {"fp32": check(reference, load_ort(fp32, options)[0], tokenizer)}
-        log.info("fp32 parity: %s", parity["fp32"])
-        if parity["fp32"]["max_abs_logit_diff"] > atol:
-            raise ExportError(
-                f"ONNX export of {source} disagrees with PyTorch: max |logit diff| "
-                f"{parity['fp32']['max_abs_logit_diff']:.2e} > {atol:.0e}; re-export with another "
-                "opset, or pass a larger --atol if you accept it"
-            )
-        final = fp32
-        if quantize:
-            final = work / quantize
-            shutil.copytree(fp32, final, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data"))
-            log.info("quantising to %s", quantize)
-            quantize_onnx(fp32 / ONNX_FILE, final / ONNX_FILE, quantize)
-            parity[quantize] = check(reference, load_ort(final, options)[0], tokenizer)
-            log.info("%s parity: %s", quantize, parity[quantize])
-        manifest = {
-            "backend": "onnx",
-            "task": task,
-            "source": str(source),
-            "source_backend": backend,
-            "quantize": quantize,
-            "parity": parity,
-        }
-        (final / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        final.rename(out)
+        final, manifest = _export_into(work, source, backend, quantize, device, atol)
+        check_export_target(out, source, overwrite)  # nothing appeared there meanwhile
+        move_into_place(final, out)
         return manifest
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _export_into(
+    work: Path, source: Path, backend: str, quantize: Quantize | None, device: Literal["cpu", "cuda"], atol: float
+) -> tuple[Path, dict[str, Any]]:
+    """Export, check and (optionally) quantise inside ``work``; the finished folder and manifest."""
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    weights = source
+    if (source / "adapter_config.json").exists():
+        log.info("merging the LoRA adapter in %s before export", source)
+        weights = merge_lora(source, work / "merged")
+    fp32 = work / "fp32"
+    log.info("exporting %s to ONNX (%s)", source, TASKS[backend])
+    main_export(str(weights), fp32, task=TASKS[backend], device=device, do_validation=False)
+
+    loader = AutoModelForSequenceClassification if backend == "hf-classifier" else AutoModelForCausalLM
+    reference = loader.from_pretrained(weights).eval()
+    tokenizer = AutoTokenizer.from_pretrained(weights)
+    check = classifier_parity if backend == "hf-classifier" else causal_parity
+    task = "text-classification" if backend == "hf-classifier" else "text-generation"
+    (fp32 / MANIFEST).write_text(json.dumps({"backend": "onnx", "task": task}))
+    options = OnnxOptions(device=device)
+    parity = {"fp32": check(reference, load_ort(fp32, options)[0], tokenizer)}
+    log.info("fp32 parity: %s", parity["fp32"])
+    if parity["fp32"]["max_abs_logit_diff"] > atol:
+        raise ExportError(
+            f"ONNX export of {source} disagrees with PyTorch: max |logit diff| "
+            f"{parity['fp32']['max_abs_logit_diff']:.2e} > {atol:.0e}; re-export with another "
+            "opset, or pass a larger --atol if you accept it"
+        )
+    final = fp32
+    if quantize:
+        final = work / quantize
+        shutil.copytree(fp32, final, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data"))
+        log.info("quantising to %s", quantize)
+        quantize_onnx(fp32 / ONNX_FILE, final / ONNX_FILE, quantize)
+        parity[quantize] = check(reference, load_ort(final, options)[0], tokenizer)
+        log.info("%s parity: %s", quantize, parity[quantize])
+    manifest = {
+        "backend": "onnx",
+        "task": task,
+        "source": str(source),
+        "source_backend": backend,
+        "quantize": quantize,
+        "parity": parity,
+    }
+    (final / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return final, manifest
 
 
 def export_cached(source: str, quantize: Quantize | None = None) -> Path:
@@ -195,6 +225,6 @@ def export_cached(source: str, quantize: Quantize | None = None) -> Path:
         :12
     ]
     target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{digest}"
-    if not (target / ONNX_FILE).exists():
-        export_model(path, target, quantize=quantize)
+    if not is_export(target):
+        export_model(path, target, quantize=quantize, overwrite=True)
     return target

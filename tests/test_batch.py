@@ -16,7 +16,7 @@ import pytest
 
 from ift_engine import MockModel
 from ift_engine.workflow import Workflow
-from ift_engine.workflow.batch import completed_ids
+from ift_engine.workflow.rows import RowFile, completed_ids
 
 TOPICS = [f"topic {i}" for i in range(6)]
 
@@ -266,7 +266,9 @@ def test_a_row_cut_short_is_discarded_on_resume(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
     output.write_text('{"id": 1, "outputs": {}}\n{"id": 2, "outp')
     assert completed_ids(output) == {"1"}
-    assert output.read_text() == '{"id": 1, "outputs": {}}\n'
+    rows = RowFile(output, resume=True)
+    rows.close()
+    assert rows.done == {"1"} and output.read_text() == '{"id": 1, "outputs": {}}\n'
 
 
 def test_malformed_lines_are_reported_by_number_and_the_rest_run(tmp_path: Path) -> None:

@@ -8,17 +8,14 @@ moment and resumed writes every id exactly once.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import WorkflowError
+from .rows import BadLine, Item, RowFile, completed_ids, id_key, open_inputs, read_inputs
 from .runner import ItemError, Runner, RunResult
-
-Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
 
 
 class Executor(Protocol):
@@ -101,70 +98,6 @@ def run_many(
 
 
 @dataclass
-class BadLine:
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
-
-
-def read_inputs(path: Path) -> Iterator[Item | BadLine]:
-    """Each line of a JSONL file as ``(id, inputs)`` (the id defaults to the line number), or
-    a ``BadLine`` saying what is wrong with it. Blank lines are skipped."""
-    try:
-        file = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise WorkflowError(f"{path}: cannot read the inputs file: {exc.strerror}") from None
-    seen: set[str] = set()
-    with file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield BadLine(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(record, dict):
-                yield BadLine(number, f"must be a JSON object of inputs, not {type(record).__name__}")
-                continue
-            item_id, inputs = split_record(record, number)
-            key = json.dumps(item_id)
-            if key in seen:
-                yield BadLine(number, f"duplicate id {key}; ids must be unique")
-                continue
-            seen.add(key)
-            yield item_id, inputs
-
-
-def completed_ids(path: Path) -> set[str]:
-    """The ids (as JSON text) already written to an output file. A last line cut short by a
-    killed process is removed, so it is run again rather than lost."""
-    if not path.exists():
-        return set()
-    done: set[str] = set()
-    with path.open("r+b") as file:
-        good = 0
-        for line in file:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                if line.endswith(b"\n"):
-                    raise WorkflowError(
-                        f"{path}: line {len(done) + 1} is not a result row; "
-                        "resume only into a file written by `ift run --output`"
-                    ) from None
-                break  # the process died while writing this row
-            if not line.endswith(b"\n") or not isinstance(row, dict) or "id" not in row:
-                break
-            done.add(json.dumps(row["id"]))
-            good += len(line)
-        file.truncate(good)
-    return done
-
-
-@dataclass
 class BatchReport:
     """What a batch run did."""
 
@@ -178,23 +111,6 @@ class BatchReport:
         return self.failed == 0 and not self.bad_lines
 
 
-class RowWriter:
-    """Appends one JSON row per result and flushes it to the OS at once: a killed process
-    loses at most the row it was writing, which ``completed_ids`` then discards."""
-
-    def __init__(self, path: Path, append: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644)
-
-    def write(self, row: dict[str, Any]) -> None:
-        data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
-        while data:  # one write() normally; loop in case the OS takes part of it
-            data = data[os.write(self._fd, data) :]
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
 def run_file(
     inputs: str | Path,
     output: str | Path,
@@ -205,44 +121,40 @@ def run_file(
     on_bad_line: Callable[[BadLine], None] | None = None,
     on_result: Callable[[RunResult], None] | None = None,
 ) -> BatchReport:
-    """Run every line of ``inputs`` and append one row per input to ``output``."""
-    inputs, output = Path(inputs), Path(output)
-    if output.exists() and not resume and output.stat().st_size:
-        raise WorkflowError(f"{output}: the output file exists; pass --resume to continue it or remove it")
-    done = completed_ids(output) if resume else set()
+    """Run every line of ``inputs`` (a file, a pipe, or ``-`` for standard input) and append
+    one row per input to ``output`` (see ``rows.RowFile`` for what is guaranteed)."""
+    stream = open_inputs(inputs)  # before the output is touched: a missing file creates nothing
+    try:
+        rows = RowFile(output, resume)
+    except BaseException:
+        stream.close()
+        raise
     report = BatchReport()
 
     def pending() -> Iterator[Item]:
-        for entry in read_inputs(inputs):
+        for entry in read_inputs(stream):
             if isinstance(entry, BadLine):
                 report.bad_lines.append(entry)
                 if on_bad_line:
                     on_bad_line(entry)
-            elif json.dumps(entry[0]) in done:
+            elif id_key(entry[0]) in rows.done:
                 report.skipped += 1
             else:
                 yield entry
 
-    writer = RowWriter(output, append=resume)
+    failed = True
     try:
         for result in run_many(pending(), executor, batch_size=batch_size):
-            writer.write(result.row())
+            rows.write(result.row())
             report.done += 1
             report.failed += result.error is not None
             if on_result:
                 on_result(result)
+        failed = False
     finally:
-        writer.close()
+        stream.close()
+        rows.close(failed=failed)
     return report
-
-
-def count_lines(path: Path) -> int:
-    """Non-blank lines of a file (the progress bar's total)."""
-    try:
-        with path.open("rb") as file:
-            return sum(1 for line in file if line.strip())
-    except OSError:
-        return 0
 
 
 __all__ = [

@@ -6,8 +6,28 @@ from pathlib import Path
 
 import networkx as nx
 
+from ..files import OutputError, check_output_file
 from .graph import WorkflowGraph
 from .spec import reference
+
+
+def picture_formats() -> dict[str, str]:
+    """File suffixes matplotlib can write (``png``, ``svg``, ``pdf``...) and their names."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return FigureCanvasAgg(Figure()).get_supported_filetypes()
+
+
+def check_picture_path(path: Path) -> None:
+    """Refuse a picture path whose suffix names no format matplotlib writes, or that cannot be a file."""
+    formats = picture_formats()
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise OutputError(
+            f"{path}: unknown picture format '{path.suffix or '(none)'}'; use one of "
+            f"{', '.join('.' + f for f in sorted(formats))}"
+        )
+    check_output_file(path, "picture")
 
 
 def draw_graph(workflow: WorkflowGraph, path: str | Path) -> None:

@@ -1,0 +1,235 @@
+"""The JSONL files of batch runs: input lines in, result rows out.
+
+Inputs are read as bytes, line by line, from a file, a pipe, a FIFO or standard input (``-``):
+a line that is not UTF-8, not JSON, nested too deeply, not an object, or a repeated id is a
+``BadLine`` with its number, and the rest run.
+
+The output is append-only. ``RowFile`` locks it (an advisory ``flock`` on the file itself, so no
+lock file is left behind; a second process fails at once), refuses a non-empty file unless
+resuming, and on resume reads back the finished ids without deleting any row: a line that is not
+a result row stops the run with its line number and the file untouched. Only a last line cut
+short by a killed process is removed. Each row is one ``write`` of one line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import WorkflowError
+from ..files import OutputError, check_output_file, describe_os_error, make_parent
+
+Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
+STDIN = "-"
+#: How every row starts (``RunResult.row`` puts the id first): a last line that starts so and
+#: does not parse was cut short by a killed writer.
+ROW_START = b'{"id": '
+
+
+@dataclass
+class BadLine:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+def id_key(item_id: Any) -> str:
+    """An id as the JSON text rows are matched by; ``ValueError`` when it cannot be written."""
+    try:
+        return json.dumps(item_id, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"the id cannot be written as JSON ({exc})") from None
+
+
+def _parse_line(raw: bytes, offset: int) -> Any:
+    """One input line as JSON; ``ValueError`` saying what is wrong with it."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 (byte {offset + exc.start} of the file); save the file as UTF-8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+
+
+def open_inputs(inputs: str | Path) -> IO[bytes]:
+    """The inputs as a binary stream: ``-`` is standard input; pipes and FIFOs work."""
+    if str(inputs) == STDIN:
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    path = Path(inputs)
+    if path.is_dir():
+        raise WorkflowError(f"{path}: the inputs path is a folder; give a JSONL file")
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise WorkflowError(f"{path}: cannot read the inputs file: {describe_os_error(exc)}") from None
+
+
+def read_inputs(stream: IO[bytes]) -> Iterator[Item | BadLine]:
+    """Each line as ``(id, inputs)`` (the id defaults to the line number), or a ``BadLine``
+    saying what is wrong with it. Blank lines are skipped."""
+    seen: set[str] = set()
+    offset = 0
+    with stream:
+        for number, raw in enumerate(stream, start=1):
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            try:
+                record = _parse_line(raw, start)
+                if not isinstance(record, dict):
+                    raise ValueError(f"must be a JSON object of inputs, not {type(record).__name__}")
+                inputs = dict(record)
+                item_id = inputs.pop("id", number)
+                key = id_key(item_id)
+            except ValueError as exc:
+                yield BadLine(number, str(exc))
+                continue
+            if key in seen:
+                yield BadLine(number, f"duplicate id {key}; ids must be unique")
+                continue
+            seen.add(key)
+            yield item_id, inputs
+
+
+def is_regular_file(inputs: str | Path) -> bool:
+    return str(inputs) != STDIN and Path(inputs).is_file()
+
+
+def count_lines(path: Path) -> int:
+    """Non-blank lines of a regular file (the progress bar's total)."""
+    with path.open("rb") as file:
+        return sum(1 for line in file if line.strip())
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """One row as a line of UTF-8 JSON. Text that UTF-8 cannot hold (lone surrogates) is
+    written as JSON escapes, which read back to the same value. ``ValueError`` when the row
+    cannot be written as JSON at all (NaN, nesting too deep)."""
+    try:
+        text = json.dumps(row, ensure_ascii=False, allow_nan=False)
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(row, allow_nan=False) + "\n").encode("ascii")
+    except (TypeError, RecursionError) as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from None
+
+
+def scan_rows(data: bytes, path: Path) -> tuple[set[str], int]:
+    """(the finished ids, how many leading bytes to keep) of an output file's contents. A line
+    that is not a row is an error naming it; only a last row cut short is left out."""
+    done: set[str] = set()
+    position = 0
+    lines = data.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
+        complete = line.endswith(b"\n")
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "id" not in row:
+                raise ValueError("not a result row")
+            done.add(id_key(row["id"]))
+        except (ValueError, RecursionError):
+            if not line.strip() and complete:
+                position += len(line)
+                continue
+            if number == len(lines) and not complete and line.startswith(ROW_START):
+                break  # the process died while writing this row: it runs again
+            raise OutputError(
+                f"{path}: line {number} is not a result row, so nothing was changed; resume only into a "
+                "file written by `ift run --output`, or fix or remove that line"
+            ) from None
+        position += len(line)
+    return done, position
+
+
+class RowFile:
+    """The locked, append-only output of a batch run (see the module docstring)."""
+
+    def __init__(self, path: str | Path, resume: bool) -> None:
+        self.path = Path(path)
+        check_output_file(self.path, "output")
+        make_parent(self.path, "output")
+        self._created = not self.path.exists()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write the output: {describe_os_error(exc)}") from None
+        try:
+            self._lock()
+            self.done = self._prepare(resume)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def _lock(self) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"{self.path}: another process is writing to this output; wait for it to finish or "
+                "choose another --output"
+            ) from None
+
+    def _prepare(self, resume: bool) -> set[str]:
+        size = os.fstat(self._fd).st_size
+        if not resume:
+            if size:
+                raise OutputError(
+                    f"{self.path}: the output file exists; pass --resume to continue it, or choose "
+                    "another --output (nothing was changed)"
+                )
+            return set()
+        data = os.pread(self._fd, size, 0)
+        done, keep = scan_rows(data, self.path)
+        if keep < size:
+            os.ftruncate(self._fd, keep)
+        elif data and not data.endswith(b"\n"):  # a whole row whose newline was not written
+            os.write(self._fd, b"\n")
+        return done
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row with one write and hand it to the OS, so a killed process loses at most
+        the row it was writing."""
+        try:
+            data = encode_row(row)
+        except ValueError as exc:
+            error = {"node": None, "message": f"the result cannot be written as JSON: {exc}"}
+            data = encode_row({"id": row["id"], "outputs": {}, "error": error, "cached": [], "seconds": 0})
+        try:
+            while data:  # one write() normally; loop in case the OS takes part of it
+                data = data[os.write(self._fd, data) :]
+        except OSError as exc:
+            raise OutputError(
+                f"{self.path}: cannot write the output: {describe_os_error(exc)}; the rows written so far "
+                "are kept: free space and run again with --resume"
+            ) from None
+
+    def close(self, failed: bool = False) -> None:
+        """Release the file; after a failure, remove it if this run created it and wrote nothing."""
+        if self._fd < 0:
+            return
+        if failed and self._created and os.fstat(self._fd).st_size == 0:
+            with suppress(OSError):
+                self.path.unlink()
+        os.close(self._fd)
+        self._fd = -1
+
+
+def completed_ids(path: str | Path) -> set[str]:
+    """The ids (as JSON text) already written to an output file; reads only."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    return scan_rows(path.read_bytes(), path)[0]
