@@ -8,6 +8,7 @@ from .errors import (
     PluginError,
     RegistrationError,
     TemplateError,
+    TrainError,
     WorkflowError,
 )
 from .hookspecs import hookimpl
@@ -37,6 +38,7 @@ __all__ = [
     "RegistrationError",
     "RunResult",
     "TemplateError",
+    "TrainError",
     "TrainResult",
     "TrainSpec",
     "Workflow",

@@ -200,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
     overrides = {"output": args.output} if args.output else {}
-    result = train(args.file, resume=args.resume, **overrides)
+    result = train(args.file, resume=args.resume, overwrite=args.overwrite, **overrides)
     for key, value in result.metrics.items():
         out.print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     out.print(f"model written to {result.output}; use it with  model: {result.output}")
@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune a model from a training YAML file")
     train.add_argument("file", help="training YAML file")
     train.add_argument("--output", help="override the output folder")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run of the same file")
+    train.add_argument("--overwrite", action="store_true", help="replace a previous trained model in the output")
     train.set_defaults(func=cmd_train)
 
     export = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")

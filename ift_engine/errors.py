@@ -35,6 +35,10 @@ class WorkflowError(IftError):
     """A workflow file or spec is invalid: schema, references, cycles."""
 
 
+class TrainError(IftError):
+    """A training file, dataset, output folder or run is invalid."""
+
+
 class NodeError(IftError):
     """A node failed while running. ``partial`` holds the results of the nodes that finished."""
 

@@ -100,7 +100,7 @@ def check_output_folder(
     for path in protected:
         inner = path.resolve()
         if inner == resolved or resolved in inner.parents:
-            raise OutputError(f"{out}: the {what} folder holds {path}, which it would replace; give a new folder")
+            raise OutputError(f"{out}: the {what} would replace {path}, which it reads; give a new folder")
     if not out.exists() or is_empty_folder(out):
         return
     if not is_previous(out):

@@ -17,16 +17,13 @@ from typing import Any
 
 import yaml
 
-from ..errors import IftError
+from ..errors import IftError, TrainError
 from ..models.resolve import MANIFEST, ModelPool, ModelSpec
 from ..plugins import Components, components
 from ..validation import validate_document
 from .data import DataError, Example, ExampleBuilder, read_records
+from .output import RunFolder
 from .spec import DatasetSpec, TrainSpec
-
-
-class TrainError(IftError):
-    """A training file, dataset or run is invalid."""
 
 
 @dataclass
@@ -168,12 +165,15 @@ def train(
     config: TrainSpec | Mapping[str, Any] | str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     **fields: Any,
 ) -> TrainResult:
     """Fine-tune a model. ``config`` is a ``TrainSpec``, a mapping, or a YAML file path; keyword
     fields build or override it (``train(base_model=..., output=..., datasets=[{"records":
-    [...], "template": "sentiment-zh"}])``)."""
+    [...], "template": "sentiment-zh"}])``). ``resume`` continues an interrupted run of the
+    same spec; ``overwrite`` replaces a previous trained model in ``output`` (see
+    ``training.output``)."""
     if isinstance(config, (str, Path)):
         spec = load_train_spec(config)
     else:
@@ -181,13 +181,15 @@ def train(
         spec = validate_document(TrainSpec, {**data, **fields}, "<train>", TrainError)
     if isinstance(config, (str, Path)) and fields:
         spec = validate_document(TrainSpec, {**spec.model_dump(), **fields}, str(config), TrainError)
+    folder = RunFolder(spec, resume=resume, overwrite=overwrite)
+    folder.check()
     try:
-        return _run(spec, resume, progress)
+        return _run(spec, folder, progress)
     except DataError as exc:
         raise TrainError(str(exc)) from None
 
 
-def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
+def _run(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
     import torch
     from transformers import (
         AutoModelForCausalLM,
@@ -196,7 +198,6 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
         Trainer,
         TrainingArguments,
     )
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ..models.hf_causal import HFCausalLM, end_of_turn_ids
     from ..models.torch_utils import pick_device
@@ -207,7 +208,8 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
     comps = components()
     train_examples, eval_examples = collect_examples(spec, comps)  # cheap checks first
     base_folder = ModelPool(comps).locate(ModelSpec(name=spec.base_model))
-    out = Path(spec.output)
+    folder.start(fingerprint(train_examples))
+    out = folder.work
 
     device = pick_device(spec.training.device)
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
@@ -235,7 +237,7 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
         )
     evaluating = bool(eval_features)
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
+        output_dir=str(folder.checkpoints),
         num_train_epochs=settings.epochs,
         learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.batch_size,
@@ -271,13 +273,13 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
         compute_metrics=compute_metrics if evaluating else None,
         preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
     )
-    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
-    if resume and checkpoint is None:
-        raise TrainError(f"--resume: no checkpoint in {args.output_dir} to continue from")
+    checkpoint = folder.last_checkpoint() if folder.resume else None
+    if folder.resume and checkpoint is None:
+        raise TrainError(f"--resume: no complete checkpoint in {args.output_dir}; start again with --overwrite")
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     final_eval = trainer.evaluate() if evaluating else {}
     if not trainer.is_world_process_zero():
-        return TrainResult(out, {})
+        return TrainResult(folder.out, {})
 
     if settings.lora is not None:
         if settings.keep_adapter:
@@ -296,7 +298,7 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
     if evaluating:
         metrics["eval_loss"] = final_eval["eval_loss"]
         metrics["eval_token_accuracy"] = final_eval["eval_token_accuracy"]
-        tuned = HFCausalLM(str(out), model, tokenizer, batch_size=settings.batch_size)
+        tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=settings.batch_size)
         metrics.update(task_metrics(tuned, eval_examples, spec.eval.max_generate))
     metrics["seconds"] = time.perf_counter() - started
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -322,4 +324,5 @@ def _run(spec: TrainSpec, resume: bool, progress: bool) -> TrainResult:
             ensure_ascii=False,
         )
     )
-    return TrainResult(out, metrics)
+    folder.finish()
+    return TrainResult(folder.out, metrics)
