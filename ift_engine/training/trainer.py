@@ -273,9 +273,8 @@ def _run(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
         compute_metrics=compute_metrics if evaluating else None,
         preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
     )
+    # A run killed before its first complete checkpoint starts again from step 0.
     checkpoint = folder.last_checkpoint() if folder.resume else None
-    if folder.resume and checkpoint is None:
-        raise TrainError(f"--resume: no complete checkpoint in {args.output_dir}; start again with --overwrite")
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     final_eval = trainer.evaluate() if evaluating else {}
     if not trainer.is_world_process_zero():
