@@ -114,7 +114,8 @@ def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
     )
     # A pipe can be read once only: no total is counted for it.
     total = count_lines(Path(args.inputs)) if is_regular_file(args.inputs) else None
-    bar = tqdm(total=total, unit="item", desc=wf.spec.name, dynamic_ncols=True)
+    # Drawn after a second: an error found at once is not preceded by an empty bar.
+    bar = tqdm(total=total, unit="item", desc=wf.spec.name, dynamic_ncols=True, delay=1.0)
 
     def bad_line(line: Any) -> None:
         bar.write(f"warning: {args.inputs}: {line}", file=sys.stderr)

@@ -112,11 +112,27 @@ def check_output_folder(
         raise OutputError(f"{out}: a previous {what} is there; pass --overwrite to replace it")
 
 
-def staging_folder(out: Path, label: str) -> Path:
-    """A new temporary sibling of ``out`` to build an output in."""
-    make_parent(out, label)
+def is_running(pid: int) -> bool:
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.{label}-", dir=out.parent))
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def staging_folder(out: Path, label: str) -> Path:
+    """A new temporary sibling of ``out`` to build an output in, named after this process.
+    Staging folders of ``out`` left by killed processes (of this machine) are removed first."""
+    make_parent(out, label)
+    prefix = f".{out.name}.{label}-"
+    for path in out.parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix) :].partition("-")[0]
+        if path.is_dir() and pid.isdigit() and not is_running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
     except OSError as exc:
         raise OutputError(f"{out}: cannot create a folder beside it: {describe_os_error(exc)}") from None
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ift_engine import GenerationSettings, ModelError, Workflow
+from ift_engine import GenerationSettings, IftError, ModelError, Workflow
 from ift_engine.export import ExportError, export_model
 from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
 from ift_engine.models.hf_classifier import ClassifierOptions, HFClassifier
@@ -153,3 +155,88 @@ def test_cli_export_prints_parity(tiny_causal_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "fp32: max_abs_logit_diff" in done.stdout and "greedy_agreement 1" in done.stdout
+
+
+# -- never losing the user's files ---------------------------------------------------------------
+
+
+def ift_export(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ift_engine.cli", "export", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=300)
+    return process.returncode, stderr
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_refuses_targets_it_would_damage_before_any_work(tiny_causal_dir, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    (tmp_path / "afile").write_text("x")
+    source_before = snapshot(tiny_causal_dir)
+    cases = {
+        "a folder of user files": ([str(tiny_causal_dir), "--out", str(mine)], "holds no previous ONNX export"),
+        "... even with --overwrite": (
+            [str(tiny_causal_dir), "--out", str(mine), "--overwrite"],
+            "holds no previous ONNX export",
+        ),
+        "the current folder": ([str(tiny_causal_dir), "--out", "."], "would replace the current folder"),
+        "the source folder": (
+            [str(tiny_causal_dir), "--out", str(tiny_causal_dir), "--overwrite"],
+            "which it reads",
+        ),
+        "a parent of the source": (
+            [str(tiny_causal_dir), "--out", str(tiny_causal_dir.parent), "--overwrite"],
+            "would replace",
+        ),
+        "a file": ([str(tiny_causal_dir), "--out", str(tmp_path / "afile")], "is a file"),
+    }
+    for case, (args, message) in cases.items():
+        code, stderr = finish(ift_export(*args, cwd=mine if "." in args else tmp_path))
+        assert code == 2 and message in stderr and "Traceback" not in stderr, f"{case}: {stderr}"
+    assert snapshot(mine) == {"thesis.tex": b"years of work"}
+    assert snapshot(tiny_causal_dir) == source_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine"]
+
+
+def test_overwrite_replaces_only_a_previous_export(tiny_causal_dir, causal_export, tmp_path):
+    import shutil
+
+    out = tmp_path / "export"
+    shutil.copytree(causal_export, out)
+    with pytest.raises(IftError, match="a previous ONNX export is there; pass --overwrite"):
+        quiet_export(tiny_causal_dir, out)
+    (out / "model.onnx").write_bytes(b"stale")
+    quiet_export(tiny_causal_dir, out, overwrite=True)
+    assert (out / "model.onnx").read_bytes() != b"stale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging or old copy left
+
+
+def test_sigkill_during_export_leaves_the_old_export_intact(tiny_causal_dir, causal_export, tmp_path):
+    import shutil
+
+    out = tmp_path / "export"
+    shutil.copytree(causal_export, out)
+    before = snapshot(out)
+    process = ift_export(str(tiny_causal_dir), "--out", str(out), "--overwrite")
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".export.exporting-*/fp32/*")):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(tmp_path.glob(".export.exporting-*")), "the kill came after the export finished"
+    assert snapshot(out) == before
+    code, stderr = finish(ift_export(str(tiny_causal_dir), "--out", str(out), "--overwrite"))
+    assert code == 0, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the dead run's staging is gone

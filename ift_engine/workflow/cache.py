@@ -1,9 +1,11 @@
 """The on-disk answer cache: one JSON file per (node settings, prompt, model identity) key.
 
 The key is a SHA-256 over everything that can change an answer: the rendered prompt (so the
-template text and the inputs), the answer form, labels and parser, the generation settings, and
-the model's identity (its spec and a fingerprint of its files). Files are written beside and
-renamed into place, so concurrent processes (batch runs, Ray workers) never read half an entry.
+template text and the inputs), the answer form, labels and parser, the generation settings, the
+plugin settings of the run, and the model's identity (its spec and a fingerprint of its files).
+Files are written beside and renamed into place, so concurrent processes (batch runs, Ray
+workers) never read half an entry; the staging file of a killed writer is removed by the next
+write of the same key. An entry that does not read back as an answer is a miss.
 A plain folder rather than sqlite or diskcache: entries are small, writes are rare next to model
 calls, and there is nothing to lock or migrate.
 """
@@ -14,24 +16,41 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec, cache_home
 
-KEY_VERSION = 1
+KEY_VERSION = 2
+#: A staging file older than this belongs to a dead writer (a live one renames it in
+#: milliseconds).
+STAGING_GRACE_SECONDS = 60
+ANSWER_FIELDS = {"raw": (str, type(None)), "label": (str, type(None)), "probabilities": (dict, type(None))}
 
 
 def files_fingerprint(path: Path) -> str:
-    """A digest of every file under ``path`` (name, size, modification time): a retrained or
-    re-exported model gets a new fingerprint without hashing gigabytes of weights."""
+    """A digest of every file under ``path``: name, size, modification and change times and
+    inode. A retrained or re-exported model gets a new fingerprint without hashing gigabytes of
+    weights, even when a copy keeps the old size and modification time (the change time and
+    inode cannot be set back by a copy)."""
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for file in files:
         stat = file.stat()
-        digest.update(f"{file.relative_to(path) if file != path else file.name}:{stat.st_size}:".encode())
-        digest.update(f"{stat.st_mtime_ns}\n".encode())
+        name = file.relative_to(path) if file != path else file.name
+        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}\n".encode())
     return digest.hexdigest()
+
+
+def is_answer(value: Any) -> bool:
+    """Whether a cache entry read back has the shape of a stored answer."""
+    return (
+        isinstance(value, dict)
+        and set(value) <= {*ANSWER_FIELDS, "members", "cached"}
+        and all(isinstance(value.get(name), kinds) for name, kinds in ANSWER_FIELDS.items())
+        and (value.get("raw") is not None or value.get("label") is not None)
+    )
 
 
 def model_identity(pool: ModelPool, spec: ModelSpec | EnsembleSpec) -> str:
@@ -58,25 +77,34 @@ class AnswerCache:
 
     @staticmethod
     def key(**parts: Any) -> str:
-        text = json.dumps({"v": KEY_VERSION, **parts}, sort_keys=True, ensure_ascii=False, default=str)
+        # ASCII escapes: text UTF-8 cannot hold (lone surrogates) still hashes.
+        text = json.dumps({"v": KEY_VERSION, **parts}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The stored answer, or None: missing, unreadable or not an answer."""
         try:
-            return json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            value = json.loads(self._path(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
             return None
+        return value if is_answer(value) else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(prefix=".", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(value, file, ensure_ascii=False)
-        os.replace(staging, path)
+        for orphan in path.parent.glob(f".{key}.*"):  # left by a writer killed mid-write
+            if time.time() - orphan.stat().st_mtime > STAGING_GRACE_SECONDS:
+                orphan.unlink(missing_ok=True)
+        fd, staging = tempfile.mkstemp(prefix=f".{key}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(value, file)
+            os.replace(staging, path)
+        finally:
+            Path(staging).unlink(missing_ok=True)
 
 
 CacheChoice = bool | str | Path | AnswerCache

@@ -55,7 +55,7 @@ def _parse_line(raw: bytes, offset: int) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 (byte {offset + exc.start} of the file); save the file as UTF-8") from None
+        raise ValueError(f"not UTF-8 (at byte offset {offset + exc.start}); save the file as UTF-8") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -207,10 +207,13 @@ class RowFile:
         except ValueError as exc:
             error = {"node": None, "message": f"the result cannot be written as JSON: {exc}"}
             data = encode_row({"id": row["id"], "outputs": {}, "error": error, "cached": [], "seconds": 0})
+        end = os.fstat(self._fd).st_size
         try:
             while data:  # one write() normally; loop in case the OS takes part of it
                 data = data[os.write(self._fd, data) :]
         except OSError as exc:
+            with suppress(OSError):  # a full disk may take part of a row: take it back
+                os.ftruncate(self._fd, end)
             raise OutputError(
                 f"{self.path}: cannot write the output: {describe_os_error(exc)}; the rows written so far "
                 "are kept: free space and run again with --resume"

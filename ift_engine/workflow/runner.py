@@ -404,6 +404,7 @@ class Runner:
             "answer": bound.template.answer.value,
             "labels": bound.template.labels,
             "generation": settings.model_dump(mode="json"),
+            "plugins": {n: s.model_dump(mode="json") for n, s in sorted(self.graph.plugin_settings.items())},
         }
 
     def _answers(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer | BaseException]:

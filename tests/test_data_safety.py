@@ -1,0 +1,301 @@
+"""Never lose a user's data: batch outputs (resume, locking, pipes, unwritable targets, write
+failures), trace and picture files, and the answer cache. Real subprocesses throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ift_engine.workflow import Workflow
+from ift_engine.workflow.cache import STAGING_GRACE_SECONDS, AnswerCache
+
+FLOW = {
+    "name": "two-step",
+    "inputs": {"topic": "string"},
+    "model": {"name": "writer", "backend": "mock", "options": {"default": "- a"}},
+    "nodes": [
+        {"id": "outline", "instruction": "Outline {topic}", "inputs": {"topic": "$input.topic"}},
+        {
+            "id": "content",
+            "instruction": "Write {topic} from:\n{outline}",
+            "inputs": {"topic": "$input.topic", "outline": "outline.output"},
+        },
+    ],
+}
+
+
+def workflow(folder: Path, delay: float = 0.0, **extra: Any) -> Path:
+    doc = json.loads(json.dumps(FLOW))
+    doc["model"]["options"]["delay"] = delay
+    doc.update(extra)
+    path = folder / "wf.yaml"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def ift(*args: str, stdin: Any = None, **popen: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ift_engine.cli", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "IFT_ENGINE_LOAD_PLUGINS": ""},
+        **popen,
+    )
+
+
+def finish(process: subprocess.Popen[bytes], data: bytes | None = None) -> tuple[int, str]:
+    _, stderr = process.communicate(data, timeout=120)
+    return process.returncode, stderr.decode()
+
+
+def run(*args: str) -> tuple[int, str]:
+    return finish(ift(*args))
+
+
+def inputs_file(path: Path, count: int) -> Path:
+    path.write_text("".join(json.dumps({"id": f"r{i}", "topic": f"t{i}"}) + "\n" for i in range(count)))
+    return path
+
+
+def ids(path: Path) -> list[Any]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def one_line_error(stderr: str) -> bool:
+    """No traceback, and one error line, last (a progress bar may be drawn before it)."""
+    lines = [line.split("\r")[-1] for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return "Traceback" not in stderr and len(errors) == 1 and lines[-1] == errors[0]
+
+
+# -- resume ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("foreign", ['[1, 2]', '{"note": "checked by hand"}', "not json", '{"id": 1'])
+def test_resume_never_deletes_rows_after_a_line_that_is_not_a_row(tmp_path: Path, foreign: str) -> None:
+    flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl"
+    before = f'{{"id": "r0", "outputs": {{}}}}\n{foreign}\n{{"id": "r1", "outputs": {{}}}}\n'
+    output.write_text(before)
+    code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
+    assert code == 2 and f"{output}: line 2 is not a result row, so nothing was changed" in stderr
+    assert one_line_error(stderr) and output.read_text() == before
+
+
+def test_resume_drops_only_a_last_row_cut_short(tmp_path: Path) -> None:
+    flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 3), tmp_path / "out.jsonl"
+    output.write_text('{"id": "r0", "outputs": {}}\n\n{"id": "r1", "outputs": {}}\n{"id": "r2", "outp')
+    code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2"] and rows[2]["error"] is None
+
+
+def test_a_whole_last_row_without_its_newline_is_kept(tmp_path: Path) -> None:
+    flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 2), tmp_path / "out.jsonl"
+    output.write_text('{"id": "r0", "outputs": {"kept": true}}')
+    code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert rows[0] == {"id": "r0", "outputs": {"kept": True}} and [r["id"] for r in rows] == ["r0", "r1"]
+
+
+# -- inputs from pipes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["-", "/dev/stdin"])
+def test_inputs_from_a_pipe(tmp_path: Path, source: str) -> None:
+    flow, output = workflow(tmp_path), tmp_path / "out.jsonl"
+    data = inputs_file(tmp_path / "in.jsonl", 5).read_bytes()
+    code, stderr = finish(
+        ift("run", str(flow), "--inputs", source, "--output", str(output), stdin=subprocess.PIPE), data
+    )
+    assert code == 0, stderr
+    assert ids(output) == [f"r{i}" for i in range(5)] and "5 done, 0 failed" in stderr
+
+
+def test_inputs_from_a_fifo(tmp_path: Path) -> None:
+    flow, output, fifo = workflow(tmp_path), tmp_path / "out.jsonl", tmp_path / "inputs.fifo"
+    os.mkfifo(fifo)
+    data = inputs_file(tmp_path / "in.jsonl", 3).read_bytes()
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    code, stderr = run("run", str(flow), "--inputs", str(fifo), "--output", str(output))
+    writer.join(10)
+    assert code == 0, stderr
+    assert ids(output) == ["r0", "r1", "r2"]
+
+
+# -- two writers -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_second_process_on_the_same_output_fails_at_once(tmp_path: Path, resume: bool) -> None:
+    flow, inputs, output = workflow(tmp_path, delay=0.1), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
+    args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output), "--batch-size", "2", "--no-cache"]
+    first = ift(*args, "--resume")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (output.exists() and output.stat().st_size):
+        time.sleep(0.02)
+    started = time.perf_counter()
+    code, stderr = run(*args, *(["--resume"] if resume else []))
+    assert code == 2 and "another process is writing to this output" in stderr and one_line_error(stderr)
+    assert time.perf_counter() - started < 30
+    assert finish(first)[0] == 0
+    assert sorted(ids(output)) == sorted(f"r{i}" for i in range(12))  # each id once, no torn line
+
+
+# -- hostile input lines -------------------------------------------------------------------------------
+
+
+def test_undecodable_surrogate_and_deep_lines_are_bad_lines_the_rest_run(tmp_path: Path) -> None:
+    flow, inputs, output = workflow(tmp_path), tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    lines = [
+        b'{"id": "ok1", "topic": "bees"}',
+        b'{"id": "latin1", "topic": "caf\xe9"}',
+        b'{"id": "lone", "topic": "\\ud800 half a pair"}',
+        b'{"id": "deep", "topic": ' + deep + b"}",
+        b'{"id": NaN, "topic": "x"}',
+        b'{"id": "ok2", "topic": "ants"}',
+    ]
+    inputs.write_bytes(b"\n".join(lines) + b"\n")
+    for attempt in ("first", "resume"):
+        args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output)]
+        code, stderr = run(*args, *(["--resume"] if attempt == "resume" else []))
+        assert code == 1 and "Traceback" not in stderr, stderr
+        assert "line 2: not UTF-8 (at byte offset 61)" in stderr
+        assert "line 4: nested too deeply to read" in stderr
+        assert "line 5: the id cannot be written as JSON" in stderr
+    rows = {row["id"]: row for row in map(json.loads, output.read_bytes().decode("utf-8").splitlines())}
+    assert set(rows) == {"ok1", "lone", "ok2"} and rows["ok1"]["error"] is None
+    assert rows["lone"]["outputs"]["content"] == "- a"  # the lone surrogate ran; the row is valid UTF-8
+
+
+# -- outputs that cannot be written --------------------------------------------------------------------
+
+
+def test_unwritable_outputs_are_one_line_errors_that_leave_nothing(tmp_path: Path) -> None:
+    flow, inputs = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 2)
+    (tmp_path / "afile").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = {
+        "a folder": ["run", str(flow), "--inputs", str(inputs), "--output", str(tmp_path)],
+        "a device": ["run", str(flow), "--inputs", str(inputs), "--output", "/dev/full"],
+        "under a file": ["run", str(flow), "--inputs", str(inputs), "--output", str(tmp_path / "afile" / "o.jsonl")],
+        "missing inputs": ["run", str(flow), "--inputs", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl")],
+        "inputs a folder": ["run", str(flow), "--inputs", str(tmp_path), "--output", str(tmp_path / "o.jsonl")],
+        "trace a folder": ["run", str(flow), "--input", "topic=x", "--trace", str(tmp_path)],
+        "trace a device": ["run", str(flow), "--input", "topic=x", "--trace", "/dev/full"],
+        "trace under a file": ["run", str(flow), "--input", "topic=x", "--trace", str(tmp_path / "afile" / "t.json")],
+        "png suffix": ["graph", str(flow), "--png", str(tmp_path / "graph.bmpx")],
+        "png a folder": ["graph", str(flow), "--png", str(tmp_path)],
+    }
+    for case, args in cases.items():
+        code, stderr = run(*args)
+        assert code == 2 and one_line_error(stderr), f"{case}: {stderr}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no empty or staging file left
+
+
+def test_trace_and_picture_are_written_whole(tmp_path: Path) -> None:
+    flow = workflow(tmp_path)
+    code, stderr = run("run", str(flow), "--input", "topic=x", "--trace", str(tmp_path / "new" / "trace.json"))
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "new" / "trace.json").read_text())["outputs"]
+    code, stderr = run("graph", str(flow), "--png", str(tmp_path / "graph.svg"))
+    assert code == 0, stderr
+    assert (tmp_path / "graph.svg").read_text().lstrip().startswith("<?xml")
+    assert not [p for p in tmp_path.rglob(".*")]
+
+
+def _small_file_limit() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
+
+
+def test_a_failed_write_keeps_the_rows_written_and_resume_finishes(tmp_path: Path) -> None:
+    flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
+    args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output), "--batch-size", "2"]
+    code, stderr = finish(ift(*args, preexec_fn=_small_file_limit))
+    assert code == 2 and "cannot write the output" in stderr and "--resume" in stderr and one_line_error(stderr)
+    kept = ids(output)
+    assert 0 < len(kept) < 12
+    code, stderr = run(*args, "--resume")
+    assert code == 0, stderr
+    assert ids(output)[: len(kept)] == kept
+    assert sorted(ids(output)) == sorted(f"r{i}" for i in range(12))
+
+
+# -- the answer cache ------------------------------------------------------------------------------------
+
+
+def test_cache_key_holds_the_plugin_settings() -> None:
+    pytest.importorskip("ift_engine_myplugin")
+    doc = {
+        **FLOW,
+        "nodes": [{"id": "q", "template": "yes-no-en", "inputs": {"question": "$input.topic"}, "parser": "yes_no"}],
+        "model": {"name": "m", "backend": "mock", "options": {"default": "maybe"}},
+    }
+
+    def cached(strict: bool) -> bool:
+        result = Workflow.from_dict({**doc, "plugins": {"myplugin": {"strict": strict}}}).runner().run_batch(
+            [(1, {"topic": "Is it?"})]
+        )[0]
+        return result.nodes["q"].cached if result.ok else False
+
+    assert cached(False) is False and cached(False) is True
+    assert cached(True) is False  # other settings: another key (and a strict parse error here)
+
+
+def test_a_same_size_replacement_with_the_old_mtime_is_a_new_model(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_causal_dir, folder)
+    doc = {**FLOW, "model": str(folder), "generation": {"max_new_tokens": 3}}
+    assert not Workflow.from_dict(doc).run(topic="bees").nodes["outline"].cached
+    assert Workflow.from_dict(doc).run(topic="bees").nodes["outline"].cached
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(bytes(data))
+    os.replace(replacement, weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_size == stat.st_size and weights.stat().st_mtime_ns == stat.st_mtime_ns
+    assert not Workflow.from_dict(doc).run(topic="bees").nodes["outline"].cached
+
+
+@pytest.mark.parametrize("entry", ['[1, 2]', '{"note": 1}', '{"raw": 3}', '{"raw": null, "label": null}', "{", '"x"'])
+def test_a_cache_entry_of_the_wrong_shape_is_a_miss(tmp_path: Path, entry: str) -> None:
+    wf = Workflow.from_dict(FLOW)
+    cache = AnswerCache(tmp_path / "cache")
+    assert wf.run(topic="bees", cache=cache)["content"] == "- a"
+    for path in (tmp_path / "cache").rglob("*.json"):
+        path.write_text(entry)
+    again = wf.run(topic="bees", cache=cache)
+    assert again["content"] == "- a" and not any(n.cached for n in again.nodes.values())
+
+
+def test_a_killed_cache_write_leaves_no_staging_file(tmp_path: Path) -> None:
+    cache = AnswerCache(tmp_path)
+    key = AnswerCache.key(prompt="x")
+    orphan = tmp_path / key[:2] / f".{key}.abc123"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text('{"raw": "half')
+    old = time.time() - STAGING_GRACE_SECONDS - 5
+    os.utime(orphan, (old, old))
+    cache.put(key, {"raw": "answer", "label": None, "probabilities": None})
+    assert cache.get(key) == {"raw": "answer", "label": None, "probabilities": None}
+    assert [p.name for p in orphan.parent.iterdir()] == [f"{key}.json"]
