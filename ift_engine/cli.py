@@ -34,6 +34,8 @@ def _parse_inputs(pairs: Sequence[str], as_json: str | None, declared: dict[str,
             loaded = json.loads(as_json)
         except json.JSONDecodeError as exc:
             raise WorkflowError(f"--input-json is not valid JSON: {exc.msg} at character {exc.pos}") from None
+        except RecursionError:
+            raise WorkflowError("--input-json is nested too deeply to read") from None
         if not isinstance(loaded, dict):
             raise WorkflowError('--input-json must be a JSON object such as \'{"topic": "bees"}\'')
         inputs.update(loaded)
@@ -45,7 +47,7 @@ def _parse_inputs(pairs: Sequence[str], as_json: str | None, declared: dict[str,
         if spec is not None and spec.type != "string":
             try:
                 inputs[key] = json.loads(value)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise WorkflowError(
                     f"--input {key}: type {spec.type} must be written as JSON, got {value!r}"
                 ) from None
@@ -148,7 +150,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .workflow import Workflow
 
     wf = Workflow.from_yaml(args.file)
-    out.print(f"{args.file}: ok ({len(wf.spec.nodes)} nodes, order: {' -> '.join(wf.graph.order())})")
+    order = wf.graph.order()
+    shown = " -> ".join(order[:12]) + (f" -> ... ({len(order) - 12} more)" if len(order) > 12 else "")
+    out.print(f"{args.file}: ok ({len(order)} nodes, order: {shown})")
     return 0
 
 

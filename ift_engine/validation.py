@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import IftError
 
 M = TypeVar("M", bound=BaseModel)
+UNION_TAGS = {"constrained-str", "str"}
 
 
 def describe_location(loc: tuple[Any, ...], data: Any) -> str:
@@ -41,6 +42,6 @@ def validate_document(model: type[M], data: Any, source: str, error: type[IftErr
         errors = exc.errors()
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        # Pydantic adds union branch names ("str", "ModelSpec") to locations; drop type names.
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+        # Pydantic adds union branch names ("constrained-str", "ModelSpec") to locations; drop them.
+        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and (p[:1].isupper() or p in UNION_TAGS)))
         raise error(f"{source}: {describe_location(loc, data)}: {first['msg']}{more}") from None

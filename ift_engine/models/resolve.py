@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -52,7 +52,7 @@ class EnsembleSpec(BaseModel):
     ensemble: str = Field(
         min_length=1, description="soft_vote, logit_mean, hard_vote, token_average, rerank, ..."
     )
-    members: tuple[str | ModelSpec, ...] = Field(min_length=1)
+    members: tuple[Annotated[str, Field(min_length=1)] | ModelSpec, ...] = Field(min_length=1)
     weights: tuple[float, ...] | None = None
 
     @property

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..augment import Augmenter
+from ..documents import read_text
 from ..errors import IftError
 from ..templates import InstructionTemplate, Message
 
@@ -46,34 +47,36 @@ class Example:
 def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(where, record)`` from a JSONL, JSON (a list) or CSV file; ``where`` is
     "file:line N" (or "file[N]" for JSON) for error messages."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the dataset: {exc.strerror}") from None
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv"):
+        raise DataError(f"{path}: unknown dataset file type '{suffix}' (use .jsonl, .json or .csv)")
+    text = read_text(path, "dataset", DataError)
     if suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            yield f"{path}:{number}", record
+            if line.strip():
+                yield f"{path}:{number}", _json(line, f"{path}:{number}")
     elif suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        data = _json(text, str(path))
         if not isinstance(data, list):
             raise DataError(f"{path}: a JSON dataset must be a list of records")
         for index, record in enumerate(data):
             yield f"{path}[{index}]", record
-    elif suffix == ".csv":
-        for number, record in enumerate(csv.DictReader(text.splitlines()), 2):
-            yield f"{path}:{number}", record
     else:
-        raise DataError(f"{path}: unknown dataset file type '{suffix}' (use .jsonl, .json or .csv)")
+        rows = csv.DictReader(text.splitlines())
+        try:
+            for number, record in enumerate(rows, 2):
+                yield f"{path}:{number}", record
+        except csv.Error as exc:
+            raise DataError(f"{path}:{rows.line_num}: not valid CSV ({exc})") from None
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: nested too deeply to read") from None
 
 
 def detect_format(record: Mapping[str, Any]) -> Format:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..documents import load_yaml_file
 from ..errors import IftError, TrainError
 from ..models.resolve import MANIFEST, ModelPool, ModelSpec
 from ..plugins import Components, components
@@ -34,13 +33,7 @@ class TrainResult:
 
 def load_train_spec(path: str | Path) -> TrainSpec:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TrainError(f"{path}: cannot read the training file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise TrainError(f"{path}: invalid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    data = load_yaml_file(path, "training file", TrainError)
     return validate_document(TrainSpec, data, str(path), TrainError)
 
 

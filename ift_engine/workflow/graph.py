@@ -44,6 +44,7 @@ class WorkflowGraph:
         self.source = source
         self._components = components
         self._pool = pool
+        self._checked: set[str] = set()  # model specs already checked: big graphs share a few
         self.graph = nx.DiGraph()
         self.plugin_settings = self._plugin_settings()
         self._build()
@@ -57,20 +58,18 @@ class WorkflowGraph:
         return WorkflowError(f"{where}: {message}")
 
     def _build(self) -> None:
-        ids = [node.id for node in self.spec.nodes]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise self._error(f"duplicate node id '{duplicates[0]}': node ids must be unique")
+        ids: set[str] = set()
         for node in self.spec.nodes:
-            self.graph.add_node(node.id, node=self._bind(node, set(ids)))
+            if node.id in ids:
+                raise self._error(f"duplicate node id '{node.id}': node ids must be unique")
+            ids.add(node.id)
+        for node in self.spec.nodes:
+            self.graph.add_node(node.id, node=self._bind(node, ids))
         for node_id, data in self.graph.nodes(data=True):
             for dependency in data["node"].dependencies:
                 self.graph.add_edge(dependency, node_id)
-        try:
+        if not nx.is_directed_acyclic_graph(self.graph):  # linear; find_cycle is not, on big graphs
             cycle = nx.find_cycle(self.graph)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle:
             path = " -> ".join([edge[0] for edge in cycle] + [cycle[0][0]])
             raise self._error(f"the nodes form a cycle: {path}; a workflow must be acyclic")
         for name, ref in self.spec.outputs.items():
@@ -78,7 +77,7 @@ class WorkflowGraph:
             if kind is None or kind[0] != "node" or kind[1] not in self.graph:
                 raise self._error(
                     f"output '{name}' must be NODE.output for a known node, not {ref!r} "
-                    f"(nodes: {', '.join(ids)})"
+                    f"(nodes: {', '.join(sorted(ids)[:20])})"
                 )
 
     def _plugin_settings(self) -> dict[str, BaseModel]:
@@ -162,7 +161,7 @@ class WorkflowGraph:
             if kind == "node":
                 if name not in ids:
                     raise self._error(
-                        f"{value} refers to unknown node '{name}' (nodes: {', '.join(sorted(ids))})",
+                        f"{value} refers to unknown node '{name}' (nodes: {', '.join(sorted(ids)[:20])})",
                         node.id,
                         f"inputs.{variable}",
                     )
@@ -188,8 +187,9 @@ class WorkflowGraph:
                         f"{'labels' if wanted == 'classify' else 'generated text'}, but template "
                         f"'{template.name}' answers with {template.answer.value}"
                     )
-            else:
+            elif model.key() not in self._checked:
                 self._pool.check(model)
+                self._checked.add(model.key())
         except (ModelError, TemplateError) as exc:
             raise self._error(str(exc), node.id, "model") from None
 

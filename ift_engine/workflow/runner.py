@@ -146,8 +146,26 @@ def answer_prompts(bound: BoundNode, prompts: Sequence[Prompt], pool: ModelPool)
     return [Answer(text) for text in model.generate(prompts, bound.generation)]
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why a prompt got no answer (the message an item's error carries)."""
+
+    message: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        return cls(str(exc) if isinstance(exc, IftError) else f"{type(exc).__name__}: {exc}")
+
+
+Outcome = Answer | Failure
+
+
+class CallTimedOut(TimeoutError):
+    """A model call ran past its node's timeout; it goes on in the background."""
+
+
 def call_with_timeout(function: Callable[[], Any], seconds: float | None) -> Any:
-    """``function()``, or ``TimeoutError`` after ``seconds``. Python cannot stop a thread: a call
+    """``function()``, or ``CallTimedOut`` after ``seconds``. Python cannot stop a thread: a call
     that times out finishes in the background and its answer is dropped."""
     if seconds is None:
         return function()
@@ -163,7 +181,7 @@ def call_with_timeout(function: Callable[[], Any], seconds: float | None) -> Any
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        raise TimeoutError(f"the model call took longer than the node's timeout of {seconds:g} s")
+        raise CallTimedOut(f"the model call took longer than the node's timeout of {seconds:g} s")
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -336,11 +354,8 @@ class Runner:
             result = job.result
             if result.error is not None:
                 continue
-            if isinstance(answer, BaseException):
-                message = (
-                    str(answer) if isinstance(answer, IftError) else f"{type(answer).__name__}: {answer}"
-                )
-                result.error = ItemError(node_id, message)
+            if isinstance(answer, Failure):
+                result.error = ItemError(node_id, answer.message)
                 continue
             try:
                 output = (
@@ -407,11 +422,11 @@ class Runner:
             "plugins": {n: s.model_dump(mode="json") for n, s in sorted(self.graph.plugin_settings.items())},
         }
 
-    def _answers(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer | BaseException]:
-        """One answer (or the error) per prompt: cached answers first, the rest in one call."""
+    def _answers(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Outcome]:
+        """One answer (or why not) per prompt: cached answers first, the rest in one call."""
         parts = self._cache_parts(bound)
         keys = [AnswerCache.key(**parts, messages=p) if parts else None for p in prompts]
-        answers: list[Answer | BaseException | None] = [None] * len(prompts)
+        answers: list[Outcome | None] = [None] * len(prompts)
         misses = []
         for i, key in enumerate(keys):
             hit = self.cache.get(key) if key and self.cache else None
@@ -425,21 +440,25 @@ class Runner:
                 answers[i] = answer
                 if keys[i] and self.cache and isinstance(answer, Answer):
                     try:
-                        self.cache.put(keys[i], {**asdict(answer), "cached": False})  # type: ignore[arg-type]
+                        self.cache.put(keys[i], {**asdict(answer), "cached": False})
                     except (OSError, TypeError, ValueError) as exc:  # a full disk must not fail the run
                         log.warning(
                             "answer cache: could not store an answer of node '%s': %s", bound.spec.id, exc
                         )
-        return answers  # type: ignore[return-value]
+        return [a if a is not None else Failure("no answer") for a in answers]
 
-    def _call(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer | BaseException]:
+    def _call(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Outcome]:
         """Answers for ``prompts`` in one call (with retries); if it fails, item by item, so the
-        error stays with the prompt that causes it."""
+        error stays with the prompt that causes it. A timed-out call is neither retried nor split:
+        it still runs in the background and holds the model, so every new call would queue
+        behind it and time out too."""
         try:
             return list(self._attempts(bound, prompts))
+        except CallTimedOut as exc:
+            return [Failure.of(exc)] * len(prompts)
         except Exception as exc:  # noqa: BLE001 - a model may raise anything; it is reported
             if len(prompts) == 1:
-                return [exc]
+                return [Failure.of(exc)]
             return [self._call(bound, [prompt])[0] for prompt in prompts]
 
     def _attempts(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer]:
@@ -449,8 +468,10 @@ class Runner:
                 return call_with_timeout(
                     lambda: answer_prompts(bound, prompts, self.pool), bound.spec.timeout
                 )
+            except CallTimedOut:
+                raise
             except Exception:
                 if attempt + 1 == retry.attempts:
                     raise
-                time.sleep(retry.backoff * retry.factor**attempt)
+                time.sleep(retry.wait(attempt))
         raise AssertionError("unreachable")

@@ -7,25 +7,37 @@ input, ``NODE.output`` reads another node's output, anything else is used as wri
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from ..models.base import GenerationSettings
 from ..models.resolve import EnsembleSpec, ModelSpec
 from ..templates import AnswerForm
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+#: Upper bounds of a node's ``retry`` waits and ``timeout`` (seconds): an hour, a day.
+MAX_WAIT = 3600.0
+MAX_TIMEOUT = 86400.0
 INPUT_REF = re.compile(r"^\$input\.([A-Za-z_][A-Za-z0-9_]*)$")
 NODE_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.output$")
 
 # Node- and workflow-level generation settings: the same fields, all optional, merged over the
 # defaults (one definition of the fields, in GenerationSettings).
+def _optional(field: FieldInfo) -> Any:
+    """A field's type made optional, its bounds (``field.metadata``) kept: a bad value is a
+    field error when the file loads."""
+    if not field.metadata:
+        return field.annotation | None
+    return Annotated.__class_getitem__((field.annotation, *field.metadata)) | None  # type: ignore[attr-defined]
+
+
 GenerationOverrides = create_model(
     "GenerationOverrides",
-    __config__=ConfigDict(extra="forbid"),
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
     **{
-        name: (field.annotation | None, Field(None, description=field.description))
+        name: (_optional(field), Field(None, description=field.description))
         for name, field in GenerationSettings.model_fields.items()
     },
 )
@@ -72,18 +84,23 @@ class InputSpec(BaseModel):
         return isinstance(value, PYTHON_TYPES[self.type])
 
 
-ModelRef = str | ModelSpec | EnsembleSpec
+ModelName = Annotated[str, Field(min_length=1)]
+ModelRef = ModelName | ModelSpec | EnsembleSpec
 
 
 class RetrySpec(BaseModel):
     """How often a failed model call is tried again, waiting ``backoff * factor**k`` seconds
     before the k-th retry."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     attempts: int = Field(1, ge=1, le=100, description="tries in all, the first included")
-    backoff: float = Field(1.0, ge=0.0, description="seconds before the first retry")
-    factor: float = Field(2.0, ge=1.0, description="each later wait is this many times longer")
+    backoff: float = Field(1.0, ge=0.0, le=MAX_WAIT, description="seconds before the first retry")
+    factor: float = Field(2.0, ge=1.0, le=10.0, description="each later wait is this many times longer")
+
+    def wait(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (0 for the first), never more than ``MAX_WAIT``."""
+        return min(self.backoff * self.factor**retry, MAX_WAIT)
 
 
 class NodeSpec(BaseModel):
@@ -112,7 +129,9 @@ class NodeSpec(BaseModel):
         "list of answers in order",
     )
     retry: RetrySpec = Field(default_factory=RetrySpec)
-    timeout: float | None = Field(None, gt=0, description="seconds one model call may take")
+    timeout: float | None = Field(
+        None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False, description="seconds one model call may take"
+    )
     cache: bool = Field(True, description="reuse answers from the on-disk cache")
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from ..documents import collector_paused, parse_yaml, read_text
 from ..errors import WorkflowError
 from ..models.resolve import ModelPool
 from ..plugins import Components, components
@@ -65,22 +66,12 @@ class Workflow:
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> Workflow:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise WorkflowError(f"{path}: cannot read the workflow file: {exc.strerror}") from None
-        return cls.from_yaml_text(text, source=str(path), **kwargs)
+        return cls.from_yaml_text(read_text(path, "workflow file", WorkflowError), source=str(path), **kwargs)
 
     @classmethod
     def from_yaml_text(cls, text: str, source: str = "<yaml>", **kwargs: Any) -> Workflow:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "not valid YAML"
-            raise WorkflowError(f"{source}: invalid YAML{line}: {problem}") from None
-        return cls(parse_spec(data, source), source=source, **kwargs)
+        with collector_paused():
+            return cls(parse_spec(parse_yaml(text, source, WorkflowError), source), source=source, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return self.spec.model_dump(mode="json", exclude_defaults=True)
