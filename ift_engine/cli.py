@@ -229,7 +229,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        out.print(f"[bold]{row['name']}[/] {row['distribution']} {row['version']}: {', '.join(row['hooks'])}")
+        head = f"[bold]{escape(row['name'])}[/] {escape(row['distribution'])} {escape(row['version'])}"
+        if "error" in row:
+            out.print(f"{head}: [bold red]failed to load[/]: {escape(row['error'])}")
+        else:
+            out.print(f"{head}: {', '.join(row['hooks'])}")
     return 0
 
 
@@ -307,6 +311,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except BrokenPipeError:  # `ift graph ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
+    except Exception as exc:  # a last resort: every known failure is an IftError raised at its cause
+        if os.environ.get("IFT_ENGINE_DEBUG"):
+            raise
+        err.print(
+            f"[bold red]error:[/] internal error: {escape(type(exc).__name__)}: {escape(str(exc)[:300])}. "
+            "This is a bug in ift_engine: please report it with the command you ran "
+            "(IFT_ENGINE_DEBUG=1 shows the traceback)."
+        )
+        return 2
 
 
 if __name__ == "__main__":

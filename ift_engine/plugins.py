@@ -102,9 +102,27 @@ class Components:
         return components
 
 
-def build_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+@dataclass(frozen=True)
+class FailedPlugin:
+    """An entry-point plugin that could not be loaded, and why."""
+
+    name: str
+    distribution: str
+    version: str
+    error: str
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering the plugins that failed to load (``ift plugins`` lists them)."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.failed: list[FailedPlugin] = []
+
+
+def build_plugin_manager(load_entry_points: bool = True) -> PluginManager:
     """A fresh plugin manager with the built-ins and (optionally) the entry-point plugins."""
-    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm = PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
@@ -113,30 +131,39 @@ def build_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager
     return pm
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _load_entry_points(pm: PluginManager) -> None:
     allowed_env = os.environ.get("IFT_ENGINE_LOAD_PLUGINS")
     allowed = None
     if allowed_env is not None:
         allowed = {name.strip() for name in allowed_env.split(",") if name.strip()}
     strict = os.environ.get("IFT_ENGINE_STRICT_PLUGINS", "") not in ("", "0")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    available = entry_points(group=ENTRY_POINT_GROUP)
+    for ep in available:
         dist = ep.dist.name if ep.dist else "unknown distribution"
         if allowed is not None and ep.name not in allowed and dist not in allowed:
             continue
         try:
             pm.register(ep.load(), name=ep.name)
         except Exception as exc:
-            message = (
-                f"plugin '{ep.name}' from distribution '{dist}' failed to load and was skipped: "
-                f"{type(exc).__name__}: {exc}"
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            message = f"plugin '{ep.name}' from distribution '{dist}' failed to load and was skipped: {error}"
             if strict:
                 raise PluginError(message.replace("and was skipped", "")) from exc
             warnings.warn(message, PluginLoadWarning, stacklevel=2)
+            pm.failed.append(FailedPlugin(ep.name, dist, ep.dist.version if ep.dist else "?", error))
+    known = {ep.name for ep in available} | {ep.dist.name for ep in available if ep.dist}
+    for name in sorted((allowed or set()) - known):
+        warnings.warn(
+            f"IFT_ENGINE_LOAD_PLUGINS names '{name}', but no installed plugin or distribution has that "
+            f"name (installed: {', '.join(sorted(known)) or 'none'})",
+            PluginLoadWarning,
+            stacklevel=2,
+        )
 
 
-def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
-    """Name, distribution, version and implemented hooks of every registered plugin."""
+def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:
+    """Name, distribution, version and implemented hooks of every registered plugin, then the
+    plugins that failed to load, with their error."""
     dists = {ep.name: ep.dist for ep in entry_points(group=ENTRY_POINT_GROUP)}
     rows = []
     for name, plugin in pm.list_name_plugin():
@@ -149,6 +176,10 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
                 "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
             }
         )
+    for failed in pm.failed:
+        rows.append(
+            {"name": failed.name, "distribution": failed.distribution, "version": failed.version, "hooks": [], "error": failed.error}
+        )
     return rows
 
 
@@ -156,7 +187,7 @@ _lock = threading.Lock()
 _state: dict[str, Any] = {}
 
 
-def plugin_manager() -> pluggy.PluginManager:
+def plugin_manager() -> PluginManager:
     """The process-wide plugin manager, built on first use."""
     with _lock:
         if "pm" not in _state:

@@ -92,7 +92,7 @@ def test_validate_graph_and_schema(flow, tmp_path):
     assert "ok (2 nodes, order: outline -> content)" in ift("validate", str(flow)).stdout
     png = tmp_path / "graph.png"
     graph = ift("graph", str(flow), "--png", str(png))
-    assert graph.stdout.startswith("flowchart TD") and "outline --> content" in graph.stdout
+    assert graph.stdout.startswith("flowchart TD") and "n_outline --> n_content" in graph.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     schema = json.loads(ift("schema").stdout)
     assert schema["title"] == "WorkflowSpec"

@@ -167,7 +167,7 @@ def test_json_schema_describes_nodes():
 def test_mermaid_lists_inputs_nodes_and_edges():
     text = load(BASE).mermaid()
     assert text.startswith("flowchart TD")
-    assert "in_topic --> outline" in text and "outline --> content" in text
+    assert "in_topic --> n_outline" in text and "n_outline --> n_content" in text
 
 
 def test_shipped_workflows_validate():

@@ -21,7 +21,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ModelError
+from ..validation import forbidding_extra
 from .base import Model
+from .hub import resolve_hub_id
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MANIFEST = "ift_model.json"
@@ -86,8 +88,11 @@ def convert_gguf(path: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+        except Exception as exc:  # the GGUF reader raises many kinds on a damaged file
+            raise ModelError(f"{path}: cannot read the GGUF model: {type(exc).__name__}: {exc}") from None
         # GGUF metadata can leave the tokenizer's eos at the turn-start marker; the model's
         # generation config knows the real end-of-sequence token.
         eos = model.generation_config.eos_token_id
@@ -110,16 +115,56 @@ def convert_gguf(path: Path) -> Path:
     return target
 
 
+#: Any of these makes a folder a model folder (an adapter folder has no config.json).
+MODEL_FOLDER_FILES = ("config.json", "adapter_config.json", MANIFEST)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A model folder's JSON file (config, manifest) as a mapping; ``ModelError`` when it is not."""
+    try:
+        value = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read it: {exc.strerror}") from None
+    except (ValueError, RecursionError):
+        raise ModelError(f"{path}: not valid JSON; restore the file or export the model again") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: must be a JSON object; restore the file or export the model again")
+    return value
+
+
+def check_model_folder(folder: Path) -> None:
+    if not any((folder / name).is_file() for name in MODEL_FOLDER_FILES):
+        raise ModelError(
+            f"{folder}: the folder holds no model (none of {', '.join(MODEL_FOLDER_FILES)}); give the "
+            "folder a model was saved or exported to"
+        )
+    for name in ("config.json", MANIFEST):
+        if (folder / name).is_file():
+            read_json_object(folder / name)
+
+
+def check_gguf_file(path: Path) -> None:
+    """A GGUF file starts with the bytes ``GGUF``."""
+    try:
+        with path.open("rb") as file:
+            magic = file.read(4)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model file: {exc.strerror}") from None
+    if magic != b"GGUF":
+        raise ModelError(f"{path}: not a GGUF model file; give a .gguf file or a model folder")
+
+
 def infer_backend(folder: Path) -> str | None:
     """The backend a model folder wants: from ``ift_model.json``, else its architecture."""
     manifest = folder / MANIFEST
     if manifest.exists():
-        backend = json.loads(manifest.read_text()).get("backend")
+        backend = read_json_object(manifest).get("backend")
         if backend:
-            return backend
+            return str(backend)
     config = folder / "config.json"
     if config.exists():
-        architectures = json.loads(config.read_text()).get("architectures") or []
+        found = read_json_object(config).get("architectures")
+        architectures = [a for a in found if isinstance(a, str)] if isinstance(found, list) else []
         if any(a.endswith("ForSequenceClassification") for a in architectures):
             return "hf-classifier"
         if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
@@ -153,7 +198,7 @@ class ModelPool:
     def options_for(self, spec: ModelSpec) -> BaseModel:
         cls = self.backend_for(spec)
         try:
-            return cls.options_model.model_validate(spec.options)
+            return forbidding_extra(cls.options_model).model_validate(spec.options)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
@@ -162,19 +207,26 @@ class ModelPool:
             ) from None
 
     def _where(self, spec: ModelSpec) -> tuple[str, str]:
-        """What ``spec.name`` is ("alias", "folder", "gguf" or "hub") without preparing it."""
+        """What ``spec.name`` is ("alias", "folder", "gguf" or "hub") without preparing it;
+        cheap checks of local files (a folder that holds a model, a file that is GGUF)."""
         aliases = self.components.model_aliases
         if spec.name in aliases:
             return "alias", spec.name
         path = Path(spec.name).expanduser()
         if path.is_dir():
+            check_model_folder(path)
             return "folder", str(path)
-        if path.is_file() and path.suffix == ".gguf":
+        if path.is_file():
+            check_gguf_file(path)
             return "gguf", str(path)
-        if path.exists() or spec.name.startswith((".", "/", "~")) or not HUB_ID.match(spec.name):
+        if path.exists():
+            raise ModelError(f"{path}: not a model folder or file")
+        looks_local = spec.name.startswith((".", "/", "~")) or Path(spec.name.split("/")[0]).is_dir()
+        if looks_local or not HUB_ID.match(spec.name):
+            where = "folder or file does not exist" if looks_local else "name is not known"
             raise ModelError(
-                f"model '{spec.name}' not found: it is not a known alias "
-                f"({aliases.known()}), a model folder, a .gguf file, or a hub id (owner/name)"
+                f"model '{spec.name}' not found: the {where}; give a model folder, a .gguf file, "
+                f"a hub id (owner/name) or a known alias ({aliases.known()})"
             )
         return "hub", spec.name
 
@@ -191,6 +243,8 @@ class ModelPool:
             return str(self.components.model_aliases.get(value).locate())
         if kind == "gguf":
             return str(convert_gguf(Path(value)))
+        if kind == "hub":
+            return resolve_hub_id(value)
         return value
 
     def check_ensemble(self, spec: EnsembleSpec) -> None:

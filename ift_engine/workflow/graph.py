@@ -7,6 +7,8 @@ that names the file, the node and the field.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +169,13 @@ class WorkflowGraph:
                     )
                 dependencies.append(name)
 
+        if node.parser is not None and template.answer is AnswerForm.LABEL:
+            raise self._error(
+                f"template '{template.name}' answers with one of its labels, which no parser "
+                "changes; remove 'parser', or use a text template to parse free answers",
+                node.id,
+                "parser",
+            )
         parser_name = node.parser or template.answer.value
         try:
             parser = components.parsers.get(parser_name)
@@ -216,22 +225,45 @@ class WorkflowGraph:
         return {node_id: node_id for node_id in self.sinks()}
 
     def mermaid(self) -> str:
-        """A Mermaid flowchart of the workflow: inputs, nodes (template, model), outputs."""
+        """A Mermaid flowchart of the workflow: inputs, nodes (template, model), outputs. Vertex
+        names are prefixed and made safe (a node called ``end`` is a Mermaid keyword); labels
+        show the names as written."""
+        inputs = mermaid_ids("in", self.spec.inputs)
+        nodes = mermaid_ids("n", self.order())
+        outputs = mermaid_ids("out", self.outputs())
         lines = ["flowchart TD"]
-        for name in self.spec.inputs:
-            lines.append(f'    in_{name}[/"{name}"/]')
-        for node_id in self.order():
+        for name, vertex in inputs.items():
+            lines.append(f'    {vertex}[/"{mermaid_text(name)}"/]')
+        for node_id, vertex in nodes.items():
             bound = self.node(node_id)
-            label = f"{node_id}<br/>{bound.template.name} · {bound.model.name}"
+            label = f"{node_id}<br/>{mermaid_text(bound.template.name)} · {mermaid_text(bound.model.name)}"
             if bound.spec.map:
-                label += f"<br/>map over {bound.spec.map}"
-            lines.append(f'    {node_id}["{label}"]')
+                label += f"<br/>map over {mermaid_text(bound.spec.map)}"
+            lines.append(f'    {vertex}["{label}"]')
             for value in bound.spec.inputs.values():
                 ref = reference(value)
                 if ref and ref[0] == "input":
-                    lines.append(f"    in_{ref[1]} --> {node_id}")
+                    lines.append(f"    {inputs[ref[1]]} --> {vertex}")
         for source, target in self.graph.edges:
-            lines.append(f"    {source} --> {target}")
+            lines.append(f"    {nodes[source]} --> {nodes[target]}")
         for name, node_id in self.outputs().items():
-            lines.append(f'    {node_id} --> out_{name}[\\"{name}"\\]')
+            lines.append(f'    {nodes[node_id]} --> {outputs[name]}[\\"{mermaid_text(name)}"\\]')
         return "\n".join(lines) + "\n"
+
+
+def mermaid_ids(prefix: str, names: Iterable[str]) -> dict[str, str]:
+    """A unique Mermaid vertex name per name: the prefix, then the name's letters and digits."""
+    ids: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        vertex = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
+        while vertex in used:
+            vertex += "_"
+        used.add(vertex)
+        ids[name] = vertex
+    return ids
+
+
+def mermaid_text(text: str) -> str:
+    """Text for inside a quoted Mermaid label: quotes, angle brackets and # as entity codes."""
+    return "".join(f"#{ord(c)};" if c in '"<>&#' else c for c in str(text))
