@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from .errors import IftError, ModelError
 from .files import check_output_folder, move_into_place, staging_folder
-from .models.hf_causal import encode_chats
+from .models.chat import encode_chats
 from .models.onnx import ONNX_FILE, OnnxOptions, load_ort
 from .models.resolve import MANIFEST, cache_home, infer_backend
 

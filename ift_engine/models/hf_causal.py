@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
 from .base import GenerationSettings, Model, Prompt
+from .chat import chat_ids, encode_chats, text_ids
 from .torch_utils import Device, DType, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
@@ -47,23 +48,6 @@ def repeat_cache(past: Any, times: int) -> Any:
         past.batch_repeat_interleave(times)
         return past
     return type(past)(tuple(t.repeat_interleave(times, 0) for t in layer) for layer in past)
-
-
-def encode_chats(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> Any:
-    """Chat prompts as one left-padded batch (every prompt ends in the last column, where
-    generation continues). The chat template already holds any BOS token: none is added."""
-    tokenizer.padding_side = "left"
-    texts = [format_chat(tokenizer, p) for p in prompts]
-    return tokenizer(
-        texts, return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
-    )
-
-
-def format_chat(tokenizer: PreTrainedTokenizerBase, messages: Prompt) -> str:
-    """The prompt text: the tokenizer's chat template, or the plain contents for base models."""
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-    return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
 class HFCausalLM(Model):
@@ -140,13 +124,8 @@ class HFCausalLM(Model):
 
         # The lock covers tokenizing too: a fast tokenizer must not be used by two threads.
         with self._lock, torch.inference_mode():
-            prompt_ids = [
-                self.tokenizer(format_chat(self.tokenizer, p), add_special_tokens=False)["input_ids"]
-                for p in prompts
-            ]
-            choice_ids = [
-                self.tokenizer(c, add_special_tokens=False)["input_ids"] + self.stop_ids[:1] for c in choices
-            ]
+            prompt_ids = [chat_ids(self.tokenizer, p) for p in prompts]
+            choice_ids = [text_ids(self.tokenizer, c) + self.stop_ids[:1] for c in choices]
             # Batch prompts of similar length together: less padding to compute.
             order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
             rows: list[list[float]] = [[] for _ in prompt_ids]

@@ -92,6 +92,7 @@ class HFClassifier(Model):
                     truncation=True,
                     max_length=self.max_length,
                     return_tensors="pt",
+                    split_special_tokens=True,  # user text: "[SEP]" typed stays text
                 ).to(self.device)
                 probs = self.model(**enc).logits.float().softmax(-1).cpu()[:, columns]
                 rows.extend((probs / probs.sum(-1, keepdim=True)).tolist())

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .base import GenerationSettings, Prompt
-from .hf_causal import encode_chats
+from .chat import encode_chats
 
 
 def average_decode(

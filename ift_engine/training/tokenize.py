@@ -1,8 +1,9 @@
 """Prompt + answer -> token ids with labels masked (-100) everywhere but on the answer.
 
-The prompt length comes from the joined tokenization (the prompt text is a prefix of the full
-chat text; the tokens covering it are found through the offsets), so a token that merges across
-the boundary cannot shift the mask; a warning says when the prompt alone tokenizes differently.
+Prompt and whole conversation are tokenized through ``models.chat``: the chat template's
+markers are control tokens, and every content (the answer included) stays text, so a record
+holding "<|im_end|>" trains on that text, not on an end of turn. The prompt's ids are a prefix
+of the conversation's (a warning says when a template breaks that); the mask covers them.
 The end-of-turn token after the answer is trained, so the model learns to stop.
 """
 
@@ -11,26 +12,27 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ..models.hf_causal import end_of_turn_ids, format_chat
+from ..models.chat import chat_ids, format_chat, text_ids
+from ..models.hf_causal import end_of_turn_ids
 from .data import Example
 
 IGNORE = -100
 
 
 class BoundaryWarning(UserWarning):
-    """The prompt tokenizes differently alone and inside the joined text."""
+    """The prompt tokenizes differently alone and inside the whole conversation."""
 
 
-def joined_texts(tokenizer: Any, example: Example) -> tuple[str, str]:
-    """(prompt text, prompt + answer text) through the chat template, or plain text."""
-    prompt = format_chat(tokenizer, example.prompt)
-    if tokenizer.chat_template:
-        full = tokenizer.apply_chat_template(
-            [*example.prompt, {"role": "assistant", "content": example.completion}], tokenize=False
-        )
-    else:
-        full = prompt + example.completion + (tokenizer.eos_token or "")
-    return prompt, full
+def conversation_ids(tokenizer: Any, example: Example) -> tuple[list[int], list[int]]:
+    """(prompt ids, prompt + answer ids) through the chat template, or plain text."""
+    prompt = chat_ids(tokenizer, example.prompt)
+    if not tokenizer.chat_template:
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        return prompt, prompt + text_ids(tokenizer, example.completion) + eos
+    answered = [*example.prompt, {"role": "assistant", "content": example.completion}]
+    if not format_chat(tokenizer, answered, add_generation_prompt=False).startswith(format_chat(tokenizer, example.prompt)):
+        raise ValueError("the chat template renders the prompt differently once the answer is added")
+    return prompt, chat_ids(tokenizer, answered, add_generation_prompt=False)
 
 
 def tokenize_example(
@@ -38,17 +40,12 @@ def tokenize_example(
 ) -> dict[str, list[int]]:
     """``input_ids``, ``attention_mask`` and ``labels`` for one example (no padding)."""
     stop_ids = stop_ids or end_of_turn_ids(tokenizer, None)
-    prompt_text, full_text = joined_texts(tokenizer, example)
-    if not full_text.startswith(prompt_text):
-        raise ValueError("the chat template renders the prompt differently once the answer is added")
-    enc = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    n_prompt = sum(1 for start, _ in offsets if start < len(prompt_text))
-    alone = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    if alone != ids[:n_prompt]:
+    alone, ids = conversation_ids(tokenizer, example)
+    n_prompt = len(alone)
+    if ids[:n_prompt] != alone:
         warnings.warn(
-            f"prompt tokens differ at the prompt/answer boundary ({len(alone)} alone, {n_prompt} "
-            "joined); the mask follows the joined tokenization",
+            f"prompt tokens differ at the prompt/answer boundary ({n_prompt} alone); the mask covers "
+            "the prompt's length",
             BoundaryWarning,
             stacklevel=2,
         )

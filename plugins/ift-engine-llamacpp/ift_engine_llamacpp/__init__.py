@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ift_engine import GenerationSettings, Model, ModelError, hookimpl
+from ift_engine.models.chat import chat_segments
 
 __version__ = "0.1.0"
 
@@ -80,6 +81,13 @@ class LlamaCppModel(Model):
             return "\n\n".join(m["content"] for m in messages) + "\n\n"
         return self._chat_template.render(messages=list(messages), add_generation_prompt=True)
 
+    def _prompt_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """The chat template's control tokens as such; message contents as plain text."""
+        tokens: list[int] = []
+        for text, content in chat_segments(self._prompt_text, messages):
+            tokens += self.llm.tokenize(text.encode(), add_bos=False, special=not content)
+        return tokens
+
     def _stop_tokens(self) -> set[int]:
         stops = {self.llm.token_eos()}
         for marker in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
@@ -95,7 +103,7 @@ class LlamaCppModel(Model):
         stops = self._stop_tokens()
         with self._lock:
             for messages in prompts:
-                tokens = self.llm.tokenize(self._prompt_text(messages).encode(), add_bos=False, special=True)
+                tokens = self._prompt_tokens(messages)
                 if settings.seed is not None:
                     self.llm.set_seed(settings.seed)
                 sampling = settings.temperature > 0
@@ -129,7 +137,7 @@ class LlamaCppModel(Model):
         rows = []
         with self._lock:
             for messages in prompts:
-                prompt = self.llm.tokenize(self._prompt_text(messages).encode(), add_bos=False, special=True)
+                prompt = self._prompt_tokens(messages)
                 row = []
                 for choice in choices:
                     answer = self.llm.tokenize(choice.encode(), add_bos=False, special=False) + [end]
