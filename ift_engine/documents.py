@@ -133,6 +133,8 @@ def parse_yaml(text: str, source: str, error: type[IftError]) -> Any:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
+        if "nesting depth" in problem:  # libyaml's own bound
+            raise error(f"{source}: nested too deeply to read; flatten the document") from None
         raise error(f"{source}: invalid YAML{line}: {problem}") from None
 
 

@@ -115,6 +115,61 @@ def test_load_plugins_filter(site, monkeypatch):
     assert "outline-en" in components.templates  # built-ins always load
 
 
+def test_load_plugins_filter_warns_of_a_name_no_plugin_has(site, monkeypatch):
+    make_distribution(site, "ift-engine-haiku", "ift_haiku_plugin", GOOD_PLUGIN)
+    monkeypatch.setenv("IFT_ENGINE_LOAD_PLUGINS", "ift_haiku_plugin,nosuch")
+    with pytest.warns(PluginLoadWarning, match="names 'nosuch', but no installed plugin or distribution has that name"):
+        assert "haiku-en" in plugins.components().templates
+
+
+def test_plugin_options_and_settings_reject_unknown_keys(site):
+    make_distribution(
+        site,
+        "ift-engine-lax",
+        "ift_lax_plugin",
+        """
+        from pydantic import BaseModel
+        from ift_engine import Model, PluginSettings, hookimpl
+
+        class LaxSettings(BaseModel):  # no extra="forbid": typos would pass silently
+            strict: bool = True
+
+        class LaxOptions(BaseModel):
+            speed: int = 1
+
+        class LaxModel(Model):
+            backend = "lax"
+            options_model = LaxOptions
+            locates_weights = False
+
+            @classmethod
+            def load(cls, name, source, options):
+                return cls(name)
+
+        @hookimpl
+        def register_settings(register):
+            register(PluginSettings("lax", LaxSettings))
+
+        @hookimpl
+        def register_models(register):
+            register(LaxModel)
+        """,
+    )
+    from ift_engine import Workflow, WorkflowError
+
+    doc = {
+        "name": "w",
+        "model": {"name": "m", "backend": "lax", "options": {"speed": 2}},
+        "plugins": {"lax": {"strict": False}},
+        "nodes": [{"id": "a", "instruction": "Hi"}],
+    }
+    Workflow.from_dict(doc)
+    with pytest.raises(WorkflowError, match="plugins.lax: strcit: unknown field \\(known: strict\\)"):
+        Workflow.from_dict({**doc, "plugins": {"lax": {"strcit": False}}})
+    with pytest.raises(WorkflowError, match="option 'sped': Extra inputs are not permitted"):
+        Workflow.from_dict({**doc, "model": {"name": "m", "backend": "lax", "options": {"sped": 2}}})
+
+
 def test_hook_that_raises_is_reported_with_the_plugin_name():
     class Faulty:
         @hookimpl
@@ -163,6 +218,10 @@ def test_cli_lists_plugins_and_survives_a_broken_one(site):
     assert names["ift_haiku_plugin"]["version"] == "0.3.1"
     assert done.stderr.count("warning:") == 1 and "ift-engine-broken" in done.stderr
     assert "broken on purpose" in done.stderr
+    failed = [row for row in names.values() if "error" in row]
+    assert [row["distribution"] for row in failed] == ["ift-engine-broken"] and "broken on purpose" in failed[0]["error"]
+    listed = run_cli(site, "plugins")
+    assert "ift-engine-broken" in listed.stdout and "failed to load" in listed.stdout
     assert run_cli(site, "--help").returncode == 0
 
     strict = run_cli(site, "plugins", IFT_ENGINE_STRICT_PLUGINS="1")

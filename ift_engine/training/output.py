@@ -54,6 +54,7 @@ class RunFolder:
         self.spec = spec
         self.resume = resume
         self.overwrite = overwrite
+        self._created = False
 
     @property
     def checkpoints(self) -> Path:
@@ -99,9 +100,18 @@ class RunFolder:
             if self.work.exists():
                 shutil.rmtree(self.work)  # checked above: an earlier run of ours, --overwrite given
             self.work.mkdir(parents=True)
+            self._created = True
             (self.work / RUN_FILE).write_text(json.dumps(record, indent=2))
         except OSError as exc:
             raise TrainError(f"{self.work}: cannot create the training folder: {describe_os_error(exc)}") from None
+
+    def abandon(self) -> None:
+        """After a failure: remove the folder this run made if it holds no complete checkpoint
+        (nothing to resume), so the next run starts without --resume or --overwrite."""
+        if self.resume or not self._created or not is_main_process():
+            return
+        if self.last_checkpoint() is None:
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def _check_same_run(self, record: dict[str, Any]) -> None:
         try:

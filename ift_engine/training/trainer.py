@@ -211,7 +211,11 @@ def train(
     try:
         return _run(spec, folder, progress)
     except DataError as exc:
+        folder.abandon()
         raise TrainError(str(exc)) from None
+    except BaseException:
+        folder.abandon()
+        raise
 
 
 def _run(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
@@ -233,7 +237,6 @@ def _run(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
     comps = components()
     train_examples, eval_examples = collect_examples(spec, comps)  # cheap checks first
     base_folder = ModelPool(comps).locate(ModelSpec(name=spec.base_model))
-    folder.start(fingerprint(train_examples))
     out = folder.work
 
     device = pick_device(spec.training.device)
@@ -248,6 +251,7 @@ def _run(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
 
     if settings.lora is not None:
         model = with_lora(model, settings.lora)
+    folder.start(fingerprint(train_examples))
     evaluating = bool(eval_features)
     args = TrainingArguments(
         output_dir=str(folder.checkpoints),
