@@ -275,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("file", help="training YAML file")
     train.add_argument("--output", help="override the output folder")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run of the same file")
-    train.add_argument("--overwrite", action="store_true", help="replace a previous trained model in the output")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace a previous trained model in the output"
+    )
     train.set_defaults(func=cmd_train)
 
     export = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")

@@ -165,7 +165,12 @@ def export_model(
 
 
 def _export_into(
-    work: Path, source: Path, backend: str, quantize: Quantize | None, device: Literal["cpu", "cuda"], atol: float
+    work: Path,
+    source: Path,
+    backend: str,
+    quantize: Quantize | None,
+    device: Literal["cpu", "cuda"],
+    atol: float,
 ) -> tuple[Path, dict[str, Any]]:
     """Export, check and (optionally) quantise inside ``work``; the finished folder and manifest."""
     from optimum.exporters.onnx import main_export

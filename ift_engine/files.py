@@ -43,7 +43,9 @@ def make_parent(path: Path, what: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot create the folder of the {what}: {describe_os_error(exc)}") from None
+        raise OutputError(
+            f"{path}: cannot create the folder of the {what}: {describe_os_error(exc)}"
+        ) from None
 
 
 def write_file(path: str | Path, data: str | bytes | Callable[[Path], None], what: str = "output") -> None:
@@ -96,7 +98,9 @@ def check_output_folder(
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: the {what} folder is a file; give a new folder name")
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
-        raise OutputError(f"{out}: the {what} folder would replace the current folder; give a new folder name")
+        raise OutputError(
+            f"{out}: the {what} folder would replace the current folder; give a new folder name"
+        )
     for path in protected:
         inner = path.resolve()
         if inner == resolved or resolved in inner.parents:

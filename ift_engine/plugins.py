@@ -178,7 +178,13 @@ def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:
         )
     for failed in pm.failed:
         rows.append(
-            {"name": failed.name, "distribution": failed.distribution, "version": failed.version, "hooks": [], "error": failed.error}
+            {
+                "name": failed.name,
+                "distribution": failed.distribution,
+                "version": failed.version,
+                "hooks": [],
+                "error": failed.error,
+            }
         )
     return rows
 

@@ -56,7 +56,9 @@ def validate_document(model: type[M], data: Any, source: str, error: type[IftErr
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         # Pydantic adds union branch names ("constrained-str", "ModelSpec") to locations; drop them.
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and (p[:1].isupper() or p in UNION_TAGS)))
+        loc = tuple(
+            p for p in first["loc"] if not (isinstance(p, str) and (p[:1].isupper() or p in UNION_TAGS))
+        )
         message = first["msg"]
         if first["type"] == "extra_forbidden" and len(loc) == 1:
             message = f"unknown field (known: {', '.join(model.model_fields) or 'none'})"

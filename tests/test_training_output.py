@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ift_engine import IftError, TrainError, train
+from ift_engine import IftError, train
 
 REVIEWS = [
     {"text": "这个手机非常好用，电池也很耐用，推荐购买！", "output": "正面"},

@@ -36,7 +36,9 @@ def format_chat(tokenizer: Any, messages: Sequence[Message], add_generation_prom
     return "\n\n".join(m["content"] for m in messages) + ("\n\n" if add_generation_prompt else "")
 
 
-def chat_segments(render: Callable[[list[Message]], str], messages: Sequence[Message]) -> list[tuple[str, bool]]:
+def chat_segments(
+    render: Callable[[list[Message]], str], messages: Sequence[Message]
+) -> list[tuple[str, bool]]:
     """(text, is a message content) pieces of a chat rendered by ``render`` (a chat template),
     in order: a backend tokenizes the template's pieces with control tokens and the contents
     as plain text."""

@@ -103,7 +103,9 @@ class RunFolder:
             self._created = True
             (self.work / RUN_FILE).write_text(json.dumps(record, indent=2))
         except OSError as exc:
-            raise TrainError(f"{self.work}: cannot create the training folder: {describe_os_error(exc)}") from None
+            raise TrainError(
+                f"{self.work}: cannot create the training folder: {describe_os_error(exc)}"
+            ) from None
 
     def abandon(self) -> None:
         """After a failure: remove the folder this run made if it holds no complete checkpoint
@@ -119,7 +121,9 @@ class RunFolder:
         except (OSError, ValueError):
             stored = None
         if not isinstance(stored, dict):
-            raise TrainError(f"{self.work}: --resume: the run has no readable {RUN_FILE}; start again with --overwrite")
+            raise TrainError(
+                f"{self.work}: --resume: the run has no readable {RUN_FILE}; start again with --overwrite"
+            )
         for key, what in (("spec", "training file"), ("data", "training data")):
             if stored.get(key) != record[key]:
                 raise TrainError(

@@ -87,7 +87,9 @@ class EvalSpec(BaseModel):
     @classmethod
     def _fraction_or_count(cls, value: float) -> float:
         if value >= 1 and value != int(value):
-            raise ValueError("a split of 1 or more is a count of records: give a whole number, or a fraction below 1")
+            raise ValueError(
+                "a split of 1 or more is a count of records: give a whole number, or a fraction below 1"
+            )
         return value
 
 

@@ -30,7 +30,9 @@ def conversation_ids(tokenizer: Any, example: Example) -> tuple[list[int], list[
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         return prompt, prompt + text_ids(tokenizer, example.completion) + eos
     answered = [*example.prompt, {"role": "assistant", "content": example.completion}]
-    if not format_chat(tokenizer, answered, add_generation_prompt=False).startswith(format_chat(tokenizer, example.prompt)):
+    if not format_chat(tokenizer, answered, add_generation_prompt=False).startswith(
+        format_chat(tokenizer, example.prompt)
+    ):
         raise ValueError("the chat template renders the prompt differently once the answer is added")
     return prompt, chat_ids(tokenizer, answered, add_generation_prompt=False)
 
