@@ -9,18 +9,32 @@ not create. Failures are one-line ``OutputError``s naming the path and what to d
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from .errors import IftError
 
 
 class OutputError(IftError):
     """An output cannot be written where it was asked for."""
+
+
+def json_text(value: Any, indent: int | None = None, allow_nan: bool = True) -> str:
+    """JSON for a file: readable UTF-8 where possible; text that UTF-8 cannot hold (lone
+    surrogates, e.g. from undecodable command-line bytes) as JSON escapes, which read back to the
+    same value."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent, allow_nan=allow_nan)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, indent=indent, allow_nan=allow_nan)
+    return text
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -274,3 +274,11 @@ def test_generated_dataset_files(tmp_path, data, suffix):
         list(read_records(path))
     except DataError as exc:
         assert str(exc).startswith(str(path))
+
+
+def test_undecodable_command_line_bytes_run_and_are_traced(capsys, tmp_path):
+    path, trace = tmp_path / "flow.yaml", tmp_path / "trace.json"
+    path.write_text(yaml.safe_dump(flow(model={"name": "m", "backend": "mock"})))
+    # Python hands undecodable argv bytes (b"caf\xff") to the program as a lone surrogate.
+    assert cli.main(["run", str(path), "--input", "topic=caf\udcff", "--trace", str(trace)]) == 0
+    assert json.loads(trace.read_text(encoding="utf-8"))["outputs"]["a"] == "Say caf\udcff"

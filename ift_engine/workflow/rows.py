@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import WorkflowError
-from ..files import OutputError, check_output_file, describe_os_error, make_parent
+from ..files import OutputError, check_output_file, describe_os_error, json_text, make_parent
 
 Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
 STDIN = "-"
@@ -119,10 +119,7 @@ def encode_row(row: dict[str, Any]) -> bytes:
     written as JSON escapes, which read back to the same value. ``ValueError`` when the row
     cannot be written as JSON at all (NaN, nesting too deep)."""
     try:
-        text = json.dumps(row, ensure_ascii=False, allow_nan=False)
-        return (text + "\n").encode("utf-8")
-    except UnicodeEncodeError:
-        return (json.dumps(row, allow_nan=False) + "\n").encode("ascii")
+        return (json_text(row, allow_nan=False) + "\n").encode("utf-8")
     except (TypeError, RecursionError) as exc:
         raise ValueError(str(exc) or type(exc).__name__) from None
 

@@ -10,7 +10,6 @@ others, and later nodes skip only the items that failed. A single run is a batch
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from ..ensemble import LabelEnsembleModel, TextEnsembleModel
 from ..errors import IftError, ModelError, NodeError, WorkflowError
+from ..files import json_text
 from ..models.base import Prompt
 from ..models.resolve import ModelPool
 from ..settings import using_settings
@@ -89,7 +89,7 @@ class RunResult:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+        return json_text(self.to_dict(), indent=2)
 
     def row(self) -> dict[str, Any]:
         """The compact record a batch run writes per input."""
