@@ -7,6 +7,7 @@ keeps the core free of another dependency.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -301,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # Undecodable argv bytes reach the program as lone surrogates: print them back as the
+        # bytes they were rather than fail on them.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
     logging.basicConfig(format="%(message)s")

@@ -276,9 +276,18 @@ def test_generated_dataset_files(tmp_path, data, suffix):
         assert str(exc).startswith(str(path))
 
 
-def test_undecodable_command_line_bytes_run_and_are_traced(capsys, tmp_path):
+def test_undecodable_command_line_bytes_run_and_are_traced(tmp_path):
+    import os
+    import subprocess
+    import sys
+
     path, trace = tmp_path / "flow.yaml", tmp_path / "trace.json"
     path.write_text(yaml.safe_dump(flow(model={"name": "m", "backend": "mock"})))
-    # Python hands undecodable argv bytes (b"caf\xff") to the program as a lone surrogate.
-    assert cli.main(["run", str(path), "--input", "topic=caf\udcff", "--trace", str(trace)]) == 0
-    assert json.loads(trace.read_text(encoding="utf-8"))["outputs"]["a"] == "Say caf\udcff"
+    # Python hands the bytes b"caf\xff" to the program as "caf\udcff" (a lone surrogate).
+    args = [sys.executable, "-m", "ift_engine.cli", "run", str(path), "--input", b"topic=caf\xff", "--trace", str(trace)]
+    for locale in ("C.UTF-8", "C"):
+        env = {**os.environ, "LC_ALL": locale, "PYTHONIOENCODING": "", "IFT_ENGINE_LOAD_PLUGINS": ""}
+        done = subprocess.run(args, capture_output=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert b"Say caf\xff" in done.stdout  # printed back as the bytes that were typed
+        assert json.loads(trace.read_text(encoding="utf-8"))["outputs"]["a"] == "Say caf\udcff"
