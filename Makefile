@@ -44,7 +44,8 @@ bench-workflow: setup
 	$(BIN)/python benchmarks/bench_workflow.py
 
 lint: setup-dev
-	$(BIN)/ruff check ift_engine tests
+	$(BIN)/ruff check ift_engine tests plugins
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -66,7 +66,7 @@ def _show(value: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .workflow import Workflow
+    from .workflow import RunResult, Workflow
 
     wf = Workflow.from_yaml(args.file)
     if args.inputs:
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with err.status(f"running {wf.spec.name} ({len(wf.spec.nodes)} nodes)"):
             result = wf.run(inputs, on_node_done=on_node_done, cache=not args.no_cache)
     except NodeError as exc:
-        if args.trace and exc.partial is not None:
+        if args.trace and isinstance(exc.partial, RunResult):
             write_file(args.trace, exc.partial.to_json(), "trace")
             err.print(f"partial trace written to {args.trace}", style="dim")
         raise

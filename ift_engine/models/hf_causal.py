@@ -14,7 +14,6 @@ from .chat import chat_ids, encode_chats, text_ids
 from .torch_utils import Device, DType, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
-    import torch
     from transformers import PreTrainedTokenizerBase
 
 # End-of-turn markers of common chat formats; generation stops at any that the vocabulary has.
@@ -27,6 +26,11 @@ class CausalLMOptions(BaseModel):
     device: Device = "auto"
     dtype: DType = "auto"
     batch_size: int = Field(8, ge=1, description="most prompts in one forward pass")
+
+
+def generation_eos(model: Any) -> int | list[int] | None:
+    """The end-of-sequence id(s) of a model's generation config, if it has one."""
+    return getattr(getattr(model, "generation_config", None), "eos_token_id", None)
 
 
 def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, model_eos: int | list[int] | None) -> list[int]:
@@ -57,7 +61,7 @@ class HFCausalLM(Model):
     def __init__(
         self,
         name: str,
-        model: torch.nn.Module,
+        model: Any,  # a transformers model, or an optimum ORTModel with the same interface
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 8,
     ) -> None:
@@ -66,7 +70,7 @@ class HFCausalLM(Model):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.device = model.device
-        self.stop_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
+        self.stop_ids = end_of_turn_ids(tokenizer, generation_eos(model))
         if not self.stop_ids:
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
         if tokenizer.pad_token_id is None:
@@ -145,9 +149,9 @@ class HFCausalLM(Model):
         width = max(len(p) for p in prompts)
         ids = torch.full((n_prompts, width), pad, dtype=torch.long)
         mask = torch.zeros((n_prompts, width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
             input_ids=ids.to(self.device),
@@ -180,15 +184,15 @@ class HFCausalLM(Model):
             .log_softmax(-1)
             .cpu()
         )
-        rows = []
+        rows: list[list[float]] = []
         for p in range(n_prompts):
-            row = []
-            for c, tokens in enumerate(choices):
-                r = p * n_choices + c
+            scores: list[float] = []
+            for k, tokens in enumerate(choices):
+                r = p * n_choices + k
                 logprobs = [first[p, tokens[0]]] + [steps[r, i - 1, t] for i, t in enumerate(tokens) if i > 0]
                 total = float(sum(logprobs))
-                row.append(total / len(tokens) if mean else total)
-            rows.append(row)
+                scores.append(total / len(tokens) if mean else total)
+            rows.append(scores)
         return rows
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +14,6 @@ from .base import Model, Prompt
 from .torch_utils import Device, DType, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
-    import torch
     from transformers import PreTrainedTokenizerBase
 
 
@@ -37,7 +36,7 @@ class HFClassifier(Model):
     def __init__(
         self,
         name: str,
-        model: torch.nn.Module,
+        model: Any,  # a transformers model, or an optimum ORTModel with the same interface
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 32,
         max_length: int = 512,

@@ -84,6 +84,8 @@ def convert_gguf(path: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .hf_causal import generation_eos
+
     log.info("converting %s once into %s (about a minute; later loads take a second)", path.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
@@ -95,7 +97,7 @@ def convert_gguf(path: Path) -> Path:
             raise ModelError(f"{path}: cannot read the GGUF model: {type(exc).__name__}: {exc}") from None
         # GGUF metadata can leave the tokenizer's eos at the turn-start marker; the model's
         # generation config knows the real end-of-sequence token.
-        eos = model.generation_config.eos_token_id
+        eos = generation_eos(model)
         if isinstance(eos, int) and tokenizer.eos_token_id != eos:
             tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
         if tokenizer.pad_token is None:

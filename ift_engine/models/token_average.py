@@ -57,7 +57,7 @@ def average_decode(
         prompt_length = sequence.shape[1]
         with torch.inference_mode():
             for _ in range(settings.max_new_tokens):
-                mixed = None
+                mixed: Any = None  # the weighted sum over members (there is at least one)
                 for index, (member, weight) in enumerate(zip(members, weights)):
                     device = member.device
                     out = member.model(

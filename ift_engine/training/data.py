@@ -168,8 +168,8 @@ class ExampleBuilder:
             user = f"{instruction}\n\n{augment(extra)}" if extra else instruction
             return Example(({"role": "user", "content": user},), _text(record, "output", where))
         if fmt == "prompt-completion":
-            prompt = augment(_text(record, "prompt", where))
-            return Example(({"role": "user", "content": prompt},), _text(record, "completion", where))
+            text = augment(_text(record, "prompt", where))
+            return Example(({"role": "user", "content": text},), _text(record, "completion", where))
         if self.template is None:
             raise DataError(
                 f"{where}: record has none of instruction/prompt/messages, so it needs a template: "

@@ -228,7 +228,7 @@ def _run(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
         TrainingArguments,
     )
 
-    from ..models.hf_causal import HFCausalLM, end_of_turn_ids
+    from ..models.hf_causal import HFCausalLM, end_of_turn_ids, generation_eos
     from ..models.torch_utils import pick_device
     from .metrics import task_metrics, token_accuracy
     from .tokenize import tokenize_example
@@ -241,8 +241,8 @@ def _run(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
 
     device = pick_device(spec.training.device)
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
-    model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
-    stop_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
+    model: Any = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    stop_ids = end_of_turn_ids(tokenizer, generation_eos(model))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(stop_ids[0])
     settings = spec.training

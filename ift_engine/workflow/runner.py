@@ -21,7 +21,7 @@ from typing import Any
 from ..ensemble import LabelEnsembleModel, TextEnsembleModel
 from ..errors import IftError, ModelError, NodeError, WorkflowError
 from ..files import json_text
-from ..models.base import Prompt
+from ..models.base import Model, Prompt
 from ..models.resolve import ModelPool
 from ..settings import using_settings
 from ..templates import AnswerForm
@@ -125,8 +125,10 @@ def answer_prompts(bound: BoundNode, prompts: Sequence[Prompt], pool: ModelPool)
     prompts = list(prompts)
     if template.answer is AnswerForm.LABEL and model.can("classify"):
         labels = template.labels
+        ensemble_members: Sequence[Model] = ()
         if isinstance(model, LabelEnsembleModel):
             rows, member_rows = model.classify_with_members(prompts, labels)
+            ensemble_members = model.members
         else:
             rows, member_rows = model.classify(prompts, labels), None
         answers = []
@@ -135,7 +137,7 @@ def answer_prompts(bound: BoundNode, prompts: Sequence[Prompt], pool: ModelPool)
             members = None
             if member_rows is not None:
                 members = {}
-                for member, member_row in zip(model.members, member_rows):
+                for member, member_row in zip(ensemble_members, member_rows):
                     probs = dict(zip(labels, member_row[i]))
                     members[member.name] = {"output": _argmax(probs), "probabilities": probs}
             answers.append(Answer(None, _argmax(probabilities), probabilities, members))
@@ -361,7 +363,7 @@ class Runner:
                 output = (
                     answer.label
                     if answer.label is not None
-                    else bound.parser.parse(answer.raw, bound.template)
+                    else bound.parser.parse(answer.raw or "", bound.template)
                 )
             except IftError as exc:
                 result.error = ItemError(node_id, str(exc))
@@ -438,9 +440,10 @@ class Runner:
             computed = self._call(bound, [prompts[i] for i in misses])
             for i, answer in zip(misses, computed):
                 answers[i] = answer
-                if keys[i] and self.cache and isinstance(answer, Answer):
+                key = keys[i]
+                if key and self.cache and isinstance(answer, Answer):
                     try:
-                        self.cache.put(keys[i], {**asdict(answer), "cached": False})
+                        self.cache.put(key, {**asdict(answer), "cached": False})
                     except (OSError, TypeError, ValueError) as exc:  # a full disk must not fail the run
                         log.warning(
                             "answer cache: could not store an answer of node '%s': %s", bound.spec.id, exc

@@ -28,18 +28,18 @@ NODE_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.output$")
 def _optional(field: FieldInfo) -> Any:
     """A field's type made optional, its bounds (``field.metadata``) kept: a bad value is a
     field error when the file loads."""
-    if not field.metadata:
-        return field.annotation | None
-    return Annotated.__class_getitem__((field.annotation, *field.metadata)) | None  # type: ignore[attr-defined]
+    annotation: Any = field.annotation
+    if field.metadata:
+        annotation = Annotated.__class_getitem__((annotation, *field.metadata))  # type: ignore[attr-defined]
+    return annotation | None
 
 
+_overrides: dict[str, Any] = {
+    name: (_optional(field), Field(None, description=field.description))
+    for name, field in GenerationSettings.model_fields.items()
+}
 GenerationOverrides = create_model(
-    "GenerationOverrides",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
-    **{
-        name: (_optional(field), Field(None, description=field.description))
-        for name, field in GenerationSettings.model_fields.items()
-    },
+    "GenerationOverrides", __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **_overrides
 )
 
 
