@@ -12,28 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from test_training import FAST, TWO_REVIEWS  # the same tiny data and fast settings
 
 from ift_engine import IftError, train
-
-REVIEWS = [
-    {"text": "这个手机非常好用，电池也很耐用，推荐购买！", "output": "正面"},
-    {"text": "质量太差了，用了两天就坏了，非常失望。", "output": "负面"},
-]
-FAST = {
-    "batch_size": 2,
-    "learning_rate": 5e-3,
-    "logging_steps": 1,
-    "save_steps": 2,
-    "max_length": 128,
-    "lora": {"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]},
-}
 
 
 def spec(base: Path, output: Path, epochs: float = 1) -> dict:
     return {
         "base_model": str(base),
         "output": str(output),
-        "datasets": [{"records": REVIEWS * 2, "template": "sentiment-zh"}],
+        "datasets": [{"records": TWO_REVIEWS * 2, "template": "sentiment-zh"}],
         "eval": {"split": 0},
         "training": {**FAST, "epochs": epochs},
     }
