@@ -11,21 +11,19 @@ others, and later nodes skip only the items that failed. A single run is a batch
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..ensemble import LabelEnsembleModel, TextEnsembleModel
 from ..errors import IftError, ModelError, NodeError, WorkflowError
 from ..files import json_text
-from ..models.base import Model, Prompt
 from ..models.resolve import ModelPool
 from ..settings import using_settings
 from ..templates import AnswerForm
 from .cache import AnswerCache, model_identity
+from .calls import Failure, Outcome, node_call
 from .graph import BoundNode, WorkflowGraph
 from .spec import reference
 
@@ -100,93 +98,6 @@ class RunResult:
             "cached": [n for n, r in self.nodes.items() if r.cached],
             "seconds": round(self.seconds, 4),
         }
-
-
-@dataclass
-class Answer:
-    """A model's answer to one prompt, before parsing (what the cache stores)."""
-
-    raw: str | None = None
-    label: str | None = None
-    probabilities: dict[str, float] | None = None
-    members: dict[str, Any] | None = None
-    cached: bool = False
-
-
-def _argmax(probabilities: Mapping[str, float]) -> str:
-    # max() keeps the first of equal values: ties go to the lowest label index.
-    return max(probabilities, key=probabilities.__getitem__)
-
-
-def answer_prompts(bound: BoundNode, prompts: Sequence[Prompt], pool: ModelPool) -> list[Answer]:
-    """Call the node's model (or ensemble) once on all ``prompts``."""
-    template = bound.template
-    model = pool.get(bound.model)
-    prompts = list(prompts)
-    if template.answer is AnswerForm.LABEL and model.can("classify"):
-        labels = template.labels
-        ensemble_members: Sequence[Model] = ()
-        if isinstance(model, LabelEnsembleModel):
-            rows, member_rows = model.classify_with_members(prompts, labels)
-            ensemble_members = model.members
-        else:
-            rows, member_rows = model.classify(prompts, labels), None
-        answers = []
-        for i, row in enumerate(rows):
-            probabilities = dict(zip(labels, row))
-            members = None
-            if member_rows is not None:
-                members = {}
-                for member, member_row in zip(ensemble_members, member_rows):
-                    probs = dict(zip(labels, member_row[i]))
-                    members[member.name] = {"output": _argmax(probs), "probabilities": probs}
-            answers.append(Answer(None, _argmax(probabilities), probabilities, members))
-        return answers
-    if isinstance(model, TextEnsembleModel):
-        texts, details = model.generate_with_members(prompts, bound.generation)
-        return [Answer(t, members={"details": d} if d is not None else None) for t, d in zip(texts, details)]
-    return [Answer(text) for text in model.generate(prompts, bound.generation)]
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a prompt got no answer (the message an item's error carries)."""
-
-    message: str
-
-    @classmethod
-    def of(cls, exc: BaseException) -> Failure:
-        return cls(str(exc) if isinstance(exc, IftError) else f"{type(exc).__name__}: {exc}")
-
-
-Outcome = Answer | Failure
-
-
-class CallTimedOut(TimeoutError):
-    """A model call ran past its node's timeout; it goes on in the background."""
-
-
-def call_with_timeout(function: Callable[[], Any], seconds: float | None) -> Any:
-    """``function()``, or ``CallTimedOut`` after ``seconds``. Python cannot stop a thread: a call
-    that times out finishes in the background and its answer is dropped."""
-    if seconds is None:
-        return function()
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = function()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True, name="ift-call")
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise CallTimedOut(f"the model call took longer than the node's timeout of {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 @dataclass
@@ -425,56 +336,7 @@ class Runner:
         }
 
     def _answers(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Outcome]:
-        """One answer (or why not) per prompt: cached answers first, the rest in one call."""
+        """One answer (or why not) per prompt, through the node's call policies."""
         parts = self._cache_parts(bound)
-        keys = [AnswerCache.key(**parts, messages=p) if parts else None for p in prompts]
-        answers: list[Outcome | None] = [None] * len(prompts)
-        misses = []
-        for i, key in enumerate(keys):
-            hit = self.cache.get(key) if key and self.cache else None
-            if hit is not None:
-                answers[i] = Answer(**{**hit, "cached": True})
-            else:
-                misses.append(i)
-        if misses:
-            computed = self._call(bound, [prompts[i] for i in misses])
-            for i, answer in zip(misses, computed):
-                answers[i] = answer
-                key = keys[i]
-                if key and self.cache and isinstance(answer, Answer):
-                    try:
-                        self.cache.put(key, {**asdict(answer), "cached": False})
-                    except (OSError, TypeError, ValueError) as exc:  # a full disk must not fail the run
-                        log.warning(
-                            "answer cache: could not store an answer of node '%s': %s", bound.spec.id, exc
-                        )
-        return [a if a is not None else Failure("no answer") for a in answers]
-
-    def _call(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Outcome]:
-        """Answers for ``prompts`` in one call (with retries); if it fails, item by item, so the
-        error stays with the prompt that causes it. A timed-out call is neither retried nor split:
-        it still runs in the background and holds the model, so every new call would queue
-        behind it and time out too."""
-        try:
-            return list(self._attempts(bound, prompts))
-        except CallTimedOut as exc:
-            return [Failure.of(exc)] * len(prompts)
-        except Exception as exc:  # noqa: BLE001 - a model may raise anything; it is reported
-            if len(prompts) == 1:
-                return [Failure.of(exc)]
-            return [self._call(bound, [prompt])[0] for prompt in prompts]
-
-    def _attempts(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Answer]:
-        retry = bound.spec.retry
-        for attempt in range(retry.attempts):
-            try:
-                return call_with_timeout(
-                    lambda: answer_prompts(bound, prompts, self.pool), bound.spec.timeout
-                )
-            except CallTimedOut:
-                raise
-            except Exception:
-                if attempt + 1 == retry.attempts:
-                    raise
-                time.sleep(retry.wait(attempt))
-        raise AssertionError("unreachable")
+        cache = (self.cache, parts) if self.cache is not None and parts is not None else None
+        return node_call(bound, self.pool, cache)(prompts)
