@@ -291,3 +291,17 @@ def test_undecodable_command_line_bytes_run_and_are_traced(tmp_path):
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         assert b"Say caf\xff" in done.stdout  # printed back as the bytes that were typed
         assert json.loads(trace.read_text(encoding="utf-8"))["outputs"]["a"] == "Say caf\udcff"
+
+
+def test_an_unwritable_cache_home_is_an_error_or_a_warning(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump(flow(model={"name": "m", "backend": "mock"})))
+    monkeypatch.setenv("IFT_ENGINE_CACHE", "/dev/null/answers")  # answers cannot be stored: the run goes on
+    assert cli.main(["run", str(path), "--input", "topic=x", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"a": "Say x"}
+    monkeypatch.setenv("IFT_ENGINE_HOME", "/dev/null")  # a GGUF file cannot be converted: an error
+    (tmp_path / "m.gguf").write_bytes(b"GGUF" + b"\0" * 60)
+    path.write_text(yaml.safe_dump(flow(model=str(tmp_path / "m.gguf"))))
+    code, stderr = ift(capsys, "run", str(path), "--input", "topic=x")
+    assert_one_line_error(code, stderr, "cannot write the model cache", "set IFT_ENGINE_HOME to a writable folder")

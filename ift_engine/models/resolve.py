@@ -87,8 +87,14 @@ def convert_gguf(path: Path) -> Path:
     from .hf_causal import generation_eos
 
     log.info("converting %s once into %s (about a minute; later loads take a second)", path.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    except OSError as exc:
+        raise ModelError(
+            f"{target.parent}: cannot write the model cache ({exc.strerror}); set IFT_ENGINE_HOME to a "
+            "writable folder"
+        ) from None
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec, cache_home
 
+log = logging.getLogger(__name__)
 KEY_VERSION = 2
 #: A staging file older than this belongs to a dead writer (a live one renames it in
 #: milliseconds).
@@ -74,6 +76,13 @@ class AnswerCache:
     def __init__(self, folder: str | Path | None = None) -> None:
         default = os.environ.get("IFT_ENGINE_CACHE") or cache_home() / "answers"
         self.folder = Path(folder or default)
+        self._warned = False
+
+    def warn_once(self, message: str) -> None:
+        """Say the first time the cache cannot be written (not once per answer)."""
+        if not self._warned:
+            self._warned = True
+            log.warning("%s; the run goes on without storing answers", message)
 
     @staticmethod
     def key(**parts: Any) -> str:

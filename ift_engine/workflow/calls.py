@@ -14,7 +14,6 @@ holding the model, so every new call would queue behind it and time out too.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +29,6 @@ from .cache import AnswerCache
 from .graph import BoundNode
 from .spec import RetrySpec
 
-log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 
 
@@ -176,7 +174,7 @@ def cached(call: OutcomeCall, cache: AnswerCache, parts: dict[str, Any], node: s
                 try:
                     cache.put(keys[i], {**asdict(outcome), "cached": False})
                 except (OSError, TypeError, ValueError) as exc:  # a full disk must not fail the run
-                    log.warning("answer cache: could not store an answer of node '%s': %s", node, exc)
+                    cache.warn_once(f"answer cache: could not store an answer of node '{node}': {exc}")
         return [answer if answer is not None else Failure("no answer") for answer in found]
 
     return outcomes

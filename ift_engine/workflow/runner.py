@@ -10,7 +10,6 @@ others, and later nodes skip only the items that failed. A single run is a batch
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -26,8 +25,6 @@ from .cache import AnswerCache, model_identity
 from .calls import Failure, Outcome, node_call
 from .graph import BoundNode, WorkflowGraph
 from .spec import reference
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
