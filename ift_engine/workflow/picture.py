@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import networkx as nx
 
@@ -30,7 +31,9 @@ def check_picture_path(path: Path) -> None:
     check_output_file(path, "picture")
 
 
-def draw_graph(workflow: WorkflowGraph, path: str | Path) -> None:
+def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str | None = None) -> None:
+    """Draw the DAG into ``path`` (a file, whose suffix names the format, or a binary stream
+    with ``format``: ``svg``, ``png``...)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,5 +77,5 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path) -> None:
     ax.set_title(workflow.spec.name)
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format=format)
     plt.close(fig)

@@ -183,7 +183,8 @@ class Runner:
         """Run one input; a failing node raises ``NodeError`` with the partial result."""
         values = self.check_inputs(inputs)
         self.load_models()
-        [result] = self.run_batch([(None, values)], on_node_done)
+        done = (lambda item, node: on_node_done(node)) if on_node_done else None
+        [result] = self.run_batch([(None, values)], on_node_done=done)
         if result.error is not None:
             raise NodeError(result.error.node or "?", result.error.message, partial=result)
         return result
@@ -191,19 +192,25 @@ class Runner:
     def run_batch(
         self,
         items: Sequence[tuple[Any, dict[str, Any]]],
-        on_node_done: Callable[[NodeResult], None] | None = None,
+        *,
+        on_node_start: Callable[[str], None] | None = None,
+        on_node_done: Callable[[RunResult, NodeResult], None] | None = None,
     ) -> list[RunResult]:
-        """Run ``(id, checked inputs)`` pairs together; never raises for an item's failure."""
+        """Run ``(id, checked inputs)`` pairs together; never raises for an item's failure.
+        ``on_node_start(node_id)`` is called as a node starts for the batch, and
+        ``on_node_done(item, node_result)`` for each item a node finished."""
         results = [RunResult(self.graph.spec.name, values, id=item_id) for item_id, values in items]
         graph = self.graph.graph
         waiting = {n: graph.in_degree(n) for n in graph}
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="ift-node") as threads:
-            running: dict[Future[None], str] = {
-                threads.submit(self._execute, n, results, start): n
-                for n, count in waiting.items()
-                if count == 0
-            }
+
+            def submit(node_id: str) -> Future[None]:
+                if on_node_start:
+                    on_node_start(node_id)
+                return threads.submit(self._execute, node_id, results, start)
+
+            running = {submit(n): n for n, count in waiting.items() if count == 0}
             while running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -212,11 +219,11 @@ class Runner:
                     if on_node_done:
                         for result in results:
                             if node_id in result.nodes:
-                                on_node_done(result.nodes[node_id])
+                                on_node_done(result, result.nodes[node_id])
                     for successor in graph.successors(node_id):
                         waiting[successor] -= 1
                         if waiting[successor] == 0:
-                            running[threads.submit(self._execute, successor, results, start)] = successor
+                            running[submit(successor)] = successor
         seconds = time.perf_counter() - start
         outputs = self.graph.outputs()
         for result in results:

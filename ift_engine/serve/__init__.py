@@ -1,0 +1,39 @@
+"""``ift serve``: workflows and models as an HTTP service (needs the ``serve`` extra)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .app import ServeConfig, create_app
+
+CONFIG_VARIABLE = "IFT_ENGINE_SERVE_CONFIG"
+
+
+def app_from_environment() -> object:
+    """The app for the config in ``$IFT_ENGINE_SERVE_CONFIG`` (uvicorn's factory, one per worker)."""
+    return create_app(ServeConfig(**json.loads(os.environ[CONFIG_VARIABLE])))
+
+
+def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Run the service with uvicorn until SIGTERM or Ctrl-C (in-flight requests finish first)."""
+    import dataclasses
+
+    import uvicorn
+
+    from ..errors import IftError
+
+    if not 1 <= workers <= 64:
+        raise IftError(f"--workers must be between 1 and 64, not {workers}")
+    if not (1 <= config.max_batch <= 1024 and 0 <= config.max_wait_ms <= 10_000):
+        raise IftError("--max-batch must be 1..1024 and --max-wait-ms 0..10000")
+    common = {"host": host, "port": port, "timeout_graceful_shutdown": 60, "log_level": "info"}
+    if workers == 1:
+        uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
+        return
+    create_app(config)  # check the workflows once, here, before the workers start
+    os.environ[CONFIG_VARIABLE] = json.dumps(dataclasses.asdict(config))
+    uvicorn.run("ift_engine.serve:app_from_environment", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+
+
+__all__ = ["ServeConfig", "create_app", "serve"]

@@ -1,0 +1,369 @@
+"""The HTTP service (FastAPI on uvicorn): workflows and models over REST, server-sent events and
+an OpenAI-compatible chat API, batched across requests, with Prometheus metrics and a web page.
+
+Errors are JSON in OpenAI's shape, ``{"error": {"message", "type", "param", "node"}}``: 404 for
+an unknown workflow or model, 422 for bad input (naming the field), 413 for a body over the
+limit, 401 without the API key, 500 when a node fails (naming the node). Never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import IftError, ModelError, WorkflowError
+from ..files import json_text
+from ..templates import to_text
+from ..workflow import RunResult, Workflow
+from . import openai_api
+from .metrics import Metrics
+from .service import Service, input_schema, load_workflows
+
+STATIC = Path(__file__).parent / "static"
+OPEN_PATHS = ("/healthz", "/", "/static/")  # no data there: no key needed
+
+
+@dataclass
+class ServeConfig:
+    paths: list[str] = field(default_factory=lambda: ["workflows"])
+    api_key: str | None = None
+    max_batch: int = 16
+    max_wait_ms: float = 10.0
+    max_body_bytes: int = 1024 * 1024
+    cache: bool = True
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, kind: str, param: str | None = None, node: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.node = status, message, kind, param, node
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class JSON(JSONResponse):
+    """JSON that never fails to encode: text UTF-8 cannot hold goes out as JSON escapes."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content).encode("utf-8")
+
+
+def error_response(
+    status: int, message: str, kind: str, param: str | None = None, node: str | None = None
+) -> JSON:
+    error = {"message": message, "type": kind, "param": param, "node": node}
+    return JSON({"error": error}, status_code=status)
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes (413), declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await error_response(413, f"the body is over {self.limit} bytes", "too_large")(
+                scope, receive, send
+            )
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge()
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    trace: bool = False
+    stream: bool = False
+
+
+def result_body(result: RunResult, trace: bool) -> dict[str, Any]:
+    nodes = {
+        n: {"output": r.output, "seconds": r.seconds, "cached": r.cached} for n, r in result.nodes.items()
+    }
+    body: dict[str, Any] = {"outputs": result.outputs, "nodes": nodes, "seconds": result.seconds}
+    if trace:
+        body["trace"] = result.to_dict()
+    return body
+
+
+def raise_for_item(result: RunResult) -> None:
+    if result.error is None:
+        return
+    if result.error.node is None:
+        raise ApiError(422, result.error.message, "invalid_request_error", "inputs")
+    raise ApiError(500, str(result.error), "node_error", node=result.error.node)
+
+
+def create_app(config: ServeConfig, workflows: Mapping[str, Workflow] | None = None) -> FastAPI:
+    """The app for ``config`` (or for ``workflows`` already loaded)."""
+    metrics = Metrics()
+    service = Service(
+        workflows if workflows is not None else load_workflows(config.paths),
+        max_batch=config.max_batch,
+        max_wait=config.max_wait_ms / 1000,
+        cache=config.cache,
+        stats=metrics.batch_stats,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.get_running_loop().run_in_executor(service.executor, service.load_models)
+        yield
+        await loading  # a load still running finishes before the model thread stops
+        await service.close()
+
+    app = FastAPI(title="ift_engine", lifespan=lifespan, default_response_class=JSON, docs_url="/docs")
+    app.state.service = service
+    app.state.metrics = metrics
+    install_middleware(app, config, metrics)
+    install_error_handlers(app)
+    add_workflow_routes(app, service)
+    add_openai_routes(app, service)
+    add_page_routes(app, metrics)
+    return app
+
+
+def install_middleware(app: FastAPI, config: ServeConfig, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def auth_and_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        path = request.url.path
+        open_path = path in OPEN_PATHS or path.startswith("/static/")
+        if config.api_key and not open_path:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
+                response: Response = error_response(
+                    401, "a valid API key is needed: Authorization: Bearer KEY", "unauthorized"
+                )
+                response.headers["WWW-Authenticate"] = "Bearer"
+                metrics.observe("unauthorized", 401, time.perf_counter() - started)
+                return response
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.observe(
+            getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - started
+        )
+        return response
+
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.kind, exc.param, exc.node)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return error_response(413, "the body is over the size limit", "too_large")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"] if p != "body")
+        return error_response(
+            422, f"{param or 'body'}: {first['msg']}", "invalid_request_error", param or None
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error_response(
+            exc.status_code, str(exc.detail), "not_found" if exc.status_code == 404 else "http_error"
+        )
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        return error_response(500, f"internal error: {type(exc).__name__}", "internal_error")
+
+
+def workflow_or_404(service: Service, name: str) -> Workflow:
+    if name not in service.workflows:
+        raise ApiError(
+            404, f"unknown workflow '{name}' (known: {', '.join(service.workflows)})", "not_found", "name"
+        )
+    return service.workflows[name]
+
+
+def add_workflow_routes(app: FastAPI, service: Service) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "workflows": service.load_state}
+
+    @app.get("/v1/workflows")
+    async def list_workflows() -> dict[str, Any]:
+        return {"workflows": [describe(wf) for wf in service.workflows.values()]}
+
+    @app.get("/v1/workflows/{name}")
+    async def show_workflow(name: str) -> dict[str, Any]:
+        workflow = workflow_or_404(service, name)
+        return {**describe(workflow), "spec": workflow.to_dict(), "mermaid": workflow.mermaid()}
+
+    @app.get("/v1/workflows/{name}/graph.svg")
+    async def workflow_picture(name: str) -> Response:
+        return Response(svg_of(workflow_or_404(service, name)), media_type="image/svg+xml")
+
+    @app.post("/v1/workflows/{name}/run")
+    async def run_workflow(name: str, body: RunRequest, request: Request) -> Response:
+        workflow_or_404(service, name)
+        try:
+            inputs = service.check_inputs(name, body.inputs)
+        except WorkflowError as exc:
+            raise ApiError(422, str(exc), "invalid_request_error", "inputs") from None
+        if body.stream or "text/event-stream" in request.headers.get("accept", ""):
+            return EventSourceResponse(stream_run(service, name, inputs, body.trace))
+        result = await service.run_workflow(name, inputs)
+        raise_for_item(result)
+        return JSON(result_body(result, body.trace))
+
+
+def describe(workflow: Workflow) -> dict[str, Any]:
+    return {
+        "name": workflow.spec.name,
+        "description": workflow.spec.description,
+        "input_schema": input_schema(workflow),
+        "outputs": list(workflow.graph.outputs()),
+    }
+
+
+_pictures: dict[int, bytes] = {}
+
+
+def svg_of(workflow: Workflow) -> bytes:
+    """The DAG drawn by the server (matplotlib SVG), once per workflow."""
+    if id(workflow) not in _pictures:
+        import io
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from ..workflow.picture import draw_graph
+
+        buffer = io.BytesIO()
+        draw_graph(workflow.graph, buffer, format="svg")
+        plt.close("all")
+        _pictures[id(workflow)] = buffer.getvalue()
+    return _pictures[id(workflow)]
+
+
+async def stream_run(
+    service: Service, name: str, inputs: dict[str, Any], trace: bool
+) -> AsyncIterator[dict[str, str]]:
+    """Server-sent events of one run: node_started, node_finished, then done or error. A client
+    that goes away cancels its request (dropped if it still waits for a batch)."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    def sink(event: dict[str, Any]) -> None:  # called on the model thread
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    task = asyncio.create_task(service.run_workflow(name, inputs, sink))
+    try:
+        while not task.done() or not events.empty():
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                event = getter.result()
+                yield {"event": event.pop("event"), "data": json_text(event)}
+            else:
+                getter.cancel()
+        result = task.result()
+        if result.error is not None:
+            yield {
+                "event": "error",
+                "data": json_text({"node": result.error.node, "message": result.error.message}),
+            }
+        else:
+            yield {"event": "done", "data": json_text(result_body(result, trace))}
+    except IftError as exc:
+        yield {"event": "error", "data": json_text({"node": None, "message": str(exc)})}
+    finally:
+        task.cancel()
+
+
+def add_openai_routes(app: FastAPI, service: Service) -> None:
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return openai_api.model_list(list(dict.fromkeys([*service.workflows, *service.chat_models()])))
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: openai_api.ChatRequest) -> Response:
+        reply = await chat_reply(service, body)
+        if body.stream:
+            return StreamingResponse(
+                openai_api.completion_chunks(body.model, reply), media_type="text/event-stream"
+            )
+        return JSON(openai_api.completion(body.model, reply))
+
+
+async def chat_reply(service: Service, body: openai_api.ChatRequest) -> str:
+    """A workflow's answer to the last user message, or a model's to the whole chat."""
+    if body.model in service.workflows:
+        try:
+            text_input, output = service.chat_workflow_input(body.model)
+        except WorkflowError as exc:
+            raise ApiError(400, str(exc), "invalid_request_error", "model") from None
+        result = await service.run_workflow(body.model, {text_input: body.last_user_text()})
+        raise_for_item(result)
+        return to_text(result.outputs[output])
+    try:
+        settings = body.settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ApiError(
+            422, f"{first['loc'][0]}: {first['msg']}", "invalid_request_error", str(first["loc"][0])
+        ) from None
+    try:
+        return await service.chat_model(
+            body.model, [m.model_dump(include={"role", "content"}) for m in body.messages], settings
+        )
+    except ModelError as exc:
+        status = 404 if str(exc).startswith("unknown model") else 500
+        raise ApiError(status, str(exc), "not_found" if status == 404 else "model_error", "model") from None
+
+
+def add_page_routes(app: FastAPI, metrics: Metrics) -> None:
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/")
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,0 +1,83 @@
+"""The OpenAI-compatible part of the API: request model and response shapes of
+``/v1/chat/completions`` (plain and streamed) and ``/v1/models``."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..files import json_text
+from ..models.base import GenerationSettings
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """What the server reads of a chat completion request; other OpenAI fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def settings(self) -> GenerationSettings:
+        """The generation settings asked for (range-checked: a bad one is a 422)."""
+        given = {
+            "max_new_tokens": self.max_completion_tokens or self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+        return GenerationSettings(**{k: v for k, v in given.items() if v is not None})
+
+    def last_user_text(self) -> str:
+        users = [m.content for m in self.messages if m.role == "user"]
+        return users[-1] if users else self.messages[-1].content
+
+
+def completion(model: str, reply: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+        ],
+    }
+
+
+def completion_chunks(model: str, reply: str) -> Iterator[str]:
+    """Server-sent events of a streamed completion: the reply, the stop, then ``[DONE]``."""
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+    }
+    deltas = [({"role": "assistant", "content": reply}, None), ({}, "stop")]
+    for delta, finish in deltas:
+        chunk = {**base, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        yield f"data: {json_text(chunk)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def model_list(names: list[str]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ift-engine"} for n in names],
+    }
