@@ -1,0 +1,301 @@
+"""`ift serve`: the API in-process (ASGI), batching across requests on a live uvicorn server, the
+official OpenAI client, a real `ift serve` process (SIGTERM drains), and a bounded load test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from ift_engine import MockModel, Workflow  # noqa: E402
+from ift_engine.serve import ServeConfig, create_app  # noqa: E402
+from ift_engine.serve.batching import Batcher  # noqa: E402
+
+
+def mock_flow(name: str = "echo", **options: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": "two steps on the mock model",
+        "inputs": {"text": {"type": "string", "description": "what to say"}},
+        "model": {"name": "writer", "backend": "mock", "options": {"default": "hello", **options}},
+        "nodes": [
+            {"id": "draft", "instruction": "Say {text}", "inputs": {"text": "$input.text"}},
+            {"id": "final", "instruction": "Polish {draft}", "inputs": {"draft": "draft.output"}},
+        ],
+    }
+
+
+def app_for(*docs: dict[str, Any], **config: Any) -> Any:
+    workflows = {doc["name"]: Workflow.from_dict(doc) for doc in docs}
+    return create_app(ServeConfig(**{"cache": False, **config}), workflows)
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(app_for(mock_flow())) as test_client:
+        yield test_client
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in text.replace("\r\n", "\n").strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        events.append((lines.get("event", "message"), json.loads(lines["data"])))
+    return events
+
+
+# -- the API in-process ----------------------------------------------------------------------------------
+
+
+def test_health_listing_and_detail(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "workflows": {"echo": "ready"}}
+    [listed] = client.get("/v1/workflows").json()["workflows"]
+    assert listed["name"] == "echo" and listed["outputs"] == ["final"]
+    assert listed["input_schema"]["properties"]["text"] == {"type": "string", "description": "what to say"}
+    detail = client.get("/v1/workflows/echo").json()
+    assert detail["spec"]["nodes"][0]["id"] == "draft" and "n_draft --> n_final" in detail["mermaid"]
+    assert client.get("/v1/workflows/echo/graph.svg").text.lstrip().startswith("<?xml")
+
+
+def test_run_returns_outputs_nodes_and_trace(client: TestClient) -> None:
+    body = client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "trace": True}).json()
+    assert body["outputs"] == {"final": "hello"} and set(body["nodes"]) == {"draft", "final"}
+    assert body["trace"]["nodes"]["draft"]["prompt"] == [{"role": "user", "content": "Say hi"}]
+
+
+def test_run_streams_node_events_then_done(client: TestClient) -> None:
+    for request in ({"json": {"inputs": {"text": "hi"}, "stream": True}}, {"json": {"inputs": {"text": "hi"}}, "headers": {"Accept": "text/event-stream"}}):
+        response = client.post("/v1/workflows/echo/run", **request)
+        events = sse_events(response.text)
+        assert [(kind, data.get("node")) for kind, data in events] == [
+            ("node_started", "draft"),
+            ("node_finished", "draft"),
+            ("node_started", "final"),
+            ("node_finished", "final"),
+            ("done", None),
+        ]
+        assert events[1][1]["output"] == "hello" and events[-1][1]["outputs"] == {"final": "hello"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v1/workflows/nope/run", {}, 404, "unknown workflow 'nope' (known: echo)"),
+        ("/v1/workflows/echo/run", {"inputs": {"txt": "hi"}}, 422, "unknown input 'txt' (declared: text)"),
+        ("/v1/workflows/echo/run", {"inputs": {"text": 3}}, 422, "input 'text' must be of type string, not int"),
+        ("/v1/workflows/echo/run", {"inputs": {}, "trcae": True}, 422, "trcae: Extra inputs are not permitted"),
+        ("/v1/workflows/echo/run", {"inputs": "hi"}, 422, "inputs: Input should be a valid dictionary"),
+        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, "unknown model 'nope'"),
+        ("/v1/chat/completions", {"model": "writer", "messages": []}, 422, "messages: List should have at least 1 item"),
+        ("/v1/chat/completions", {"model": "writer", "messages": [{"role": "user", "content": "x"}], "temperature": 99}, 422, "temperature"),
+    ],
+)
+def test_bad_requests_are_json_errors_naming_the_field(client, path, body, status, message) -> None:
+    response = client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"]
+    assert "Traceback" not in response.text
+
+
+def test_body_limit_and_broken_json(client: TestClient) -> None:
+    big = client.post("/v1/workflows/echo/run", json={"inputs": {"text": "x" * 2_000_000}})
+    assert big.status_code == 413 and "over" in big.json()["error"]["message"]
+    broken = client.post("/v1/workflows/echo/run", content=b'{"inputs": ', headers={"Content-Type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["error"]["type"] == "invalid_request_error"
+    assert client.get("/static/../app.py").status_code == 404  # nothing outside the static folder
+
+
+def test_a_failing_node_is_a_500_naming_it() -> None:
+    with TestClient(app_for(mock_flow(errors={"Polish": "the model refuses"}))) as client:
+        response = client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}})
+        assert response.status_code == 500
+        assert response.json()["error"] == {
+            "message": "node 'final': the model refuses",
+            "type": "node_error",
+            "param": None,
+            "node": "final",
+        }
+        events = sse_events(client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "stream": True}).text)
+        assert events[-1] == ("error", {"node": "final", "message": "the model refuses"})
+
+
+def test_api_key() -> None:
+    with TestClient(app_for(mock_flow(), api_key="s3cret")) as client:
+        assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200
+        denied = client.get("/v1/workflows")
+        assert denied.status_code == 401 and denied.headers["WWW-Authenticate"] == "Bearer"
+        assert client.get("/v1/workflows", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/v1/workflows", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/metrics").status_code == 401
+
+
+def test_openai_client_chats_with_a_workflow_and_a_model(client: TestClient) -> None:
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client)
+    reply = api.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "hello" and reply.choices[0].finish_reason == "stop"
+    chunks = list(api.chat.completions.create(model="writer", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "hello"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert {m.id for m in api.models.list()} >= {"echo", "writer", "smollm2-135m-instruct"}
+
+
+def test_metrics_count_requests_and_batches(client: TestClient) -> None:
+    client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}})
+    client.post("/v1/workflows/nope/run", json={})
+    text = client.get("/metrics").text
+    assert 'ift_requests_total{route="/v1/workflows/{name}/run",status="200"} 1.0' in text
+    assert 'ift_errors_total{route="/v1/workflows/{name}/run"} 1.0' in text
+    assert 'ift_batch_size_count{target="echo"} 1.0' in text and "ift_queue_depth" in text
+
+
+# -- batching across requests ------------------------------------------------------------------------------
+
+
+def test_a_request_cancelled_while_waiting_is_dropped() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        seen.append(items)
+        time.sleep(0.05)
+        return [i * 10 for i in items]
+
+    async def main() -> list[Any]:
+        batcher = Batcher(run, ThreadPoolExecutor(1), max_batch=8, max_wait=0.05)
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.01)
+        second, third = asyncio.create_task(batcher.submit(2)), asyncio.create_task(batcher.submit(3))
+        await asyncio.sleep(0.01)
+        second.cancel()
+        results = await asyncio.gather(first, third, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    assert asyncio.run(main()) == [10, 30]
+    assert seen == [[1, 3]]
+
+
+class LiveServer:
+    """uvicorn serving an app on a free loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+async def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> list[httpx.Response]:
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+        async def one(body: dict[str, Any]) -> httpx.Response:
+            async with limit:
+                return await http.post("/v1/workflows/echo/run", json=body)
+
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def test_concurrent_requests_share_batched_model_calls_and_fail_alone() -> None:
+    doc = mock_flow(delay=0.1, errors={"Say poison": "bad input for the model"})
+    app = app_for(doc, max_batch=16, max_wait_ms=30)
+    bodies = [{"inputs": {"text": f"t{i}"}} for i in range(7)] + [{"inputs": {"text": "poison"}}]
+    with LiveServer(app) as url:
+        responses = asyncio.run(post_all(url, bodies, concurrency=8))
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * 7 + [500], [r.text for r in responses]
+    assert responses[-1].json()["error"]["node"] == "draft"
+    model = app.state.service.workflows["echo"].pool.get(app.state.service.workflows["echo"].graph.node("draft").model)
+    assert isinstance(model, MockModel)
+    sizes = [len(call.prompts) for call in model.calls if call.prompts[0].startswith("Say")]
+    assert max(sizes) >= 4, sizes  # requests that arrived together went to the model together
+
+
+def test_bounded_load_on_the_mock_backend() -> None:
+    app = app_for(mock_flow())
+    with LiveServer(app) as url:
+        started = time.perf_counter()
+        responses = asyncio.run(post_all(url, [{"inputs": {"text": f"t{i}"}} for i in range(300)], concurrency=32))
+        seconds = time.perf_counter() - started
+    assert [r.status_code for r in responses].count(200) == 300
+    print(f"300 requests at 32 concurrent: {300 / seconds:.0f} requests/s")
+
+
+# -- a real `ift serve` process --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ift_serve_process_answers_the_openai_client_and_drains_on_sigterm(tmp_path: Path) -> None:
+    openai = pytest.importorskip("openai")
+    (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow(delay=1.0)))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ift_engine.cli", "serve", str(tmp_path), "--port", str(port), "--api-key", "k"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "IFT_ENGINE_LOAD_PLUGINS": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz").json()["workflows"] == {"echo": "ready"}:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        api = openai.OpenAI(base_url=f"{url}/v1", api_key="k")
+        reply = api.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "hello"
+
+        slow: dict[str, Any] = {}
+        request = threading.Thread(
+            target=lambda: slow.update(response=httpx.post(
+                f"{url}/v1/workflows/echo/run", json={"inputs": {"text": "late"}}, headers={"Authorization": "Bearer k"}, timeout=30
+            ))
+        )
+        request.start()
+        time.sleep(0.5)  # the request is in flight (the mock takes 1 s per node)
+        process.send_signal(signal.SIGTERM)
+        request.join(30)
+        assert slow["response"].status_code == 200 and slow["response"].json()["outputs"] == {"final": "hello"}
+        # uvicorn drains, shuts down, then re-raises the signal so the exit says how it ended.
+        assert process.wait(30) in (0, -signal.SIGTERM)
+        log = process.stdout.read().decode() if process.stdout else ""
+        assert "Shutting down" in log and "Finished server process" in log, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
