@@ -1,0 +1,58 @@
+"""The web page in a real headless browser: Chromium from the OS packages, driven by Playwright.
+Fills the form, runs a mock-backend workflow, and checks that each node's output, the timing bars,
+the final output and the trace link appear. Skips cleanly without Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: apt-get install chromium")
+
+from test_serve import LiveServer, app_for, mock_flow  # noqa: E402
+
+SCREENSHOT = Path(__file__).parent.parent / "docs" / "images" / "serve-page.png"
+# A fresh profile with Chromium's background traffic off: this machine has no outside network.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_the_page_runs_a_workflow_and_shows_each_node(tmp_path: Path) -> None:
+    app = app_for(mock_flow(delay=0.2, answers={"Say": "- Bees dance\n- Bees smell"}))
+    with LiveServer(app) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.get_by_role("button", name="echo").click()
+            page.wait_for_selector("#graph svg")
+            page.fill("#input-text", "How honeybees communicate")
+            page.click("#run")
+            page.wait_for_selector("#node-final[data-seconds]", timeout=20_000)
+            assert page.inner_text("#node-draft pre") == "- Bees dance\n- Bees smell"
+            assert page.inner_text("#node-final pre") == "hello"
+            assert page.inner_text("#status").startswith("Done in")
+            assert page.inner_text("#outputs pre.output") == "hello"
+            assert page.get_attribute("#trace", "href").startswith("blob:")
+            widths = page.eval_on_selector_all(".node .bar", "bars => bars.map(b => b.style.width)")
+            assert len(widths) == 2 and all(w.endswith("%") for w in widths)
+            assert errors == []
+            if os.environ.get("IFT_ENGINE_SCREENSHOT"):  # refresh the README's picture
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
