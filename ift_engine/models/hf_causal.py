@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ModelError
 from .base import GenerationSettings, Model, Prompt
 from .chat import chat_ids, encode_chats, text_ids
+from .torch_thread import on_torch_thread
 from .torch_utils import Device, DType, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
@@ -75,10 +75,9 @@ class HFCausalLM(Model):
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.stop_ids[0])
-        # One call at a time per model: nodes sharing it queue here, other models run alongside.
-        self._lock = threading.Lock()
 
     @classmethod
+    @on_torch_thread
     def load(cls, name: str, source: str, options: CausalLMOptions) -> HFCausalLM:
         from transformers import AutoModelForCausalLM
 
@@ -90,12 +89,13 @@ class HFCausalLM(Model):
     def _batches(self, items: Sequence) -> list[Sequence]:
         return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
 
+    @on_torch_thread
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         import torch
 
         sampling = settings.temperature > 0
         answers: list[str] = []
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             if sampling and settings.seed is not None:
                 torch.manual_seed(settings.seed)
             for batch in self._batches(prompts):
@@ -115,6 +115,7 @@ class HFCausalLM(Model):
                 answers.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         return [a.strip() for a in answers]
 
+    @on_torch_thread
     def score(
         self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False
     ) -> list[list[float]]:
@@ -126,8 +127,8 @@ class HFCausalLM(Model):
         """
         import torch
 
-        # The lock covers tokenizing too: a fast tokenizer must not be used by two threads.
-        with self._lock, torch.inference_mode():
+        # Tokenizing too runs on the torch thread: a fast tokenizer must not be used by two at once.
+        with torch.inference_mode():
             prompt_ids = [chat_ids(self.tokenizer, p) for p in prompts]
             choice_ids = [text_ids(self.tokenizer, c) + self.stop_ids[:1] for c in choices]
             # Batch prompts of similar length together: less padding to compute.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ModelError
 from ..templates import last_user_text
 from .base import Model, Prompt
+from .torch_thread import on_torch_thread
 from .torch_utils import Device, DType, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
@@ -51,9 +51,9 @@ class HFClassifier(Model):
         id2label = model.config.id2label
         label_map = label_map or {}
         self.model_labels = [label_map.get(str(id2label[i]), str(id2label[i])) for i in range(len(id2label))]
-        self._lock = threading.Lock()
 
     @classmethod
+    @on_torch_thread
     def load(cls, name: str, source: str, options: ClassifierOptions) -> HFClassifier:
         from transformers import AutoModelForSequenceClassification
 
@@ -76,6 +76,7 @@ class HFClassifier(Model):
             )
         return [lowered.index(label.lower()) for label in labels]
 
+    @on_torch_thread
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         """Softmax over the model's head, restricted to ``labels`` and renormalised."""
         import torch
@@ -83,7 +84,7 @@ class HFClassifier(Model):
         columns = torch.tensor(self.label_indices(labels))
         texts = [last_user_text(p) for p in prompts]  # a classifier reads the user's text
         rows: list[list[float]] = []
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(
                     texts[start : start + self.batch_size],

@@ -24,6 +24,7 @@ from ..errors import ModelError
 from ..validation import forbidding_extra
 from .base import Model
 from .hub import resolve_hub_id
+from .torch_thread import on_torch_thread
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MANIFEST = "ift_model.json"
@@ -70,6 +71,7 @@ def cache_home() -> Path:
     return Path(os.environ.get("IFT_ENGINE_HOME", Path.home() / ".cache" / "ift_engine"))
 
 
+@on_torch_thread
 def convert_gguf(path: Path) -> Path:
     """Convert a GGUF file once into a transformers folder in the cache; return the folder.
 

@@ -13,8 +13,10 @@ from typing import Any
 
 from .base import GenerationSettings, Prompt
 from .chat import encode_chats
+from .torch_thread import on_torch_thread
 
 
+@on_torch_thread  # where the members run: one call at a time, tokenizing included
 def average_decode(
     members: Sequence[Any],
     weights: Sequence[float],
@@ -43,51 +45,42 @@ def average_decode(
         torch.Generator().manual_seed(settings.seed) if sampling and settings.seed is not None else None
     )
 
-    # A model may appear more than once among the members: take each lock once. The locks
-    # also cover tokenizing (a fast tokenizer must not be used by two threads at once).
-    locks = list({id(m): m._lock for m in members}.values())
-    for lock in locks:
-        lock.acquire()
-    try:
-        enc = encode_chats(tokenizer, prompts)
-        sequence, mask = enc["input_ids"], enc["attention_mask"]
-        step_ids, positions = sequence, (mask.cumsum(-1) - 1).clamp(min=0)
-        pasts: list[Any] = [None] * len(members)
-        finished = torch.zeros(len(prompts), dtype=torch.bool)
-        prompt_length = sequence.shape[1]
-        with torch.inference_mode():
-            for _ in range(settings.max_new_tokens):
-                mixed: Any = None  # the weighted sum over members (there is at least one)
-                for index, (member, weight) in enumerate(zip(members, weights)):
-                    device = member.device
-                    out = member.model(
-                        input_ids=step_ids.to(device),
-                        attention_mask=mask.to(device),
-                        position_ids=positions.to(device),
-                        past_key_values=pasts[index],
-                        use_cache=True,
-                    )
-                    pasts[index] = out.past_key_values
-                    logits = processors(sequence, out.logits[:, -1, :].float().cpu())
-                    probs = weight * logits.softmax(-1)
-                    mixed = probs if mixed is None else mixed + probs
-                if sampling:
-                    chosen = torch.multinomial(mixed, 1, generator=generator).squeeze(1)
-                else:
-                    chosen = mixed.argmax(-1)
-                chosen = torch.where(finished, torch.tensor(tokenizer.pad_token_id), chosen)
-                sequence = torch.cat([sequence, chosen[:, None]], dim=1)
-                finished |= torch.isin(chosen, stop_ids)
-                if finished.all():
-                    break
-                step_ids = chosen[:, None]
-                mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
-                positions = positions[:, -1:] + 1
-        answers = []
-        for row in sequence[:, prompt_length:].tolist():
-            end = next((i for i, t in enumerate(row) if t in members[0].stop_ids), len(row))
-            answers.append(tokenizer.decode(row[:end], skip_special_tokens=True).strip())
-        return answers
-    finally:
-        for lock in locks:
-            lock.release()
+    enc = encode_chats(tokenizer, prompts)
+    sequence, mask = enc["input_ids"], enc["attention_mask"]
+    step_ids, positions = sequence, (mask.cumsum(-1) - 1).clamp(min=0)
+    pasts: list[Any] = [None] * len(members)
+    finished = torch.zeros(len(prompts), dtype=torch.bool)
+    prompt_length = sequence.shape[1]
+    with torch.inference_mode():
+        for _ in range(settings.max_new_tokens):
+            mixed: Any = None  # the weighted sum over members (there is at least one)
+            for index, (member, weight) in enumerate(zip(members, weights)):
+                device = member.device
+                out = member.model(
+                    input_ids=step_ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    past_key_values=pasts[index],
+                    use_cache=True,
+                )
+                pasts[index] = out.past_key_values
+                logits = processors(sequence, out.logits[:, -1, :].float().cpu())
+                probs = weight * logits.softmax(-1)
+                mixed = probs if mixed is None else mixed + probs
+            if sampling:
+                chosen = torch.multinomial(mixed, 1, generator=generator).squeeze(1)
+            else:
+                chosen = mixed.argmax(-1)
+            chosen = torch.where(finished, torch.tensor(tokenizer.pad_token_id), chosen)
+            sequence = torch.cat([sequence, chosen[:, None]], dim=1)
+            finished |= torch.isin(chosen, stop_ids)
+            if finished.all():
+                break
+            step_ids = chosen[:, None]
+            mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+            positions = positions[:, -1:] + 1
+    answers = []
+    for row in sequence[:, prompt_length:].tolist():
+        end = next((i for i, t in enumerate(row) if t in members[0].stop_ids), len(row))
+        answers.append(tokenizer.decode(row[:end], skip_special_tokens=True).strip())
+    return answers

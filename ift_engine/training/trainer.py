@@ -18,6 +18,7 @@ from typing import Any
 from ..documents import load_yaml_file
 from ..errors import IftError, TrainError
 from ..models.resolve import MANIFEST, ModelPool, ModelSpec
+from ..models.torch_thread import run_on_torch_thread
 from ..plugins import Components, components
 from ..validation import validate_document
 from .data import DataError, Example, ExampleBuilder, read_records
@@ -209,7 +210,7 @@ def train(
     folder = RunFolder(spec, resume=resume, overwrite=overwrite)
     folder.check()
     try:
-        return _run(spec, folder, progress)
+        return run_on_torch_thread(_run, spec, folder, progress)
     except DataError as exc:
         folder.abandon()
         raise TrainError(str(exc)) from None
