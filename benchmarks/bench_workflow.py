@@ -27,6 +27,7 @@ from machine import describe_machine, markdown_table, save_results
 
 from ift_engine.models.base import GenerationSettings
 from ift_engine.models.resolve import ModelPool, ModelSpec
+from ift_engine.models.torch_thread import run_on_torch_thread
 from ift_engine.plugins import components
 from ift_engine.workflow import Workflow
 
@@ -137,9 +138,12 @@ def main() -> None:
         results = {r.id: r for r in wf.run_many(records, batch_size=args.batch_size, cache=False)}
         return [results[i + 1]["article"] for i in range(len(topics))]
 
-    naive_loop = naive(folder, eager)
+    # The engine runs PyTorch on its torch thread; the naive loop runs there too, so both ways of
+    # this one process share one OpenMP team (in a program of its own, a user's loop would have
+    # its main thread's team to itself, which is the same).
+    naive_loop = run_on_torch_thread(naive, folder, eager)
     runs = [
-        ("(a) naive transformers loop", lambda: naive_loop(topics)),
+        ("(a) naive transformers loop", lambda: run_on_torch_thread(naive_loop, topics)),
         ("(b) engine, one at a time", lambda: [eager.run(topic=t, cache=False)["article"] for t in topics]),
         (f"(c) engine, batched ({args.batch_size})", lambda: engine_batched(eager)),
         (f"(d) engine, batched ({args.batch_size}), ONNX Runtime", lambda: engine_batched(onnx)),
