@@ -82,7 +82,7 @@ def test_run_returns_outputs_nodes_and_trace(client: TestClient) -> None:
 def test_run_streams_node_events_then_done(client: TestClient) -> None:
     for request in ({"json": {"inputs": {"text": "hi"}, "stream": True}}, {"json": {"inputs": {"text": "hi"}}, "headers": {"Accept": "text/event-stream"}}):
         response = client.post("/v1/workflows/echo/run", **request)
-        events = sse_events(response.text)
+        events = [(kind, data) for kind, data in sse_events(response.text) if kind != "token"]
         assert [(kind, data.get("node")) for kind, data in events] == [
             ("node_started", "draft"),
             ("node_finished", "draft"),
@@ -299,3 +299,41 @@ def test_ift_serve_process_answers_the_openai_client_and_drains_on_sigterm(tmp_p
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+# -- streamed text ---------------------------------------------------------------------------------
+
+
+def test_streamed_runs_carry_token_events_of_each_node() -> None:
+    with TestClient(app_for(mock_flow(default="bees dance to talk"))) as client:
+        events = sse_events(client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "stream": True}).text)
+    tokens = [(data["node"], data["text"]) for kind, data in events if kind == "token"]
+    assert [t for n, t in tokens if n == "draft"] == ["bees ", "dance ", "to ", "talk"]
+    assert "".join(t for n, t in tokens if n == "final") == "bees dance to talk"
+    kinds = [kind for kind, data in events if data.get("node") == "final"]
+    assert kinds[0] == "node_started" and kinds[-1] == "node_finished" and "token" in kinds
+
+
+def test_openai_stream_hands_out_the_reply_as_it_grows(client: TestClient) -> None:
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client)
+    with TestClient(app_for(mock_flow(default="bees dance to talk"))) as streaming:
+        api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=streaming)
+        for model in ("echo", "writer"):  # a workflow (its output node streams) and a model
+            chunks = list(api.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stream=True))
+            texts = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+            assert texts == ["bees ", "dance ", "to ", "talk"], model
+            assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_hf_streaming_adds_up_to_the_batched_answers(tiny_causal_dir: Path) -> None:
+    from ift_engine import GenerationSettings
+    from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
+
+    model = HFCausalLM.load("tiny", str(tiny_causal_dir), CausalLMOptions(device="cpu", batch_size=2))
+    prompts = [[{"role": "user", "content": text}] for text in ("Bees dance.", "The hotel was clean and quiet.", "Tides")]
+    settings = GenerationSettings(max_new_tokens=12)
+    pieces: dict[int, str] = {}
+    streamed = model.generate_stream(prompts, settings, lambda i, t: pieces.update({i: pieces.get(i, "") + t}))
+    assert streamed == model.generate(prompts, settings)
+    assert [pieces.get(i, "").strip() for i in range(3)] == streamed  # batches of 2: offsets kept

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +27,21 @@ class GenerationSettings(BaseModel):
     seed: int | None = None
     #: >1 discourages repeating tokens (small models loop without it under greedy decoding).
     repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
+
+
+#: Receives streamed text: the prompt's index in the call, and the text added since last time.
+TextSink = Callable[[int, str], None]
+
+
+@runtime_checkable
+class StreamsText(Protocol):
+    """A model that can hand out its answers as they are generated."""
+
+    def generate_stream(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink
+    ) -> list[str]:
+        """``generate``, calling ``on_text(index, new text)`` as each answer grows."""
+        ...
 
 
 class NoOptions(BaseModel):

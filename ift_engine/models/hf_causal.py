@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
-from .base import GenerationSettings, Model, Prompt
+from .base import GenerationSettings, Model, Prompt, TextSink
 from .chat import chat_ids, encode_chats, text_ids
+from .streaming import TextDeltas
 from .torch_thread import on_torch_thread
 from .torch_utils import Device, DType, load_pretrained
 
@@ -91,6 +92,18 @@ class HFCausalLM(Model):
 
     @on_torch_thread
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
+        return self._generate(prompts, settings, None)
+
+    @on_torch_thread
+    def generate_stream(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink
+    ) -> list[str]:
+        """``generate``, handing ``on_text(index, new text)`` each answer as it grows."""
+        return self._generate(prompts, settings, on_text)
+
+    def _generate(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink | None
+    ) -> list[str]:
         import torch
 
         sampling = settings.temperature > 0
@@ -98,8 +111,10 @@ class HFCausalLM(Model):
         with torch.inference_mode():
             if sampling and settings.seed is not None:
                 torch.manual_seed(settings.seed)
-            for batch in self._batches(prompts):
+            for offset in range(0, len(prompts), self.batch_size):
+                batch = prompts[offset : offset + self.batch_size]
                 enc = encode_chats(self.tokenizer, batch).to(self.device)
+                streamer = TextDeltas(self.tokenizer, on_text, offset, self.stop_ids) if on_text else None
                 out = self.model.generate(
                     **enc,
                     max_new_tokens=settings.max_new_tokens,
@@ -110,6 +125,7 @@ class HFCausalLM(Model):
                     repetition_penalty=settings.repetition_penalty,
                     eos_token_id=self.stop_ids,
                     pad_token_id=self.tokenizer.pad_token_id,
+                    streamer=streamer,
                 )
                 new_tokens = out[:, enc["input_ids"].shape[1] :]
                 answers.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))

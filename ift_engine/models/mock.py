@@ -6,6 +6,7 @@ prompt containing "outline" with two lines, and ``model.calls`` lists what it wa
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
 from ..parsers import find_label
-from .base import GenerationSettings, Model, Prompt
+from .base import GenerationSettings, Model, Prompt, TextSink
 
 
 class MockOptions(BaseModel):
@@ -92,6 +93,18 @@ class MockModel(Model):
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         self._record("generate", prompts, time.perf_counter())
         return [self.answer(p) for p in prompts]
+
+    def generate_stream(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink
+    ) -> list[str]:
+        """``generate``, handing out each answer word by word (round-robin over the prompts)."""
+        answers = self.generate(prompts, settings)
+        pieces = [re.findall(r"\S+\s*", answer) for answer in answers]
+        for step in range(max((len(p) for p in pieces), default=0)):
+            for index, words in enumerate(pieces):
+                if step < len(words):
+                    on_text(index, words[step])
+        return answers
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         """All probability on the first label the canned answer names; uniform if none."""

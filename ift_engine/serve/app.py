@@ -289,6 +289,7 @@ async def stream_run(
     that goes away cancels its request (dropped if it still waits for a batch)."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
     def sink(event: dict[str, Any]) -> None:  # called on the model thread
         loop.call_soon_threadsafe(events.put_nowait, event)
 
@@ -323,38 +324,87 @@ def add_openai_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat(body: openai_api.ChatRequest) -> Response:
-        reply = await chat_reply(service, body)
+        reply = ChatReply(service, body)  # checks the model and settings before any answer starts
         if body.stream:
-            return StreamingResponse(
-                openai_api.completion_chunks(body.model, reply), media_type="text/event-stream"
+            return StreamingResponse(reply.stream(), media_type="text/event-stream")
+        return JSON(openai_api.completion(body.model, await reply.text()))
+
+
+class ChatReply:
+    """The reply to a chat request: a workflow's answer to the last user message (its output
+    node's text streams as it is generated), or a model's to the whole chat."""
+
+    def __init__(self, service: Service, body: openai_api.ChatRequest) -> None:
+        self.service, self.body = service, body
+        self.workflow = body.model in service.workflows
+        if self.workflow:
+            try:
+                self.text_input, self.output = service.chat_workflow_input(body.model)
+            except WorkflowError as exc:
+                raise ApiError(400, str(exc), "invalid_request_error", "model") from None
+            self.output_node = service.workflows[body.model].graph.outputs()[self.output]
+        else:
+            if body.model not in service.chat_models():
+                known = ", ".join([*service.workflows, *service.chat_models()])
+                raise ApiError(404, f"unknown model '{body.model}' (known: {known})", "not_found", "model")
+            try:
+                self.settings = body.settings()
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = str(first["loc"][0])
+                raise ApiError(422, f"{field}: {first['msg']}", "invalid_request_error", field) from None
+
+    async def text(self, on_text: Callable[[str], None] | None = None) -> str:
+        """The reply; ``on_text(new text)`` (called on the model thread) as it grows."""
+        body = self.body
+        if self.workflow:
+
+            def events(event: dict[str, Any]) -> None:
+                if on_text and event["event"] == "token" and event["node"] == self.output_node:
+                    if event["element"] is None:
+                        on_text(event["text"])
+
+            result = await self.service.run_workflow(
+                body.model, {self.text_input: body.last_user_text()}, events
             )
-        return JSON(openai_api.completion(body.model, reply))
-
-
-async def chat_reply(service: Service, body: openai_api.ChatRequest) -> str:
-    """A workflow's answer to the last user message, or a model's to the whole chat."""
-    if body.model in service.workflows:
+            raise_for_item(result)
+            return to_text(result.outputs[self.output])
+        messages = [m.model_dump(include={"role", "content"}) for m in body.messages]
         try:
-            text_input, output = service.chat_workflow_input(body.model)
-        except WorkflowError as exc:
-            raise ApiError(400, str(exc), "invalid_request_error", "model") from None
-        result = await service.run_workflow(body.model, {text_input: body.last_user_text()})
-        raise_for_item(result)
-        return to_text(result.outputs[output])
-    try:
-        settings = body.settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ApiError(
-            422, f"{first['loc'][0]}: {first['msg']}", "invalid_request_error", str(first["loc"][0])
-        ) from None
-    try:
-        return await service.chat_model(
-            body.model, [m.model_dump(include={"role", "content"}) for m in body.messages], settings
-        )
-    except ModelError as exc:
-        status = 404 if str(exc).startswith("unknown model") else 500
-        raise ApiError(status, str(exc), "not_found" if status == 404 else "model_error", "model") from None
+            return await self.service.chat_model(body.model, messages, self.settings, on_text)
+        except ModelError as exc:
+            raise ApiError(500, str(exc), "model_error", "model") from None
+
+    async def stream(self) -> AsyncIterator[str]:
+        """OpenAI chunks: the text as it is generated, whatever the parsed reply adds, the stop."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        writer = openai_api.ChunkWriter(self.body.model)
+        def piece(text: str) -> None:  # called on the model thread
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        task = asyncio.create_task(self.text(piece))
+        sent = ""
+        try:
+            while not task.done() or not pieces.empty():
+                getter = asyncio.ensure_future(pieces.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    sent += getter.result()
+                    yield writer.chunk(getter.result())
+                else:
+                    getter.cancel()
+            reply = task.result()
+            if reply != sent:
+                yield writer.chunk(reply[len(sent) :] if reply.startswith(sent) else reply)
+            yield writer.stop()
+        except ApiError as exc:
+            yield writer.error(exc.message, exc.kind)
+        except IftError as exc:
+            yield writer.error(str(exc), "model_error")
+        finally:
+            task.cancel()
+        yield writer.done()
 
 
 def add_page_routes(app: FastAPI, metrics: Metrics) -> None:

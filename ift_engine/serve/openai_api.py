@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,18 +61,38 @@ def completion(model: str, reply: str) -> dict[str, Any]:
     }
 
 
-def completion_chunks(model: str, reply: str) -> Iterator[str]:
-    """Server-sent events of a streamed completion: the reply, the stop, then ``[DONE]``."""
-    base = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-    }
-    deltas = [({"role": "assistant", "content": reply}, None), ({}, "stop")]
-    for delta, finish in deltas:
-        chunk = {**base, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        yield f"data: {json_text(chunk)}\n\n"
-    yield "data: [DONE]\n\n"
+class ChunkWriter:
+    """Server-sent events of a streamed completion: ``chunk(text)`` for each piece of the reply,
+    then ``stop()``, then ``done()`` (the ``[DONE]`` line); ``error(message)`` on a failure."""
+
+    def __init__(self, model: str) -> None:
+        self.base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
+        self.first = True
+
+    def _event(self, delta: dict[str, str], finish: str | None) -> str:
+        chunk = {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json_text(chunk)}\n\n"
+
+    def chunk(self, text: str) -> str:
+        delta = {"role": "assistant", "content": text} if self.first else {"content": text}
+        self.first = False
+        return self._event(delta, None)
+
+    def stop(self) -> str:
+        return self._event({}, "stop")
+
+    @staticmethod
+    def error(message: str, kind: str) -> str:
+        return f"data: {json_text({'error': {'message': message, 'type': kind}})}\n\n"
+
+    @staticmethod
+    def done() -> str:
+        return "data: [DONE]\n\n"
 
 
 def model_list(names: list[str]) -> dict[str, Any]:

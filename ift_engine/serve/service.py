@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IftError, ModelError, WorkflowError
-from ..models.base import GenerationSettings, Message
+from ..models.base import GenerationSettings, Message, StreamsText
 from ..models.resolve import ModelPool, ModelSpec
 from ..workflow import RunResult, Workflow
 from ..workflow.runner import NodeResult, Runner
@@ -159,8 +159,16 @@ class Service:
                 if request.events:
                     request.events(node_event("node_finished", node))
 
+            def text(result: RunResult, node: str, element: int | None, delta: str) -> None:
+                request = requests[result.id]
+                if request.events:
+                    request.events({"event": "token", "node": node, "element": element, "text": delta})
+
             items = [(index, request.inputs) for index, request in enumerate(requests)]
-            return runner.run_batch(items, on_node_start=started, on_node_done=finished)
+            streaming = any(request.events for request in requests)
+            return runner.run_batch(
+                items, on_node_start=started, on_node_done=finished, on_text=text if streaming else None
+            )
 
         return run
 
@@ -193,7 +201,15 @@ class Service:
             )
         return inputs[0], outputs[0]
 
-    async def chat_model(self, model: str, messages: Sequence[Message], settings: GenerationSettings) -> str:
+    async def chat_model(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        settings: GenerationSettings,
+        on_text: Callable[[str], None] | None = None,
+    ) -> str:
+        """A model's reply; ``on_text(new text)`` (called on the model thread) streams it where the
+        model can."""
         spec = self.chat_models().get(model)
         if spec is None:
             raise ModelError(f"unknown model '{model}' (known: {', '.join(self.chat_models())})")
@@ -201,11 +217,22 @@ class Service:
         if key not in self.batchers:
             pool = next(iter(self.workflows.values())).pool
 
-            def generate(prompts: list[Sequence[Message]]) -> list[str]:
-                return pool.get(spec).generate(prompts, settings)
+            def generate(requests: list[tuple[list[Message], Callable[[str], None] | None]]) -> list[str]:
+                chat = pool.get(spec)
+                prompts = [messages for messages, _ in requests]
+                sinks = [sink for _, sink in requests]
+                if isinstance(chat, StreamsText) and any(sinks):
+
+                    def to_request(index: int, text: str) -> None:
+                        sink = sinks[index]
+                        if sink:
+                            sink(text)
+
+                    return chat.generate_stream(prompts, settings, to_request)
+                return chat.generate(prompts, settings)
 
             self.batchers[key] = self._batcher(model, generate)
-        answer: str = await self.batchers[key].submit(list(messages))
+        answer: str = await self.batchers[key].submit((list(messages), on_text))
         return answer
 
     async def close(self) -> None:

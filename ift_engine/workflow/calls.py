@@ -22,7 +22,7 @@ from typing import Any
 
 from ..ensemble import LabelEnsembleModel, TextEnsembleModel
 from ..errors import IftError
-from ..models.base import Model, Prompt
+from ..models.base import Model, Prompt, StreamsText, TextSink
 from ..models.resolve import ModelPool
 from ..templates import AnswerForm
 from .cache import AnswerCache
@@ -48,8 +48,11 @@ def _argmax(probabilities: Mapping[str, float]) -> str:
     return max(probabilities, key=probabilities.__getitem__)
 
 
-def answer_prompts(bound: BoundNode, prompts: Sequence[Prompt], pool: ModelPool) -> list[Answer]:
-    """Call the node's model (or ensemble) once on all ``prompts``."""
+def answer_prompts(
+    bound: BoundNode, prompts: Sequence[Prompt], pool: ModelPool, on_text: TextSink | None = None
+) -> list[Answer]:
+    """Call the node's model (or ensemble) once on all ``prompts``; a model that streams tokens
+    hands ``on_text(prompt index, new text)`` the answers as they grow."""
     template = bound.template
     model = pool.get(bound.model)
     prompts = list(prompts)
@@ -75,6 +78,8 @@ def answer_prompts(bound: BoundNode, prompts: Sequence[Prompt], pool: ModelPool)
     if isinstance(model, TextEnsembleModel):
         texts, details = model.generate_with_members(prompts, bound.generation)
         return [Answer(t, members={"details": d} if d is not None else None) for t, d in zip(texts, details)]
+    if on_text is not None and isinstance(model, StreamsText):
+        return [Answer(text) for text in model.generate_stream(prompts, bound.generation, on_text)]
     return [Answer(text) for text in model.generate(prompts, bound.generation)]
 
 
@@ -119,41 +124,50 @@ def call_with_timeout(function: Callable[[], Any], seconds: float | None) -> Any
     return box["value"]
 
 
-#: A call that answers every prompt or raises; ``OutcomeCall`` never raises.
-Call = Callable[[list[Messages]], list[Answer]]
-OutcomeCall = Callable[[list[Messages]], list[Outcome]]
+#: A call that answers every prompt or raises; ``OutcomeCall`` never raises. Both take the
+#: prompts and an optional ``TextSink`` for streamed text (indices are positions in the prompts).
+Call = Callable[[list[Messages], TextSink | None], list[Answer]]
+OutcomeCall = Callable[[list[Messages], TextSink | None], list[Outcome]]
+
+
+def shifted(on_text: TextSink | None, positions: Sequence[int]) -> TextSink | None:
+    """A sink for a sub-list of the prompts, reporting under their places in the whole list."""
+    if on_text is None:
+        return None
+    sink = on_text
+    return lambda index, text: sink(positions[index], text)
 
 
 def with_timeout(call: Call, seconds: float | None) -> Call:
     if seconds is None:
         return call
-    return lambda prompts: call_with_timeout(lambda: call(prompts), seconds)
+    return lambda prompts, on_text: call_with_timeout(lambda: call(prompts, on_text), seconds)
 
 
 def with_retries(call: Call, retry: RetrySpec) -> Call:
-    def attempts(prompts: list[Messages]) -> list[Answer]:
+    def attempts(prompts: list[Messages], on_text: TextSink | None) -> list[Answer]:
         for attempt in range(retry.attempts - 1):
             try:
-                return call(prompts)
+                return call(prompts, on_text)
             except CallTimedOut:
                 raise
             except Exception:  # noqa: BLE001 - a model may raise anything; the last try reports it
                 time.sleep(retry.wait(attempt))
-        return call(prompts)
+        return call(prompts, on_text)
 
     return attempts
 
 
 def isolated(call: Call) -> OutcomeCall:
-    def outcomes(prompts: list[Messages]) -> list[Outcome]:
+    def outcomes(prompts: list[Messages], on_text: TextSink | None) -> list[Outcome]:
         try:
-            return list(call(prompts))
+            return list(call(prompts, on_text))
         except CallTimedOut as exc:
             return [Failure.of(exc)] * len(prompts)
         except Exception as exc:  # noqa: BLE001 - a model may raise anything; it is reported
             if len(prompts) == 1:
                 return [Failure.of(exc)]
-            return [outcomes([prompt])[0] for prompt in prompts]
+            return [outcomes([prompt], shifted(on_text, [i]))[0] for i, prompt in enumerate(prompts)]
 
     return outcomes
 
@@ -161,14 +175,15 @@ def isolated(call: Call) -> OutcomeCall:
 def cached(call: OutcomeCall, cache: AnswerCache, parts: dict[str, Any], node: str) -> OutcomeCall:
     """``parts``: what besides the prompt keys an answer (model identity, settings...)."""
 
-    def outcomes(prompts: list[Messages]) -> list[Outcome]:
+    def outcomes(prompts: list[Messages], on_text: TextSink | None) -> list[Outcome]:
         keys = [AnswerCache.key(**parts, messages=p) for p in prompts]
         found: list[Outcome | None] = [None] * len(prompts)
         for i, key in enumerate(keys):
             hit = cache.get(key)
             found[i] = Answer(**{**hit, "cached": True}) if hit is not None else None
         misses = [i for i, answer in enumerate(found) if answer is None]
-        for i, outcome in zip(misses, call([prompts[i] for i in misses]) if misses else []):
+        computed = call([prompts[i] for i in misses], shifted(on_text, misses)) if misses else []
+        for i, outcome in zip(misses, computed):
             found[i] = outcome
             if isinstance(outcome, Answer):
                 try:
@@ -185,7 +200,9 @@ def node_call(
 ) -> OutcomeCall:
     """The layers above around ``bound``'s model; ``cache``: the cache and the key parts."""
     call = with_retries(
-        with_timeout(lambda prompts: answer_prompts(bound, prompts, pool), bound.spec.timeout),
+        with_timeout(
+            lambda prompts, on_text: answer_prompts(bound, prompts, pool, on_text), bound.spec.timeout
+        ),
         bound.spec.retry,
     )
     outcomes = isolated(call)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import IftError, ModelError, NodeError, WorkflowError
 from ..files import json_text
+from ..models.base import TextSink
 from ..models.resolve import ModelPool
 from ..settings import using_settings
 from ..templates import AnswerForm
@@ -25,6 +26,9 @@ from .cache import AnswerCache, model_identity
 from .calls import Failure, Outcome, node_call
 from .graph import BoundNode, WorkflowGraph
 from .spec import reference
+
+#: Streamed text of a run: (item, node id, element of a map node or None, new text).
+TextEvents = Callable[["RunResult", str, "int | None", str], None]
 
 
 @dataclass
@@ -195,10 +199,13 @@ class Runner:
         *,
         on_node_start: Callable[[str], None] | None = None,
         on_node_done: Callable[[RunResult, NodeResult], None] | None = None,
+        on_text: TextEvents | None = None,
     ) -> list[RunResult]:
         """Run ``(id, checked inputs)`` pairs together; never raises for an item's failure.
-        ``on_node_start(node_id)`` is called as a node starts for the batch, and
-        ``on_node_done(item, node_result)`` for each item a node finished."""
+        ``on_node_start(node_id)`` is called as a node starts for the batch,
+        ``on_node_done(item, node_result)`` for each item a node finished, and, where the model
+        streams, ``on_text(item, node_id, element, new text)`` as an answer grows (``element``:
+        the list position, for a map node; else None)."""
         results = [RunResult(self.graph.spec.name, values, id=item_id) for item_id, values in items]
         graph = self.graph.graph
         waiting = {n: graph.in_degree(n) for n in graph}
@@ -208,7 +215,7 @@ class Runner:
             def submit(node_id: str) -> Future[None]:
                 if on_node_start:
                     on_node_start(node_id)
-                return threads.submit(self._execute, node_id, results, start)
+                return threads.submit(self._execute, node_id, results, start, on_text)
 
             running = {submit(n): n for n, count in waiting.items() if count == 0}
             while running:
@@ -232,9 +239,11 @@ class Runner:
                 result.outputs = {name: result.nodes[n].output for name, n in outputs.items()}
         return results
 
-    def _execute(self, node_id: str, results: list[RunResult], start: float) -> None:
+    def _execute(
+        self, node_id: str, results: list[RunResult], start: float, on_text: TextEvents | None
+    ) -> None:
         with using_settings(self.graph.plugin_settings):  # per thread: nodes run on a pool
-            self._execute_node(node_id, results, start)
+            self._execute_node(node_id, results, start, on_text)
 
     def _jobs(self, bound: BoundNode, result: RunResult) -> list[_Job]:
         """The prompts one item needs from this node: one, or one per element for a map node."""
@@ -254,7 +263,9 @@ class Runner:
             jobs.append(_Job(result, k, list(prompt.messages), prompt.paraphrase))
         return jobs
 
-    def _execute_node(self, node_id: str, results: list[RunResult], start: float) -> None:
+    def _execute_node(
+        self, node_id: str, results: list[RunResult], start: float, on_text: TextEvents | None
+    ) -> None:
         bound = self.graph.node(node_id)
         began = time.perf_counter()
         jobs: list[_Job] = []
@@ -264,7 +275,14 @@ class Runner:
                     jobs += self._jobs(bound, result)
                 except IftError as exc:
                     result.error = ItemError(node_id, str(exc))
-        answers = self._answers(bound, [job.messages for job in jobs])
+        sink: TextSink | None = None
+        if on_text is not None:
+            events = on_text
+
+            def sink(index: int, text: str) -> None:
+                events(jobs[index].result, node_id, jobs[index].element, text)
+
+        answers = self._answers(bound, [job.messages for job in jobs], sink)
         seconds = time.perf_counter() - began
         per_item: dict[int, list[NodeResult]] = {}
         for job, answer in zip(jobs, answers):
@@ -339,8 +357,10 @@ class Runner:
             "plugins": {n: s.model_dump(mode="json") for n, s in sorted(self.graph.plugin_settings.items())},
         }
 
-    def _answers(self, bound: BoundNode, prompts: list[list[dict[str, str]]]) -> list[Outcome]:
+    def _answers(
+        self, bound: BoundNode, prompts: list[list[dict[str, str]]], on_text: TextSink | None
+    ) -> list[Outcome]:
         """One answer (or why not) per prompt, through the node's call policies."""
         parts = self._cache_parts(bound)
         cache = (self.cache, parts) if self.cache is not None and parts is not None else None
-        return node_call(bound, self.pool, cache)(prompts)
+        return node_call(bound, self.pool, cache)(prompts, on_text)

@@ -121,6 +121,7 @@ function showTimings() {
 
 function handle(event, data) {
   if (event === "node_started") nodeBox(data.node);
+  if (event === "token" && data.element === null) nodeBox(data.node).querySelector("pre").textContent += data.text;
   if (event === "node_finished") {
     const box = nodeBox(data.node);
     box.classList.remove("running");
