@@ -337,3 +337,40 @@ def test_hf_streaming_adds_up_to_the_batched_answers(tiny_causal_dir: Path) -> N
     streamed = model.generate_stream(prompts, settings, lambda i, t: pieces.update({i: pieces.get(i, "") + t}))
     assert streamed == model.generate(prompts, settings)
     assert [pieces.get(i, "").strip() for i in range(3)] == streamed  # batches of 2: offsets kept
+
+
+def test_ift_serve_with_two_worker_processes(tmp_path: Path) -> None:
+    (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow()))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ift_engine.cli", "serve", str(tmp_path), "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "IFT_ENGINE_LOAD_PLUGINS": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, body = time.time() + 60, None
+        while time.time() < deadline and body is None:
+            try:
+                body = httpx.post(f"{url}/v1/workflows/echo/run", json={"inputs": {"text": "hi"}}).json()
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert body == {**body, "outputs": {"final": "hello"}}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    log = process.stdout.read().decode() if process.stdout else ""
+    assert log.count("Application startup complete") == 2, log
+
+
+def test_bad_serve_arguments_are_one_line_errors(tmp_path: Path) -> None:
+    for args, message in (
+        ([str(tmp_path / "missing")], "no such workflow file or folder"),
+        ([str(tmp_path)], "no workflow files in"),
+        ([str(tmp_path), "--workers", "0"], "--workers must be between 1 and 64"),
+    ):
+        if "--workers" in args:
+            (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow()))
+        done = subprocess.run([sys.executable, "-m", "ift_engine.cli", "serve", *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
