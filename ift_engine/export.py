@@ -14,7 +14,7 @@ from typing import Any, Literal
 from .errors import IftError, ModelError
 from .files import check_output_folder, move_into_place, staging_folder
 from .models.chat import encode_chats
-from .models.onnx import ONNX_FILE, OnnxOptions, load_ort
+from .models.ort import ONNX_FILE, OnnxOptions, load_ort
 from .models.resolve import MANIFEST, cache_home, infer_backend
 
 log = logging.getLogger(__name__)

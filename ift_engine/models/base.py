@@ -65,6 +65,12 @@ class Model(ABC):
         self.name = name
 
     @classmethod
+    def prepare(cls, source: str, options: Any) -> str:
+        """Make ready what ``load`` reads and return where it is (the ``onnx`` backend exports a
+        PyTorch folder on first use). The pool calls it before ``load``; by default, nothing."""
+        return source
+
+    @classmethod
     @abstractmethod
     def load(cls, name: str, source: str, options: Any) -> Model:
         """Load from ``source`` (a folder or hub id) with validated ``options``."""

@@ -3,81 +3,18 @@
 The ONNX models are drop-in replacements for the transformers ones (optimum's ``ORTModel``
 classes implement ``forward`` and ``generate``), so generation, scoring and classification are
 the PyTorch backends' own code. A folder that holds no ONNX export yet is exported on first use
-into the cache, once.
+into the cache, once, by ``prepare`` (the pool calls it while resolving the model, as it converts
+GGUF files), so ``load`` only loads.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from ..errors import ModelError
 from .base import Model
 from .hf_causal import HFCausalLM
 from .hf_classifier import HFClassifier
-from .resolve import MANIFEST
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-ONNX_FILE = "model.onnx"
-
-
-class OnnxOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(8, ge=1, description="most prompts in one forward pass")
-    threads: int = Field(0, ge=0, description="CPU intra-op threads; 0 lets ONNX Runtime choose")
-    quantize: Literal["int8", "int4"] | None = Field(
-        None, description="when exporting on first use: quantise the weights"
-    )
-
-
-def pick_provider(device: str) -> str:
-    """``auto`` takes CUDA when a GPU is present; ``cuda`` without one is an error.
-
-    onnxruntime-gpu lists the CUDA provider even on machines without a GPU, so the GPU itself
-    is asked for through torch.
-    """
-    import onnxruntime
-    import torch
-
-    has_cuda = CUDA in onnxruntime.get_available_providers() and torch.cuda.is_available()
-    if device == "cuda" and not has_cuda:
-        raise ModelError(
-            "device 'cuda' was asked for but ONNX Runtime has no usable CUDA provider "
-            f"(providers: {', '.join(onnxruntime.get_available_providers())}; GPU present: "
-            f"{torch.cuda.is_available()}); install onnxruntime-gpu on a CUDA machine or use device: cpu"
-        )
-    return CUDA if device == "cuda" or (device == "auto" and has_cuda) else CPU
-
-
-def is_onnx_export(folder: Path) -> bool:
-    return (folder / ONNX_FILE).exists()
-
-
-def load_ort(folder: Path, options: OnnxOptions) -> tuple[Any, str]:
-    """The optimum ORTModel for an export folder, and its task ("text-generation" or
-    "text-classification"); fails loudly if CUDA was asked for and the session fell back."""
-    import onnxruntime
-    from optimum.onnxruntime import ORTModelForCausalLM, ORTModelForSequenceClassification
-
-    manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).exists() else {}
-    task = manifest.get("task", "text-generation")
-    provider = pick_provider(options.device)
-    session = onnxruntime.SessionOptions()
-    if options.threads:
-        session.intra_op_num_threads = options.threads
-    cls = ORTModelForSequenceClassification if task == "text-classification" else ORTModelForCausalLM
-    model = cls.from_pretrained(
-        folder, provider=provider, session_options=session, use_io_binding=provider == CUDA
-    )
-    if provider == CUDA and CUDA not in model.providers:
-        raise ModelError(f"ONNX Runtime could not start CUDA for {folder} (providers: {model.providers})")
-    return model, task
+from .ort import CPU, CUDA, ONNX_FILE, OnnxOptions, is_onnx_export, load_ort, pick_provider
 
 
 class OnnxCausalLM(HFCausalLM):
@@ -95,16 +32,34 @@ class OnnxModel(Model):
     options_model = OnnxOptions
 
     @classmethod
+    def prepare(cls, source: str, options: OnnxOptions) -> str:
+        """A folder that holds no ONNX export yet (a PyTorch model) is exported into the cache on
+        first use, once; the export is what ``load`` reads."""
+        if is_onnx_export(Path(source)):
+            return source
+        from ..export import export_cached
+
+        return str(export_cached(source, options.quantize))
+
+    @classmethod
     def load(cls, name: str, source: str, options: OnnxOptions) -> Model:
         from transformers import AutoTokenizer
 
-        from ..export import export_cached
-
-        folder = Path(source)
-        if not is_onnx_export(folder):
-            folder = export_cached(source, options.quantize)
-        model, task = load_ort(folder, options)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model, task = load_ort(Path(source), options)
+        tokenizer = AutoTokenizer.from_pretrained(source)
         if task == "text-classification":
             return OnnxClassifier(name, model, tokenizer, options.batch_size)
         return OnnxCausalLM(name, model, tokenizer, options.batch_size)
+
+
+__all__ = [
+    "CPU",
+    "CUDA",
+    "ONNX_FILE",
+    "OnnxCausalLM",
+    "OnnxClassifier",
+    "OnnxModel",
+    "OnnxOptions",
+    "load_ort",
+    "pick_provider",
+]

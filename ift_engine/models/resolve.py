@@ -287,5 +287,5 @@ class ModelPool:
             return ensembler(members, spec.weights).model(spec.name)
         cls = self.backend_for(spec)
         options = self.options_for(spec)
-        source = self.locate(spec) if cls.locates_weights else spec.name
+        source = cls.prepare(self.locate(spec), options) if cls.locates_weights else spec.name
         return cls.load(spec.name, source, options)
