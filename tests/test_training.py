@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -298,3 +299,84 @@ def test_top_layers_adapts_only_the_last_layers(tiny_causal_dir, tmp_path):
                 "training": {**FAST, "lora": {**lora, "top_layers": 3}},
             }
         )
+
+
+# -- the formats people bring, label by label ------------------------------------------------------
+
+
+def features_of(tokenizer, record, **builder):
+    from ift_engine.training.data import ExampleBuilder
+    from ift_engine.training.tokenize import tokenize_example
+
+    example = ExampleBuilder(builder.get("fmt"), None, None, "round-robin", [], 0).build(0, "r", record)
+    return example, tokenize_example(tokenizer, example, max_length=512)
+
+
+def trained_span(features):
+    return [t for t, label in zip(features["input_ids"], features["labels"]) if label != IGNORE]
+
+
+CHAT_FORMS = {
+    "messages": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
+    "trl conversational": {
+        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
+        "completion": [{"role": "assistant", "content": "4"}],
+    },
+    "sharegpt": {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]},
+}
+
+
+@pytest.mark.parametrize("form", sorted(CHAT_FORMS))
+def test_chat_forms_train_exactly_the_answer_and_end_of_turn(tiny_causal_dir, form):
+    from ift_engine.models.chat import chat_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    example, features = features_of(tokenizer, CHAT_FORMS[form])
+    assert [m["role"] for m in example.prompt] == ["system", "user"] and example.completion == "4"
+    prompt = chat_ids(tokenizer, example.prompt)
+    answer = tokenizer("4", add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    assert features["input_ids"] == prompt + answer  # token by token
+    assert features["labels"] == [IGNORE] * len(prompt) + answer
+
+
+def test_plain_text_trains_every_token(tiny_causal_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    example, features = features_of(tokenizer, {"text": "Bees dance to tell where flowers are."})
+    ids = tokenizer("Bees dance to tell where flowers are.", add_special_tokens=False)["input_ids"]
+    assert example.language_model and features["input_ids"] == ids + [tokenizer.eos_token_id]
+    assert features["labels"] == features["input_ids"]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"prompt": [{"role": "user", "content": "x"}], "completion": [{"role": "user", "content": "y"}]}, "field 'completion' must be one assistant message"),
+        ({"prompt": "x", "completion": [{"role": "assistant"}]}, "field 'completion' must be a list of {role, content} messages"),
+        ({"conversations": [{"from": "alien", "value": "x"}, {"from": "gpt", "value": "y"}]}, "field 'conversations' must be a list of {from, value} turns"),
+        ({"conversations": [{"from": "human", "value": "x"}, {"from": "human", "value": "y"}]}, "must end with the assistant's answer"),
+        ({"text": ""}, "field 'text' must be a non-empty string"),
+    ],
+)
+def test_bad_records_of_the_new_forms(tiny_causal_dir, record, message):
+    from ift_engine.training.data import DataError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_dir)
+    with pytest.raises(DataError, match=re.escape(message)):
+        features_of(tokenizer, record)
+
+
+def test_a_run_mixes_every_format(tiny_causal_dir, tmp_path):
+    records = [CHAT_FORMS[form] for form in sorted(CHAT_FORMS)] + [
+        {"text": "Bees dance to tell where flowers are."},
+        {"instruction": "Add", "input": "1+1", "output": "2"},
+        {"prompt": "Hi", "completion": "Hello"},
+    ]
+    result = train(
+        base_model=str(tiny_causal_dir),
+        output=str(tmp_path / "model"),
+        datasets=[{"records": records * 2}],
+        eval={"split": 4},
+        training={**FAST, "epochs": 1},
+        progress=False,
+    )
+    assert result.metrics["train_examples"] == 8 and result.metrics["eval_loss"] > 0

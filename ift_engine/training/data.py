@@ -3,8 +3,12 @@
 Formats (detected from the fields when not given):
 
 - ``alpaca``: ``instruction``, optional ``input``, ``output``
-- ``prompt-completion``: ``prompt``, ``completion``
+- ``prompt-completion``: ``prompt``, ``completion`` as text, or (TRL's conversational form) as
+  message lists: the prompt's messages, then one assistant message
 - ``messages``: a chat ``messages`` list ending with the assistant's answer
+- ``sharegpt``: ``conversations`` of ``{from, value}`` turns (LLaMA-Factory's ShareGPT form;
+  ``human``/``gpt``/``system``), ending with the assistant's answer
+- ``text``: plain ``text`` for language modelling: every token is trained, no chat template
 - ``task``: the variables of a template (e.g. ``text``) and ``output``; each record is rendered
   with one paraphrase of the template (FLAN style)
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +30,14 @@ from ..documents import read_text
 from ..errors import IftError
 from ..templates import InstructionTemplate, Message
 
-Format = Literal["alpaca", "prompt-completion", "messages", "task"]
+Format = Literal["alpaca", "prompt-completion", "messages", "sharegpt", "text", "task"]
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
 class DataError(IftError):
@@ -42,6 +53,8 @@ class Example:
     task: str | None = None
     labels: tuple[str, ...] = ()
     paraphrase: int | None = None
+    #: Plain text for language modelling (format ``text``): no prompt, every token trained.
+    language_model: bool = False
 
 
 def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -82,11 +95,34 @@ def _json(text: str, where: str) -> Any:
 def detect_format(record: Mapping[str, Any]) -> Format:
     if "messages" in record:
         return "messages"
+    if "conversations" in record:
+        return "sharegpt"
     if "instruction" in record:
         return "alpaca"
     if "prompt" in record and "completion" in record:
         return "prompt-completion"
+    if "text" in record and "output" not in record:
+        return "text"
     return "task"
+
+
+def _chat(messages: Any, field: str, where: str) -> list[dict[str, str]]:
+    """A list of ``{role, content}`` messages, or ``DataError`` naming the field."""
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages
+    ):
+        raise DataError(f"{where}: field '{field}' must be a list of {{role, content}} messages")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _split_answer(messages: list[dict[str, str]], field: str, where: str) -> tuple[list[dict[str, str]], str]:
+    """(the prompt's messages, the answer) of a chat that ends with the assistant's answer."""
+    if len(messages) < 2:
+        raise DataError(f"{where}: field '{field}' needs at least two turns")
+    if messages[-1]["role"] != "assistant":
+        raise DataError(f"{where}: field '{field}' must end with the assistant's answer")
+    return messages[:-1], messages[-1]["content"]
 
 
 def _text(record: Mapping[str, Any], field: str, where: str) -> str:
@@ -134,46 +170,56 @@ class ExampleBuilder:
             raise DataError(f"{where}: a record must be an object with named fields")
         # Seeding with a string is stable across processes (unlike hash()).
         rng = random.Random(f"{self.seed}:{index}:{copy}")
-        augment = (lambda t: self._augment(t, rng)) if copy else (lambda t: t)
+        augment: Callable[[str], str] = (lambda t: self._augment(t, rng)) if copy else (lambda t: t)
         fmt = self.fmt or detect_format(record)
         if fmt == "messages":
-            messages = record.get("messages")
-            if (
-                not isinstance(messages, list)
-                or len(messages) < 2
-                or not all(
-                    isinstance(m, dict)
-                    and isinstance(m.get("role"), str)
-                    and isinstance(m.get("content"), str)
-                    for m in messages
-                )
-            ):
-                raise DataError(
-                    f"{where}: field 'messages' must be a list of {{role, content}} with at least two turns"
-                )
-            if messages[-1]["role"] != "assistant":
-                raise DataError(f"{where}: field 'messages' must end with the assistant's answer")
-            prompt = [dict(m) for m in messages[:-1]]
-            last_user = (
-                max(i for i, m in enumerate(prompt) if m["role"] == "user")
-                if any(m["role"] == "user" for m in prompt)
-                else None
+            return self._chat_example(
+                _chat(record.get("messages"), "messages", where), "messages", where, augment
             )
-            if last_user is not None:
-                prompt[last_user]["content"] = augment(prompt[last_user]["content"])
-            return Example(tuple(prompt), messages[-1]["content"])
+        if fmt == "sharegpt":
+            return self._chat_example(
+                _sharegpt(record.get("conversations"), where), "conversations", where, augment
+            )
         if fmt == "alpaca":
             instruction = _text(record, "instruction", where)
             extra = record.get("input") or ""
             user = f"{instruction}\n\n{augment(extra)}" if extra else instruction
             return Example(({"role": "user", "content": user},), _text(record, "output", where))
         if fmt == "prompt-completion":
-            text = augment(_text(record, "prompt", where))
-            return Example(({"role": "user", "content": text},), _text(record, "completion", where))
+            return self._prompt_completion(record, where, augment)
+        if fmt == "text":
+            return Example((), _text(record, "text", where), language_model=True)
+        return self._task(index, copy, record, where, augment)
+
+    def _chat_example(
+        self, messages: list[dict[str, str]], field: str, where: str, augment: Callable[[str], str]
+    ) -> Example:
+        """The chat up to its last turn as the prompt (its last user message augmented)."""
+        prompt, answer = _split_answer(messages, field, where)
+        users = [i for i, m in enumerate(prompt) if m["role"] == "user"]
+        if users:
+            prompt[users[-1]]["content"] = augment(prompt[users[-1]]["content"])
+        return Example(tuple(prompt), answer)
+
+    def _prompt_completion(
+        self, record: dict[str, Any], where: str, augment: Callable[[str], str]
+    ) -> Example:
+        prompt, completion = record.get("prompt"), record.get("completion")
+        if isinstance(prompt, list) or isinstance(completion, list):  # TRL's conversational form
+            answer = _chat(completion, "completion", where)
+            if len(answer) != 1 or answer[0]["role"] != "assistant":
+                raise DataError(f"{where}: field 'completion' must be one assistant message")
+            return self._chat_example([*_chat(prompt, "prompt", where), answer[0]], "prompt", where, augment)
+        text = augment(_text(record, "prompt", where))
+        return Example(({"role": "user", "content": text},), _text(record, "completion", where))
+
+    def _task(
+        self, index: int, copy: int, record: dict[str, Any], where: str, augment: Callable[[str], str]
+    ) -> Example:
         if self.template is None:
             raise DataError(
-                f"{where}: record has none of instruction/prompt/messages, so it needs a template: "
-                "set 'template' on the dataset"
+                f"{where}: record has none of instruction/prompt/messages/conversations/text, so it needs a "
+                "template: set 'template' on the dataset"
             )
         output = _text(record, "output", where)
         missing = [v for v in self.template.variables if v not in record]
@@ -190,3 +236,16 @@ class ExampleBuilder:
             paraphrase = random.Random(f"{self.seed}:paraphrase:{index}:{copy}").choice(self.paraphrases)
         rendered = self.template.render(values, paraphrase=paraphrase)
         return Example(rendered.messages, output, self.template.task, self.template.labels, paraphrase)
+
+
+def _sharegpt(turns: Any, where: str) -> list[dict[str, str]]:
+    """ShareGPT ``{from, value}`` turns as ``{role, content}`` messages."""
+    if not isinstance(turns, list) or not all(
+        isinstance(t, dict) and t.get("from") in SHAREGPT_ROLES and isinstance(t.get("value"), str)
+        for t in turns
+    ):
+        raise DataError(
+            f"{where}: field 'conversations' must be a list of {{from, value}} turns, from one of "
+            f"{', '.join(SHAREGPT_ROLES)}"
+        )
+    return [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in turns]

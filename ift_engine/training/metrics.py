@@ -71,7 +71,8 @@ def task_metrics(model: Model, examples: Sequence[Example], max_generate: int) -
     (the first ``max_generate`` eval examples, since generation is slow)."""
     by_task: dict[str, list[Example]] = {}
     for example in examples:
-        by_task.setdefault(example.task or "free_text", []).append(example)
+        if not example.language_model:  # plain text has no answer to score: its eval loss says it
+            by_task.setdefault(example.task or "free_text", []).append(example)
     results = {}
     for task, items in by_task.items():
         if items[0].labels:

@@ -37,10 +37,19 @@ def conversation_ids(tokenizer: Any, example: Example) -> tuple[list[int], list[
     return prompt, chat_ids(tokenizer, answered, add_generation_prompt=False)
 
 
+def plain_text_features(tokenizer: Any, text: str, max_length: int) -> dict[str, list[int]]:
+    """Language modelling on plain text: every token and the end of sequence are trained."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = (text_ids(tokenizer, text) + eos)[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
+
+
 def tokenize_example(
     tokenizer: Any, example: Example, max_length: int, stop_ids: list[int] | None = None
 ) -> dict[str, list[int]]:
     """``input_ids``, ``attention_mask`` and ``labels`` for one example (no padding)."""
+    if example.language_model:
+        return plain_text_features(tokenizer, example.completion, max_length)
     stop_ids = stop_ids or end_of_turn_ids(tokenizer, None)
     alone, ids = conversation_ids(tokenizer, example)
     n_prompt = len(alone)
