@@ -380,3 +380,22 @@ def test_a_run_mixes_every_format(tiny_causal_dir, tmp_path):
         progress=False,
     )
     assert result.metrics["train_examples"] == 8 and result.metrics["eval_loss"] > 0
+
+
+def test_trainer_arguments_pass_through_checked_when_the_spec_loads(tiny_causal_dir, tmp_path):
+    base = dict(base_model=str(tiny_causal_dir), datasets=[{"records": TWO_REVIEWS * 2, "template": "sentiment-zh"}], eval={"split": 0})
+    for args, message in (
+        ({"lr_schedular_type": "cosine"}, "'lr_schedular_type' is not a TrainingArguments field; did you mean 'lr_scheduler_type'?"),
+        ({"output_dir": "elsewhere"}, "'output_dir' is set by the engine"),
+    ):
+        with pytest.raises(TrainError, match=re.escape(message)):
+            train(**base, output=str(tmp_path / "x"), training={**FAST, "args": args}, progress=False)
+    with pytest.raises(TrainError, match="training.args: "):
+        train(**base, output=str(tmp_path / "y"), training={**FAST, "args": {"lr_scheduler_type": "bogus"}}, progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not list(tmp_path.glob(".*"))
+    args = {"max_steps": 3, "lr_scheduler_type": "constant", "warmup_steps": 0}
+    result = train(**base, output=str(tmp_path / "z"), training={**FAST, "epochs": 5, "args": args}, progress=False)
+    assert result.metrics["steps"] == 3  # max_steps wins over the engine's epochs
+    history = json.loads((tmp_path / "z" / "log_history.json").read_text())
+    rates = {h["learning_rate"] for h in history if "learning_rate" in h}
+    assert rates == {FAST["learning_rate"]}  # constant schedule, as asked

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -10,6 +12,20 @@ from .data import Format
 
 #: More passes over the data than anyone means (a typo such as 1e9 would run for ever).
 MAX_EPOCHS = 1000
+#: TrainingArguments fields that ``training.args`` may not set, and why.
+ENGINE_OWNED = {"output_dir": "checkpoints go in the run's own folder: set output"}
+
+
+@functools.cache
+def training_argument_names() -> tuple[str, ...]:
+    """The fields of the installed transformers' ``TrainingArguments``."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return tuple(
+        f.name for f in dataclasses.fields(TrainingArguments) if f.init and not f.name.startswith("_")
+    )
 
 
 class DatasetSpec(BaseModel):
@@ -75,6 +91,24 @@ class TrainingSettings(BaseModel):
     save_steps: int = Field(50, ge=1)
     group_by_length: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any transformers TrainingArguments field, over the engine's settings "
+        "(report_to, bf16, gradient_checkpointing, lr_scheduler_type, warmup_steps, ...)",
+    )
+
+    @field_validator("args")
+    @classmethod
+    def _known_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
+        known = training_argument_names()
+        for key in value:
+            if key in ENGINE_OWNED:
+                raise ValueError(f"'{key}' is set by the engine ({ENGINE_OWNED[key]})")
+            if key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean '{near[0]}'?" if near else ""
+                raise ValueError(f"'{key}' is not a TrainingArguments field{hint}")
+        return value
 
 
 class EvalSpec(BaseModel):

@@ -1,0 +1,259 @@
+"""One training run, in four steps: load the model (with LoRA), build the Trainer's arguments
+(the engine's settings, then the user's ``training.args``), fit, and write the model folder with
+its metrics, loss curve and manifest. Called on the torch thread by ``train``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrainError
+from ..models.resolve import MANIFEST, ModelPool, ModelSpec
+from ..plugins import components
+from .data import Example
+from .output import RunFolder
+from .spec import LoraSpec, TrainSpec
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Fitted:
+    """What ``fit`` leaves for ``write_outputs``."""
+
+    trainer: Any
+    training_loss: float
+    final_eval: dict[str, float]
+
+
+def plot_losses(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def top_layer_indices(model: Any, top: int | None) -> list[int] | None:
+    """Indices of the last ``top`` decoder layers (None: all layers)."""
+    if top is None:
+        return None
+    total = model.config.num_hidden_layers
+    if top > total:
+        raise TrainError(f"training.lora.top_layers: {top} is more than the model's {total} layers")
+    return list(range(total - top, total))
+
+
+def check_lora_targets(model: Any, targets: list[str]) -> None:
+    """Each LoRA target must name linear layers of the model (peft matches name suffixes)."""
+    import torch
+
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    missing = [
+        t for t in targets if t != "all-linear" and not any(n == t or n.endswith(f".{t}") for n in names)
+    ]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise TrainError(
+            f"training.lora.targets: '{missing[0]}' names no linear layer of {type(model).__name__} "
+            f"(its linear layers: {', '.join(linear)})"
+        )
+
+
+def with_lora(model: Any, lora: LoraSpec) -> Any:
+    """The model wrapped for LoRA training as ``lora`` says."""
+    from peft import LoraConfig, get_peft_model
+
+    check_lora_targets(model, lora.targets)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.targets,
+        layers_to_transform=top_layer_indices(model, lora.top_layers),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def load_model(spec: TrainSpec, base_folder: str) -> tuple[Any, Any, list[int]]:
+    """(model, with LoRA as the spec says; tokenizer; end-of-turn ids)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models.hf_causal import end_of_turn_ids, generation_eos
+
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    model: Any = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    stop_ids = end_of_turn_ids(tokenizer, generation_eos(model))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(stop_ids[0])
+    if spec.training.lora is not None:
+        model = with_lora(model, spec.training.lora)
+    return model, tokenizer, stop_ids
+
+
+def training_arguments(spec: TrainSpec, folder: RunFolder, evaluating: bool, progress: bool) -> Any:
+    """The Trainer's arguments: the engine's settings, then ``training.args`` over them."""
+    from transformers import TrainingArguments
+
+    from ..models.torch_utils import pick_device
+
+    settings = spec.training
+    engine = dict(
+        num_train_epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation,
+        warmup_ratio=settings.warmup_ratio,
+        weight_decay=settings.weight_decay,
+        logging_steps=settings.logging_steps,
+        eval_strategy=("steps" if settings.eval_steps else "epoch") if evaluating else "no",
+        eval_steps=settings.eval_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=1,
+        group_by_length=settings.group_by_length,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        use_cpu=pick_device(settings.device).type == "cpu",
+        report_to="none",
+        remove_unused_columns=False,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    try:
+        return TrainingArguments(output_dir=str(folder.checkpoints), **{**engine, **settings.args})
+    except (ValueError, TypeError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainError(f"training.args: {first}") from None
+
+
+def fit(
+    spec: TrainSpec,
+    folder: RunFolder,
+    model: Any,
+    tokenizer: Any,
+    data: tuple[list[Any], list[Any]],
+    progress: bool,
+) -> Fitted:
+    """Train (continuing the newest complete checkpoint on resume) and evaluate."""
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    from .metrics import token_accuracy
+
+    features, eval_features = data
+    evaluating = bool(eval_features)
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        return {"token_accuracy": token_accuracy(prediction.predictions, prediction.label_ids)}
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(spec, folder, evaluating, progress),
+        train_dataset=features,
+        eval_dataset=eval_features or None,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        compute_metrics=compute_metrics if evaluating else None,
+        preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+    )
+    # A run killed before its first complete checkpoint starts again from step 0.
+    checkpoint = folder.last_checkpoint() if folder.resume else None
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    return Fitted(trainer, output.training_loss, trainer.evaluate() if evaluating else {})
+
+
+def write_outputs(
+    spec: TrainSpec,
+    folder: RunFolder,
+    model: Any,
+    tokenizer: Any,
+    fitted: Fitted,
+    examples: tuple[list[Example], list[Example]],
+    started: float,
+) -> TrainResult:
+    """The merged model folder, metrics, loss curve, log and manifest, renamed into place."""
+    from ..models.hf_causal import HFCausalLM
+    from .metrics import task_metrics
+    from .trainer import fingerprint
+
+    train_examples, eval_examples = examples
+    out, settings = folder.work, spec.training
+    if settings.lora is not None:
+        if settings.keep_adapter:
+            model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    history = fitted.trainer.state.log_history
+    metrics: dict[str, Any] = {
+        "train_loss": fitted.training_loss,
+        "train_examples": len(train_examples),
+        "eval_examples": len(eval_examples),
+        "steps": fitted.trainer.state.global_step,
+    }
+    if fitted.final_eval:
+        metrics["eval_loss"] = fitted.final_eval["eval_loss"]
+        metrics["eval_token_accuracy"] = fitted.final_eval["eval_token_accuracy"]
+        tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=settings.batch_size)
+        metrics.update(task_metrics(tuned, eval_examples, spec.eval.max_generate))
+    metrics["seconds"] = time.perf_counter() - started
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_losses(history, out / "loss_curve.png", f"{Path(spec.output).name}: {spec.base_model}")
+    (out / "log_history.json").write_text(json.dumps(history, indent=2))
+    manifest = {
+        "backend": "hf-causal",
+        "base_model": spec.base_model,
+        "tasks": sorted({e.task for e in train_examples if e.task}),
+        "templates": sorted({d.template for d in spec.datasets if d.template}),
+        "data_fingerprint": fingerprint(train_examples),
+        "training": spec.model_dump(mode="json", exclude={"datasets"}),
+        "metrics": metrics,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    folder.finish()
+    return TrainResult(folder.out, metrics)
+
+
+def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
+    from .tokenize import tokenize_example
+    from .trainer import collect_examples, fingerprint
+
+    started = time.perf_counter()
+    comps = components()
+    train_examples, eval_examples = collect_examples(spec, comps)  # cheap checks first
+    base_folder = ModelPool(comps).locate(ModelSpec(name=spec.base_model))
+    model, tokenizer, stop_ids = load_model(spec, base_folder)
+    length = spec.training.max_length
+    features = [tokenize_example(tokenizer, e, length, stop_ids) for e in train_examples]
+    eval_features = [tokenize_example(tokenizer, e, length, stop_ids) for e in eval_examples]
+    folder.start(fingerprint(train_examples))
+    fitted = fit(spec, folder, model, tokenizer, (features, eval_features), progress)
+    if not fitted.trainer.is_world_process_zero():
+        return TrainResult(folder.out, {})
+    return write_outputs(spec, folder, model, tokenizer, fitted, (train_examples, eval_examples), started)
