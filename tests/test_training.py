@@ -399,3 +399,33 @@ def test_trainer_arguments_pass_through_checked_when_the_spec_loads(tiny_causal_
     history = json.loads((tmp_path / "z" / "log_history.json").read_text())
     rates = {h["learning_rate"] for h in history if "learning_rate" in h}
     assert rates == {FAST["learning_rate"]}  # constant schedule, as asked
+
+
+def test_dry_run_checks_everything_and_trains_nothing(tiny_causal_dir, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "base_model": str(tiny_causal_dir),
+                "output": str(tmp_path / "model"),
+                "datasets": [{"records": TWO_REVIEWS * 3, "template": "sentiment-zh"}],
+                "eval": {"split": 2},
+                "training": {**FAST, "epochs": 3, "max_length": 64},
+            }
+        )
+    )
+    from ift_engine.training.dry_run import dry_run
+    from ift_engine.training.trainer import build_spec
+
+    report = dry_run(build_spec(config))
+    assert report.train_examples == 4 and report.eval_examples == 2
+    assert report.datasets == [{"dataset": "datasets[0].records", "records": 6, "formats": {"task": 6}}]
+    assert report.steps_per_epoch == 2 and report.total_steps == 6 and report.seconds_per_step > 0
+    assert report.example.endswith("<|im_start|>assistant\n⟦正面<|im_end|>⟧") or report.example.endswith("⟦负面<|im_end|>⟧")
+    assert report.truncated == 4 and report.lengths["max"] > 64  # the reviews' prompts are longer than 64 tokens
+    done = subprocess.run([sys.executable, "-m", "ift_engine.cli", "train", str(config), "--dry-run"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "4 to train, 2 held out" in done.stdout and "6 in all" in done.stdout
+    assert not (tmp_path / "model").exists() and not list(tmp_path.glob(".*"))
+    checked = subprocess.run([sys.executable, "-m", "ift_engine.cli", "validate", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0 and "training file: 4 examples to train, 2 held out" in checked.stdout

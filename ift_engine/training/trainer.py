@@ -114,6 +114,17 @@ def fingerprint(examples: list[Example]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def build_spec(config: TrainSpec | Mapping[str, Any] | str | Path | None = None, **fields: Any) -> TrainSpec:
+    """A ``TrainSpec`` from a spec, a mapping or a YAML file, with ``fields`` over it."""
+    if isinstance(config, (str, Path)):
+        spec = load_train_spec(config)
+        if fields:
+            spec = validate_document(TrainSpec, {**spec.model_dump(), **fields}, str(config), TrainError)
+        return spec
+    data = config.model_dump() if isinstance(config, TrainSpec) else dict(config or {})
+    return validate_document(TrainSpec, {**data, **fields}, "<train>", TrainError)
+
+
 def train(
     config: TrainSpec | Mapping[str, Any] | str | Path | None = None,
     *,
@@ -127,13 +138,7 @@ def train(
     [...], "template": "sentiment-zh"}])``). ``resume`` continues an interrupted run of the
     same spec; ``overwrite`` replaces a previous trained model in ``output`` (see
     ``training.output``)."""
-    if isinstance(config, (str, Path)):
-        spec = load_train_spec(config)
-    else:
-        data = config.model_dump() if isinstance(config, TrainSpec) else dict(config or {})
-        spec = validate_document(TrainSpec, {**data, **fields}, "<train>", TrainError)
-    if isinstance(config, (str, Path)) and fields:
-        spec = validate_document(TrainSpec, {**spec.model_dump(), **fields}, str(config), TrainError)
+    spec = build_spec(config, **fields)
     folder = RunFolder(spec, resume=resume, overwrite=overwrite)
     folder.check()
     try:
