@@ -64,3 +64,80 @@ class SnowNLPSentiment(DatasetSource):
             for line in (cls.folder() / filename).read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     yield {"text": line.strip(), "output": label}
+
+
+class HubDatasetOptions(BaseModel):
+    """What ``datasets.load_dataset`` takes (and a ``save_to_disk`` folder as ``path``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        min_length=1,
+        description="a hub id (owner/name), a builder such as json/csv/parquet with data_files, "
+        "a local folder of data files, or a folder written by save_to_disk",
+    )
+    name: str | None = Field(None, description="the dataset's configuration name")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    split: str = Field("train", description="the split to read")
+    revision: str | None = Field(None, description="a hub branch, tag or commit")
+
+
+class HubDataset(DatasetSource):
+    """Hugging Face ``datasets`` as a source: ``source: hf`` with ``options`` that mirror
+    ``load_dataset`` (``path``, ``name``, ``data_files``, ``split``, ``revision``), or the folder
+    of a dataset saved with ``save_to_disk``. A hub id fails at once when the hub cannot be reached
+    (set ``HF_DATASETS_OFFLINE=1`` to read a dataset already in the datasets cache)."""
+
+    name = "hf"
+    options_model = HubDatasetOptions
+
+    @classmethod
+    def records(cls, options: HubDatasetOptions) -> Iterator[dict[str, Any]]:
+        import datasets
+
+        dataset = cls._load(options)
+        if isinstance(dataset, datasets.DatasetDict):
+            if options.split not in dataset:
+                raise IftError(
+                    f"dataset '{options.path}' has no split '{options.split}' (splits: {', '.join(dataset)})"
+                )
+            dataset = dataset[options.split]
+        yield from dataset
+
+    @staticmethod
+    def _load(options: HubDatasetOptions) -> Any:
+        import datasets
+
+        folder = Path(options.path).expanduser()
+        try:
+            if (folder / "dataset_info.json").exists() or (folder / "dataset_dict.json").exists():
+                return datasets.load_from_disk(str(folder))
+            if _needs_hub(options):
+                raise IftError(
+                    f"dataset '{options.path}' needs the Hugging Face hub, which cannot be reached "
+                    "(offline?); give data_files, a local folder or a save_to_disk folder, or set "
+                    "HF_DATASETS_OFFLINE=1 to read it from the datasets cache"
+                )
+            return datasets.load_dataset(
+                options.path,
+                options.name,
+                data_files=options.data_files,
+                split=options.split,
+                revision=options.revision,
+            )
+        except IftError:
+            raise
+        except Exception as exc:  # datasets raises many kinds (FileNotFoundError, ValueError, ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise IftError(f"dataset '{options.path}': {first}") from None
+
+
+def _needs_hub(options: HubDatasetOptions) -> bool:
+    """Whether loading would go to the hub and the hub is out of reach."""
+    import os
+
+    from .models.hub import hub_reachable
+
+    local = Path(options.path).expanduser().exists() or options.data_files is not None
+    offline_cache = os.environ.get("HF_DATASETS_OFFLINE", "") not in ("", "0")
+    return not local and not offline_cache and not hub_reachable()

@@ -7,11 +7,12 @@ import random
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from transformers import AutoTokenizer
 
-from ift_engine import Workflow, train
+from ift_engine import IftError, Workflow, train
 from ift_engine.augment import (
     RandomDeletion,
     RandomSwap,
@@ -429,3 +430,52 @@ def test_dry_run_checks_everything_and_trains_nothing(tiny_causal_dir, tmp_path)
     assert not (tmp_path / "model").exists() and not list(tmp_path.glob(".*"))
     checked = subprocess.run([sys.executable, "-m", "ift_engine.cli", "validate", str(config)], capture_output=True, text=True)
     assert checked.returncode == 0 and "training file: 4 examples to train, 2 held out" in checked.stdout
+
+
+# -- Hugging Face datasets as a source -------------------------------------------------------------
+
+
+def hf_spec(**options):
+    return TrainSpec(base_model="x", output="y", eval={"split": 0}, datasets=[{"source": "hf", "options": options}])
+
+
+def test_hf_source_reads_local_files_and_saved_datasets(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"instruction": f"Say {i}", "output": str(i)} for i in range(4)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "d.csv").write_text("instruction,output\n" + "".join(f"Say {i},{i}\n" for i in range(4)))
+    table = datasets.Dataset.from_list(rows)
+    table.to_parquet(str(tmp_path / "d.parquet"))
+    table.save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": table, "test": table.select([0])}).save_to_disk(str(tmp_path / "saved-dict"))
+    for options in (
+        {"path": "json", "data_files": str(tmp_path / "d.jsonl")},
+        {"path": "csv", "data_files": str(tmp_path / "d.csv")},
+        {"path": "parquet", "data_files": {"train": str(tmp_path / "d.parquet")}},
+        {"path": str(tmp_path / "saved")},
+        {"path": str(tmp_path / "saved-dict")},
+    ):
+        examples, _ = collect_examples(hf_spec(**options), components())
+        assert sorted(e.completion for e in examples) == ["0", "1", "2", "3"], options
+    examples, _ = collect_examples(hf_spec(path=str(tmp_path / "saved-dict"), split="test"), components())
+    assert [e.completion for e in examples] == ["0"]
+
+
+def test_hf_source_errors_are_one_line_and_fast_offline(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    from ift_engine.models import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    started = time.perf_counter()
+    with pytest.raises(IftError, match="needs the Hugging Face hub, which cannot be reached"):
+        collect_examples(hf_spec(path="someone/reviews"), components())
+    assert time.perf_counter() - started < 5  # no retries against an unreachable hub
+    with pytest.raises(IftError, match="dataset 'json': "):
+        collect_examples(hf_spec(path="json", data_files=str(tmp_path / "missing.jsonl")), components())
+    datasets = pytest.importorskip("datasets")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "a"}])}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(IftError, match="has no split 'validation' \\(splits: train\\)"):
+        collect_examples(hf_spec(path=str(tmp_path / "dd"), split="validation"), components())
+    with pytest.raises(TrainError, match="datasets\\[0\\].options: splt: unknown field"):
+        collect_examples(hf_spec(path="json", splt="x"), components())

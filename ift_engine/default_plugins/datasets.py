@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..hookspecs import Register, hookimpl
-from ..sources import SnowNLPSentiment
+from ..sources import HubDataset, SnowNLPSentiment
 
 
 @hookimpl
 def register_datasets(register: Register) -> None:
     register(SnowNLPSentiment)
+    register(HubDataset)

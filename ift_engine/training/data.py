@@ -127,6 +127,8 @@ def _split_answer(messages: list[dict[str, str]], field: str, where: str) -> tup
 
 def _text(record: Mapping[str, Any], field: str, where: str) -> str:
     value = record.get(field)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # a CSV or parquet column of numbers ("2" read as 2)
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{where}: field '{field}' must be a non-empty string")
     return value
