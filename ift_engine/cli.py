@@ -218,6 +218,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         return show_dry_run(args.file, overrides)
     result = train(args.file, resume=args.resume, overwrite=args.overwrite, **overrides)
+    from .training.output import is_main_process
+
+    if not is_main_process():  # under torchrun, the rank that wrote the model reports it
+        return 0
     for key, value in result.metrics.items():
         out.print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     out.print(f"model written to {result.output}; use it with  model: {result.output}")
