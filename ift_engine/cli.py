@@ -152,7 +152,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .documents import load_yaml_file
     from .workflow import Workflow
 
-    document = load_yaml_file(Path(args.file), "file", WorkflowError)
+    document = load_yaml_file(Path(args.file), "workflow or training file", WorkflowError)
     if isinstance(document, dict) and "base_model" in document:  # a training file
         from .training.trainer import build_spec, collect_examples
 

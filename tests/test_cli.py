@@ -61,7 +61,7 @@ def test_run_json_output_and_input_json(flow):
         (["run", "{flow}"], "missing required input 'topic'"),
         (["run", "{flow}", "--input", "topic"], "--input 'topic' must look like NAME=VALUE"),
         (["run", "{flow}", "--input-json", "[1]"], "--input-json must be a JSON object"),
-        (["validate", "nowhere.yaml"], "nowhere.yaml: cannot read the workflow file"),
+        (["validate", "nowhere.yaml"], "nowhere.yaml: cannot read the workflow or training file"),
         (
             ["run", "{bad}", "--input", "topic=x"],
             "node 'content', field 'inputs.outline': outlin.output refers to unknown node",
