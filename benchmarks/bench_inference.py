@@ -24,7 +24,7 @@ from machine import describe_machine, markdown_table, save_results
 
 from ift_engine.default_plugins.models import smollm2_gguf
 from ift_engine.export import export_cached
-from ift_engine.models.hf_causal import encode_chats, format_chat
+from ift_engine.models.chat import encode_chats, format_chat
 from ift_engine.models.resolve import convert_gguf
 
 PROMPTS = [
