@@ -15,16 +15,15 @@ import argparse
 import asyncio
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from machine import describe_machine, markdown_table, save_results
 
 from ift_engine.serve import ServeConfig, create_app
+from ift_engine.serve.live import serving
 from ift_engine.workflow import Workflow
 
 SUMMARIZE = Path(__file__).parent.parent / "workflows" / "summarize.yaml"
@@ -47,24 +46,6 @@ TEXTS = [
     "In winter a honeybee colony clusters tightly and shivers its flight muscles to keep the queen warm until spring.",
     "Solar panels turn sunlight into electricity when light frees electrons in silicon cells, driving a current through a circuit.",
 ]
-
-
-class Server:
-    """uvicorn on a free loopback port in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 async def timed(http: httpx.AsyncClient, text: str) -> tuple[float, dict[str, Any] | None]:
@@ -112,7 +93,7 @@ def main() -> None:
     doc["model"] = {"name": doc["model"], "options": {"batch_size": args.clients}}
     workflow = Workflow.from_dict(doc, source=str(SUMMARIZE))
     runs: dict[str, list[tuple[float, list[tuple[float, Any]]]]] = {"one at a time": [], "concurrent": []}
-    with Server(create_app(config, {workflow.spec.name: workflow})) as url:
+    with serving(create_app(config, {workflow.spec.name: workflow})) as url:
         asyncio.run(one_at_a_time(url, texts[:1]))  # loads the model before any clock starts
         for round_ in range(args.rounds):
             for way, client in (("one at a time", one_at_a_time), ("concurrent", concurrently)):

@@ -13,16 +13,14 @@ import argparse
 import asyncio
 import resource
 import statistics
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-import uvicorn
 from machine import describe_machine, markdown_table, save_results
 
 from ift_engine.serve import ServeConfig, create_app
+from ift_engine.serve.live import serving
 from ift_engine.workflow import Workflow
 
 RESULTS = Path(__file__).parent / "results"
@@ -64,20 +62,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     app = create_app(ServeConfig(cache=False), {"echo": Workflow.from_dict(FLOW)})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    asyncio.run(load(url, 200, args.concurrency, []))  # warm up
-    memory = [rss_mib()]
-    started = time.perf_counter()
-    results = asyncio.run(load(url, args.requests, args.concurrency, memory))
-    seconds = time.perf_counter() - started
-    memory.append(rss_mib())
-    server.should_exit = True
-    thread.join(30)
+    with serving(app) as url:
+        asyncio.run(load(url, 200, args.concurrency, []))  # warm up
+        memory = [rss_mib()]
+        started = time.perf_counter()
+        results = asyncio.run(load(url, args.requests, args.concurrency, memory))
+        seconds = time.perf_counter() - started
+        memory.append(rss_mib())
 
     latencies = sorted(latency for latency, _ in results)
     errors = sum(1 for _, status in results if status != 200)

@@ -20,12 +20,12 @@ import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from ift_engine import MockModel, Workflow  # noqa: E402
 from ift_engine.serve import ServeConfig, create_app  # noqa: E402
 from ift_engine.serve.batching import Batcher  # noqa: E402
+from ift_engine.serve.live import serving  # noqa: E402
 
 
 def mock_flow(name: str = "echo", **options: Any) -> dict[str, Any]:
@@ -193,25 +193,6 @@ def test_a_request_cancelled_while_waiting_is_dropped() -> None:
     assert seen == [[1, 3]]
 
 
-class LiveServer:
-    """uvicorn serving an app on a free loopback port, in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 async def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> list[httpx.Response]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
@@ -227,7 +208,7 @@ def test_concurrent_requests_share_batched_model_calls_and_fail_alone() -> None:
     doc = mock_flow(delay=0.1, errors={"Say poison": "bad input for the model"})
     app = app_for(doc, max_batch=16, max_wait_ms=30)
     bodies = [{"inputs": {"text": f"t{i}"}} for i in range(7)] + [{"inputs": {"text": "poison"}}]
-    with LiveServer(app) as url:
+    with serving(app) as url:
         responses = asyncio.run(post_all(url, bodies, concurrency=8))
     statuses = [r.status_code for r in responses]
     assert statuses == [200] * 7 + [500], [r.text for r in responses]
@@ -240,7 +221,7 @@ def test_concurrent_requests_share_batched_model_calls_and_fail_alone() -> None:
 
 def test_bounded_load_on_the_mock_backend() -> None:
     app = app_for(mock_flow())
-    with LiveServer(app) as url:
+    with serving(app) as url:
         started = time.perf_counter()
         responses = asyncio.run(post_all(url, [{"inputs": {"text": f"t{i}"}} for i in range(300)], concurrency=32))
         seconds = time.perf_counter() - started
@@ -257,17 +238,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_ift_serve_process_answers_the_openai_client_and_drains_on_sigterm(tmp_path: Path) -> None:
-    openai = pytest.importorskip("openai")
-    (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow(delay=1.0)))
+def start_ift_serve(folder: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`ift serve FOLDER ARGS` as a real process on a free port, and its URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ift_engine.cli", "serve", str(tmp_path), "--port", str(port), "--api-key", "k"],
+        [sys.executable, "-m", "ift_engine.cli", "serve", str(folder), "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "IFT_ENGINE_LOAD_PLUGINS": ""},
     )
-    url = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}"
+
+
+def test_ift_serve_process_answers_the_openai_client_and_drains_on_sigterm(tmp_path: Path) -> None:
+    openai = pytest.importorskip("openai")
+    (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow(delay=1.0)))
+    process, url = start_ift_serve(tmp_path, "--api-key", "k")
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -341,14 +327,7 @@ def test_hf_streaming_adds_up_to_the_batched_answers(tiny_causal_dir: Path) -> N
 
 def test_ift_serve_with_two_worker_processes(tmp_path: Path) -> None:
     (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow()))
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ift_engine.cli", "serve", str(tmp_path), "--port", str(port), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "IFT_ENGINE_LOAD_PLUGINS": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_ift_serve(tmp_path, "--workers", "2")
     try:
         deadline, body = time.time() + 60, None
         while time.time() < deadline and body is None:

@@ -15,7 +15,9 @@ playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: apt-get install chromium")
 
-from test_serve import LiveServer, app_for, mock_flow  # noqa: E402
+from test_serve import app_for, mock_flow  # noqa: E402
+
+from ift_engine.serve.live import serving  # noqa: E402
 
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "images" / "serve-page.png"
 # A fresh profile with Chromium's background traffic off: this machine has no outside network.
@@ -32,7 +34,7 @@ ARGS = [
 
 def test_the_page_runs_a_workflow_and_shows_each_node(tmp_path: Path) -> None:
     app = app_for(mock_flow(delay=0.2, answers={"Say": "- Bees dance\n- Bees smell"}))
-    with LiveServer(app) as url, playwright.sync_playwright() as p:
+    with serving(app) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
