@@ -353,3 +353,11 @@ def test_bad_serve_arguments_are_one_line_errors(tmp_path: Path) -> None:
             (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow()))
         done = subprocess.run([sys.executable, "-m", "ift_engine.cli", "serve", *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_chat_settings_do_not_grow_the_batchers(client: TestClient) -> None:
+    before = len(client.app.state.service.batchers)
+    for seed in range(5):
+        body = {"model": "writer", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "seed": seed}
+        assert client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"] == "hello"
+    assert len(client.app.state.service.batchers) == before + 1  # one per model, whatever the settings

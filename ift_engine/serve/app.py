@@ -234,8 +234,9 @@ def add_workflow_routes(app: FastAPI, service: Service) -> None:
         return {**describe(workflow), "spec": workflow.to_dict(), "mermaid": workflow.mermaid()}
 
     @app.get("/v1/workflows/{name}/graph.svg")
-    async def workflow_picture(name: str) -> Response:
-        return Response(svg_of(workflow_or_404(service, name)), media_type="image/svg+xml")
+    def workflow_picture(name: str) -> Response:  # sync: FastAPI draws it off the event loop
+        workflow_or_404(service, name)
+        return Response(service.picture(name), media_type="image/svg+xml")
 
     @app.post("/v1/workflows/{name}/run")
     async def run_workflow(name: str, body: RunRequest, request: Request) -> Response:
@@ -258,28 +259,6 @@ def describe(workflow: Workflow) -> dict[str, Any]:
         "input_schema": input_schema(workflow),
         "outputs": list(workflow.graph.outputs()),
     }
-
-
-_pictures: dict[int, bytes] = {}
-
-
-def svg_of(workflow: Workflow) -> bytes:
-    """The DAG drawn by the server (matplotlib SVG), once per workflow."""
-    if id(workflow) not in _pictures:
-        import io
-
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from ..workflow.picture import draw_graph
-
-        buffer = io.BytesIO()
-        draw_graph(workflow.graph, buffer, format="svg")
-        plt.close("all")
-        _pictures[id(workflow)] = buffer.getvalue()
-    return _pictures[id(workflow)]
 
 
 async def stream_run(
@@ -320,7 +299,7 @@ async def stream_run(
 def add_openai_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return openai_api.model_list(list(dict.fromkeys([*service.workflows, *service.chat_models()])))
+        return openai_api.model_list(list(dict.fromkeys([*service.workflows, *service.chat_models])))
 
     @app.post("/v1/chat/completions")
     async def chat(body: openai_api.ChatRequest) -> Response:
@@ -344,8 +323,8 @@ class ChatReply:
                 raise ApiError(400, str(exc), "invalid_request_error", "model") from None
             self.output_node = service.workflows[body.model].graph.outputs()[self.output]
         else:
-            if body.model not in service.chat_models():
-                known = ", ".join([*service.workflows, *service.chat_models()])
+            if body.model not in service.chat_models:
+                known = ", ".join([*service.workflows, *service.chat_models])
                 raise ApiError(404, f"unknown model '{body.model}' (known: {known})", "not_found", "model")
             try:
                 self.settings = body.settings()

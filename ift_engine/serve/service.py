@@ -7,7 +7,7 @@ per chat model and settings), so concurrent requests share batched model calls.
 
 from __future__ import annotations
 
-import json
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,6 +88,23 @@ def node_event(kind: str, node: NodeResult | str) -> Event:
     }
 
 
+def draw_svg(workflow: Workflow) -> bytes:
+    import io
+
+    from ..workflow.picture import draw_graph
+
+    buffer = io.BytesIO()
+    draw_graph(workflow.graph, buffer, format="svg")
+    return buffer.getvalue()
+
+
+@dataclass
+class ChatRequest:
+    messages: list[Message]
+    settings: GenerationSettings
+    on_text: Callable[[str], None] | None = None
+
+
 @dataclass
 class WorkflowRequest:
     inputs: dict[str, Any]
@@ -114,6 +131,9 @@ class Service:
             name: self._batcher(name, self._workflow_batch(runner)) for name, runner in self.runners.items()
         }
         self.load_state: dict[str, str] = {name: "loading" for name in self.workflows}
+        self.chat_models = self._chat_models()
+        self._pictures: dict[str, bytes] = {}
+        self._drawing = threading.Lock()
 
     def _batcher(self, name: str, run: Callable[[list[Any]], list[Any]]) -> Batcher[Any, Any]:
         return Batcher(run, self.executor, self.max_batch, self.max_wait, self._stats(name))
@@ -129,7 +149,7 @@ class Service:
             except IftError as exc:
                 self.load_state[name] = f"failed: {exc}"
 
-    def chat_models(self) -> dict[str, ModelSpec]:
+    def _chat_models(self) -> dict[str, ModelSpec]:
         """Models a client may chat with directly, by name: those of the served workflows (with
         their backend and options), and the registered aliases. Never an arbitrary path: a
         request must not make the server load any folder on disk."""
@@ -209,31 +229,51 @@ class Service:
         on_text: Callable[[str], None] | None = None,
     ) -> str:
         """A model's reply; ``on_text(new text)`` (called on the model thread) streams it where the
-        model can."""
-        spec = self.chat_models().get(model)
+        model can. One batcher per model (a client cannot grow them with new settings); requests
+        of a batch that share settings share a call."""
+        spec = self.chat_models.get(model)
         if spec is None:
-            raise ModelError(f"unknown model '{model}' (known: {', '.join(self.chat_models())})")
-        key = f"chat:{spec.key()}:{json.dumps(settings.model_dump(), sort_keys=True)}"
+            raise ModelError(f"unknown model '{model}' (known: {', '.join(self.chat_models)})")
+        key = f"chat:{model}"
         if key not in self.batchers:
-            pool = next(iter(self.workflows.values())).pool
+            self.batchers[key] = self._batcher(model, self._chat_batch(spec))
+        answer: str = await self.batchers[key].submit(ChatRequest(list(messages), settings, on_text))
+        return answer
 
-            def generate(requests: list[tuple[list[Message], Callable[[str], None] | None]]) -> list[str]:
-                chat = pool.get(spec)
-                prompts = [messages for messages, _ in requests]
-                sinks = [sink for _, sink in requests]
+    def _chat_batch(self, spec: ModelSpec) -> Callable[[list[ChatRequest]], list[str]]:
+        pool = next(iter(self.workflows.values())).pool
+
+        def run(requests: list[ChatRequest]) -> list[str]:
+            chat = pool.get(spec)
+            answers: list[str] = [""] * len(requests)
+            groups: dict[str, list[int]] = {}
+            for index, request in enumerate(requests):
+                groups.setdefault(request.settings.model_dump_json(), []).append(index)
+            for indices in groups.values():
+                prompts = [requests[i].messages for i in indices]
+                settings = requests[indices[0]].settings
+                sinks = [requests[i].on_text for i in indices]
                 if isinstance(chat, StreamsText) and any(sinks):
 
-                    def to_request(index: int, text: str) -> None:
-                        sink = sinks[index]
-                        if sink:
-                            sink(text)
+                    def to_request(index: int, text: str, sinks: list[Any] = sinks) -> None:
+                        if sinks[index]:
+                            sinks[index](text)
 
-                    return chat.generate_stream(prompts, settings, to_request)
-                return chat.generate(prompts, settings)
+                    replies = chat.generate_stream(prompts, settings, to_request)
+                else:
+                    replies = chat.generate(prompts, settings)
+                for i, reply in zip(indices, replies):
+                    answers[i] = reply
+            return answers
 
-            self.batchers[key] = self._batcher(model, generate)
-        answer: str = await self.batchers[key].submit((list(messages), on_text))
-        return answer
+        return run
+
+    def picture(self, name: str) -> bytes:
+        """The workflow's DAG as SVG, drawn once (matplotlib is drawn from one thread at a time)."""
+        with self._drawing:
+            if name not in self._pictures:
+                self._pictures[name] = draw_svg(self.workflows[name])
+            return self._pictures[name]
 
     async def close(self) -> None:
         for batcher in self.batchers.values():
