@@ -1,10 +1,10 @@
 """Reading the files users write (workflow and training YAML, JSON data) without trusting them.
 
 Bounds, each an error naming the file and what to do: the size of the file, UTF-8 (with the
-byte offset of the first bad byte), the nesting depth, and the size of a YAML document once its
-aliases are expanded (a "billion laughs" document is a few hundred bytes that expand to
-gigabytes). PyYAML is kept as the parser: the checks run on its node graph before any Python
-object is built.
+byte offset of the first bad byte), the nesting depth (of the values read, whichever parser
+read them), and the size of a YAML document once its aliases are expanded (a "billion laughs"
+document is a few hundred bytes that expand to gigabytes). PyYAML is kept as the parser: the
+alias checks run on its node graph before any Python object is built.
 """
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ def read_text(path: Path, what: str, error: type[IftError]) -> str:
 
 
 def _check_nodes(root: yaml.Node, source: str, error: type[IftError]) -> None:
-    """Depth and expanded size of a composed YAML document, without recursion; a shared node
-    (an alias) counts once per use, as it would once loaded and walked."""
+    """Expanded size and alias loops of a composed YAML document, without recursion; a shared
+    node (an alias) counts once per use, as it would once loaded and walked."""
     sizes: dict[int, int] = {}
     active: set[int] = set()
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
-        node, depth, done = stack.pop()
+        node, done = stack.pop()
         key = id(node)
         children = _children(node)
         if done:
@@ -84,17 +84,33 @@ def _check_nodes(root: yaml.Node, source: str, error: type[IftError]) -> None:
             continue
         if key in active:
             raise error(f"{source}: an alias refers to a value that contains it; aliases must not loop")
-        if depth > MAX_DEPTH:
-            raise error(f"{source}: nested more than {MAX_DEPTH} levels deep; flatten the document")
         active.add(key)
-        stack.append((node, depth, True))
-        stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
     limit = max(MAX_EXPANDED_NODES, MAX_EXPANSION * len(sizes))
     if sizes[id(root)] > limit:
         raise error(
             f"{source}: the document expands to more than {limit:,} values (aliases repeated inside "
             "aliases); write the values out"
         )
+
+
+def check_depth(value: Any, source: str, error: type[IftError]) -> Any:
+    """``value``, or ``error`` when its lists and mappings nest deeper than ``MAX_DEPTH``
+    (whichever parser read it: later code walks values recursively). Shared values (YAML
+    aliases) are walked once."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)) or id(item) in seen:
+            continue
+        if depth > MAX_DEPTH:
+            raise error(f"{source}: nested more than {MAX_DEPTH} levels deep; flatten the document")
+        seen.add(id(item))
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return value
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -111,7 +127,7 @@ def parse_yaml(text: str, source: str, error: type[IftError]) -> Any:
     25 MB file of 300,000 nodes in about a second instead of half a minute."""
     if text.lstrip().startswith(("{", "[")):
         try:
-            return json.loads(text)
+            return check_depth(json.loads(text), source, error)
         except RecursionError:
             raise error(f"{source}: nested too deeply to read; flatten the document") from None
         except ValueError:
@@ -124,7 +140,7 @@ def parse_yaml(text: str, source: str, error: type[IftError]) -> Any:
                 return None
             if "*" in text:  # only an alias (``*name``) can expand or loop
                 _check_nodes(node, source, error)
-            return loader.construct_document(node)
+            return check_depth(loader.construct_document(node), source, error)
         finally:
             loader.dispose()
     except RecursionError:

@@ -305,3 +305,10 @@ def test_an_unwritable_cache_home_is_an_error_or_a_warning(capsys, tmp_path, mon
     path.write_text(yaml.safe_dump(flow(model=str(tmp_path / "m.gguf"))))
     code, stderr = ift(capsys, "run", str(path), "--input", "topic=x")
     assert_one_line_error(code, stderr, "cannot write the model cache", "set IFT_ENGINE_HOME to a writable folder")
+
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 300 + "]" * 300, '{"a": ' + "[" * 300 + "]" * 300 + "}"])
+def test_the_depth_bound_holds_for_yaml_and_json_alike(capsys, tmp_path, text):
+    path = tmp_path / "flow.yaml"
+    path.write_text(text)
+    assert_one_line_error(*ift(capsys, "validate", str(path)), "nested more than 100 levels deep")
