@@ -85,17 +85,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.print(", ".join(f"{k}: {v:.3f}" for k, v in node.probabilities.items()), style="dim")
 
     if args.trace:
-        check_output_file(Path(args.trace), "trace")  # before the model work, not after
+        check_output_file(Path(args.trace), "trace", args.overwrite)  # before the model work
     try:
         with err.status(f"running {wf.spec.name} ({len(wf.spec.nodes)} nodes)"):
             result = wf.run(inputs, on_node_done=on_node_done, cache=not args.no_cache)
     except NodeError as exc:
         if args.trace and isinstance(exc.partial, RunResult):
-            write_file(args.trace, exc.partial.to_json(), "trace")
+            write_file(args.trace, exc.partial.to_json(), "trace", args.overwrite)
             err.print(f"partial trace written to {args.trace}", style="dim")
         raise
     if args.trace:
-        write_file(args.trace, result.to_json(), "trace")
+        write_file(args.trace, result.to_json(), "trace", args.overwrite)
     if args.json:
         print(json.dumps(result.outputs, ensure_ascii=False, indent=2))
     else:
@@ -173,10 +173,10 @@ def cmd_graph(args: argparse.Namespace) -> int:
     if args.png:
         from .workflow.picture import check_picture_path, draw_graph
 
-        check_picture_path(Path(args.png))
+        check_picture_path(Path(args.png), args.overwrite)
     print(wf.mermaid(), end="")
     if args.png:
-        write_file(args.png, lambda staging: draw_graph(wf.graph, staging), "picture")
+        write_file(args.png, lambda staging: draw_graph(wf.graph, staging), "picture", args.overwrite)
         err.print(f"picture written to {args.png}", style="dim")
     return 0
 
@@ -315,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--input-json", metavar="JSON", help="inputs as one JSON object")
     run.add_argument("--trace", metavar="PATH", help="write every node's output, prompt and timing")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --trace file")
     run.add_argument("--json", action="store_true", help="print the outputs as JSON only")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
     batch = run.add_argument_group("batch runs")
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="print a workflow's DAG as Mermaid text")
     graph.add_argument("file")
     graph.add_argument("--png", metavar="PATH", help="also draw it as a picture")
+    graph.add_argument("--overwrite", action="store_true", help="replace an existing picture")
     graph.set_defaults(func=cmd_graph)
 
     train = sub.add_parser("train", help="fine-tune a model from a training YAML file")

@@ -41,9 +41,10 @@ def describe_os_error(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def check_output_file(path: Path, what: str) -> None:
+def check_output_file(path: Path, what: str, overwrite: bool = True) -> None:
     """Refuse, before any work, a target that is a folder or not a regular file (a device such
-    as /dev/full, a FIFO), or whose folder is a file."""
+    as /dev/full, a FIFO), or whose folder is a file; without ``overwrite``, also a non-empty
+    file that is already there."""
     if path.is_dir():
         raise OutputError(f"{path}: the {what} path is a folder; give a file name")
     if path.exists() and not path.is_file():
@@ -51,6 +52,10 @@ def check_output_file(path: Path, what: str) -> None:
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"{path}: {parent} is a file, not a folder")
+    if not overwrite and path.is_file() and path.stat().st_size:
+        raise OutputError(
+            f"{path}: the {what} file exists; pass --overwrite to replace it (nothing was changed)"
+        )
 
 
 def make_parent(path: Path, what: str) -> None:
@@ -62,11 +67,17 @@ def make_parent(path: Path, what: str) -> None:
         ) from None
 
 
-def write_file(path: str | Path, data: str | bytes | Callable[[Path], None], what: str = "output") -> None:
+def write_file(
+    path: str | Path,
+    data: str | bytes | Callable[[Path], None],
+    what: str = "output",
+    overwrite: bool = False,
+) -> None:
     """Write ``data`` (text, bytes, or a function that writes the file it is given) to a
-    temporary sibling of ``path``, flush it to disk and rename it into place."""
+    temporary sibling of ``path``, flush it to disk and rename it into place. An existing
+    non-empty file is replaced only with ``overwrite``."""
     path = Path(path)
-    check_output_file(path, what)
+    check_output_file(path, what, overwrite)
     make_parent(path, what)
     try:
         # The suffix is kept: writers such as matplotlib choose the format from it.

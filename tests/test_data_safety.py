@@ -299,3 +299,18 @@ def test_a_killed_cache_write_leaves_no_staging_file(tmp_path: Path) -> None:
     cache.put(key, {"raw": "answer", "label": None, "probabilities": None})
     assert cache.get(key) == {"raw": "answer", "label": None, "probabilities": None}
     assert [p.name for p in orphan.parent.iterdir()] == [f"{key}.json"]
+
+
+def test_an_existing_trace_or_picture_is_replaced_only_with_overwrite(tmp_path: Path) -> None:
+    flow = workflow(tmp_path)
+    for path, args in (
+        (tmp_path / "mine.json", ["run", str(flow), "--input", "topic=x", "--trace"]),
+        (tmp_path / "mine.png", ["graph", str(flow), "--png"]),
+    ):
+        path.write_text("my own notes")
+        code, stderr = run(*args, str(path))
+        assert code == 2 and "pass --overwrite to replace it" in stderr and one_line_error(stderr)
+        assert path.read_text() == "my own notes"
+        code, stderr = run(*args, str(path), "--overwrite")
+        assert code == 0, stderr
+        assert path.read_bytes() != b"my own notes"

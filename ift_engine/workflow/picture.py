@@ -20,7 +20,7 @@ def picture_formats() -> dict[str, str]:
     return FigureCanvasAgg(Figure()).get_supported_filetypes()
 
 
-def check_picture_path(path: Path) -> None:
+def check_picture_path(path: Path, overwrite: bool = False) -> None:
     """Refuse a picture path whose suffix names no format matplotlib writes, or that cannot be a file."""
     formats = picture_formats()
     if path.suffix.lower().lstrip(".") not in formats:
@@ -28,7 +28,7 @@ def check_picture_path(path: Path) -> None:
             f"{path}: unknown picture format '{path.suffix or '(none)'}'; use one of "
             f"{', '.join('.' + f for f in sorted(formats))}"
         )
-    check_output_file(path, "picture")
+    check_output_file(path, "picture", overwrite)
 
 
 def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str | None = None) -> None:
