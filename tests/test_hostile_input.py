@@ -312,3 +312,23 @@ def test_the_depth_bound_holds_for_yaml_and_json_alike(capsys, tmp_path, text):
     path = tmp_path / "flow.yaml"
     path.write_text(text)
     assert_one_line_error(*ift(capsys, "validate", str(path)), "nested more than 100 levels deep")
+
+
+def test_huge_and_deep_input_lines_are_bad_lines_and_the_rest_run(tmp_path, monkeypatch):
+    from ift_engine.workflow import rows
+
+    monkeypatch.setattr(rows, "MAX_LINE_BYTES", 1000)  # the real bound is 16 MiB
+    inputs, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inputs.write_text(
+        '{"id": "a", "topic": "x"}\n'
+        + '{"id": "huge", "topic": "' + "y" * 5000 + '"}\n'
+        + '{"id": "deep", "topic": "z", "x": ' + "[" * 150 + "]" * 150 + "}\n"
+        + '{"id": "b", "topic": "w"}\n'
+    )
+    wf = Workflow.from_dict(flow(model={"name": "m", "backend": "mock", "options": {"default": "ok"}}))
+    report = run_file(inputs, output, wf.executor(cache=False))
+    assert [str(b) for b in report.bad_lines] == [
+        "line 2: longer than 1,000 bytes; split it into smaller inputs",
+        "line 3: nested more than 100 levels deep",
+    ]
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == ["a", "b"]

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ..documents import MAX_DEPTH, check_depth
 from ..errors import WorkflowError
 from ..files import OutputError, check_output_file, describe_os_error, json_text, make_parent
 
 Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
+#: A longer input line is a bad line (read past in chunks, never held whole in memory).
+MAX_LINE_BYTES = 16 * 2**20
 STDIN = "-"
 #: How every row starts (``RunResult.row`` puts the id first): a last line that starts so and
 #: does not parse was cut short by a killed writer.
@@ -57,7 +60,9 @@ def _parse_line(raw: bytes, offset: int) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 (at byte offset {offset + exc.start}); save the file as UTF-8") from None
     try:
-        return json.loads(text)
+        return check_depth(json.loads(text), "line", WorkflowError)
+    except WorkflowError:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
@@ -77,17 +82,40 @@ def open_inputs(inputs: str | Path) -> IO[bytes]:
         raise WorkflowError(f"{path}: cannot read the inputs file: {describe_os_error(exc)}") from None
 
 
+def _lines(stream: IO[bytes]) -> Iterator[tuple[bytes | None, int]]:
+    """(line, its length in bytes) for each line; a line over ``MAX_LINE_BYTES`` comes as
+    (None, length), its bytes skipped in chunks and never held in memory."""
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line, len(line)
+            continue
+        length = len(line)
+        while not line.endswith(b"\n"):
+            line = stream.readline(1 << 20)
+            if not line:
+                break
+            length += len(line)
+        yield None, length
+
+
 def read_inputs(stream: IO[bytes]) -> Iterator[Item | BadLine]:
     """Each line as ``(id, inputs)`` (the id defaults to the line number), or a ``BadLine``
     saying what is wrong with it. Blank lines are skipped."""
     seen: set[str] = set()
     offset = 0
     with stream:
-        for number, raw in enumerate(stream, start=1):
-            start, offset = offset, offset + len(raw)
-            if not raw.strip():
+        for number, (raw, length) in enumerate(_lines(stream), start=1):
+            start, offset = offset, offset + length
+            if raw is not None and not raw.strip():
                 continue
             try:
+                if raw is None:
+                    raise ValueError(
+                        f"longer than {MAX_LINE_BYTES // 2**20} MiB; split it into smaller inputs"
+                    )
                 record = _parse_line(raw, start)
                 if not isinstance(record, dict):
                     raise ValueError(f"must be a JSON object of inputs, not {type(record).__name__}")
