@@ -284,7 +284,7 @@ def test_undecodable_command_line_bytes_run_and_are_traced(tmp_path):
     path, trace = tmp_path / "flow.yaml", tmp_path / "trace.json"
     path.write_text(yaml.safe_dump(flow(model={"name": "m", "backend": "mock"})))
     # Python hands the bytes b"caf\xff" to the program as "caf\udcff" (a lone surrogate).
-    args = [sys.executable, "-m", "ift_engine.cli", "run", str(path), "--input", b"topic=caf\xff", "--trace", str(trace)]
+    args = [sys.executable, "-m", "ift_engine.cli", "run", str(path), "--input", b"topic=caf\xff", "--trace", str(trace), "--overwrite"]
     for locale in ("C.UTF-8", "C"):
         env = {**os.environ, "LC_ALL": locale, "PYTHONIOENCODING": "", "IFT_ENGINE_LOAD_PLUGINS": ""}
         done = subprocess.run(args, capture_output=True, env=env, timeout=120)

@@ -114,7 +114,7 @@ def read_inputs(stream: IO[bytes]) -> Iterator[Item | BadLine]:
             try:
                 if raw is None:
                     raise ValueError(
-                        f"longer than {MAX_LINE_BYTES // 2**20} MiB; split it into smaller inputs"
+                        f"longer than {MAX_LINE_BYTES:,} bytes; split it into smaller inputs"
                     )
                 record = _parse_line(raw, start)
                 if not isinstance(record, dict):
