@@ -101,8 +101,11 @@ def dry_run(spec: TrainSpec, time_steps: bool = True) -> DryRun:
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     stops = end_of_turn_ids(tokenizer, None)
     settings = spec.training
-    features = [tokenize_example(tokenizer, e, settings.max_length, stops) for e in train]
+    # Lengths need every example untruncated; the marked example and the timed batch, only the first few.
     full = [len(tokenize_example(tokenizer, e, 10**9, stops)["input_ids"]) for e in train]
+    features = [
+        tokenize_example(tokenizer, e, settings.max_length, stops) for e in train[: settings.batch_size]
+    ]
     report.lengths = {"min": min(full), "median": statistics.median(full), "max": max(full)}
     report.truncated = sum(length > settings.max_length for length in full)
     report.example = marked_text(tokenizer, features[0])
@@ -111,5 +114,5 @@ def dry_run(spec: TrainSpec, time_steps: bool = True) -> DryRun:
     max_steps = int(settings.args.get("max_steps") or 0)  # training.args may cap the run
     report.total_steps = max_steps or math.ceil(report.steps_per_epoch * settings.epochs)
     if time_steps:
-        report.seconds_per_step = seconds_per_step(spec, base_folder, features[: settings.batch_size])
+        report.seconds_per_step = seconds_per_step(spec, base_folder, features)
     return report
