@@ -247,14 +247,17 @@ def test_cache_key_holds_the_plugin_settings() -> None:
         "model": {"name": "m", "backend": "mock", "options": {"default": "maybe"}},
     }
 
+    calls: list[int] = []
+
     def cached(strict: bool) -> bool:
-        result = Workflow.from_dict({**doc, "plugins": {"myplugin": {"strict": strict}}}).runner().run_batch(
-            [(1, {"topic": "Is it?"})]
-        )[0]
+        wf = Workflow.from_dict({**doc, "plugins": {"myplugin": {"strict": strict}}})
+        result = wf.runner().run_batch([(1, {"topic": "Is it?"})])[0]
+        calls.append(len(wf.pool.get(wf.graph.node("q").model).calls))  # the shared mock's calls so far
         return result.nodes["q"].cached if result.ok else False
 
     assert cached(False) is False and cached(False) is True
     assert cached(True) is False  # other settings: another key (and a strict parse error here)
+    assert calls == [1, 1, 2]  # the strict run asked the model again: its settings are in the key
 
 
 def test_a_same_size_replacement_with_the_old_mtime_is_a_new_model(tiny_causal_dir: Path, tmp_path: Path) -> None:
