@@ -332,3 +332,11 @@ def test_huge_and_deep_input_lines_are_bad_lines_and_the_rest_run(tmp_path, monk
         "line 3: nested more than 100 levels deep",
     ]
     assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == ["a", "b"]
+
+
+def test_rows_stay_one_per_line_for_every_reader():
+    from ift_engine.workflow.rows import encode_row
+
+    row = {"id": "\u0085", "outputs": {"a": "one\u2028two\u2029three"}}
+    text = encode_row(row).decode("utf-8")
+    assert len(text.splitlines()) == 1 and json.loads(text) == row  # found by hypothesis: U+0085 in a key

@@ -30,6 +30,7 @@ from ..files import OutputError, check_output_file, describe_os_error, json_text
 Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
 #: A longer input line is a bad line (read past in chunks, never held whole in memory).
 MAX_LINE_BYTES = 16 * 2**20
+LINE_BREAKS = ("\u0085", "\u2028", "\u2029")
 STDIN = "-"
 #: How every row starts (``RunResult.row`` puts the id first): a last line that starts so and
 #: does not parse was cut short by a killed writer.
@@ -147,9 +148,14 @@ def encode_row(row: dict[str, Any]) -> bytes:
     written as JSON escapes, which read back to the same value. ``ValueError`` when the row
     cannot be written as JSON at all (NaN, nesting too deep)."""
     try:
-        return (json_text(row, allow_nan=False) + "\n").encode("utf-8")
+        text = json_text(row, allow_nan=False)
     except (TypeError, RecursionError) as exc:
         raise ValueError(str(exc) or type(exc).__name__) from None
+    # Characters that str.splitlines() and some editors take for line breaks are escaped, so
+    # every reader sees one row per line (json.dumps already escapes the ASCII ones).
+    for char in LINE_BREAKS:
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return (text + "\n").encode("utf-8")
 
 
 def scan_rows(data: bytes, path: Path) -> tuple[set[str], int]:
