@@ -392,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_weight_loading() -> None:
+    """transformers 5 draws a progress bar for every weight load; the CLI shows its own progress."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported before (main called from Python): tell it directly
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for stream in (sys.stdout, sys.stderr):
@@ -400,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="surrogateescape")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet_weight_loading()
     warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
     logging.basicConfig(format="%(message)s")
     logging.getLogger("ift_engine").setLevel(logging.INFO)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .errors import ModelError
-from .models.base import GenerationSettings, Model, Prompt
+from .models.base import DecodesSteps, GenerationSettings, Model, Prompt
 
 
 class Ensembler(ABC):
@@ -187,12 +187,12 @@ class TokenAverage(Ensembler):
         super().__init__(members, weights)
         vocabularies = []
         for member in self.members:
-            tokenizer = getattr(member, "tokenizer", None)
-            if tokenizer is None or not hasattr(member, "model"):
+            if not isinstance(member, DecodesSteps):
                 raise ModelError(
-                    f"token_average: member '{member.name}' is not a transformers or ONNX causal LM"
+                    f"token_average: member '{member.name}' ({member.backend}) cannot decode step by "
+                    "step; use hf-causal or onnx causal LMs"
                 )
-            vocabularies.append(tokenizer.get_vocab())
+            vocabularies.append(member.tokenizer.get_vocab())
         if any(v != vocabularies[0] for v in vocabularies[1:]):
             odd = next(m.name for m, v in zip(self.members, vocabularies) if v != vocabularies[0])
             raise ModelError(

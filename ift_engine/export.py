@@ -1,5 +1,11 @@
-"""ONNX export (optimum ``main_export``), optional weight quantisation, and a parity check
-against PyTorch that is printed and stored in the export's ``ift_model.json``."""
+"""ONNX export with a parity check against PyTorch, printed and stored in ``ift_model.json``.
+
+Causal LMs are built by onnxruntime-genai's model builder (fused attention, a KV cache laid out
+for its decoding loop; fp32, fp16 or int4 weights) and run on onnxruntime-genai. Sequence
+classifiers are exported by ``torch.onnx`` and optionally quantised (int8, or int4 MatMulNBits).
+optimum-onnx did both before; it requires transformers<4.58 and its LLM export measured no
+faster than transformers on a CPU, so it went.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,22 @@ import hashlib
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import IftError, ModelError
 from .files import check_output_folder, move_into_place, staging_folder
-from .models.chat import encode_chats
-from .models.ort import ONNX_FILE, OnnxOptions, load_ort
+from .models.chat import chat_ids
+from .models.ort import ONNX_FILE, OnnxOptions, OrtClassifierModule, Quantize
 from .models.resolve import MANIFEST, cache_home, infer_backend
 
 log = logging.getLogger(__name__)
 
-Quantize = Literal["int8", "int4"]
-TASKS = {"hf-causal": "text-generation-with-past", "hf-classifier": "text-classification"}
+#: The weight formats each kind of model can be exported to, besides fp32.
+FORMATS: dict[str, tuple[str, ...]] = {"hf-causal": ("fp16", "int4"), "hf-classifier": ("int8", "int4")}
 PROBES: tuple[str, ...] = (
     "Write an outline for a short article about how honeybees communicate.",
     "Is this review positive or negative? The room was dirty and the staff were rude.",
@@ -29,8 +37,8 @@ PROBES: tuple[str, ...] = (
 )
 #: Largest fp32 logit difference accepted; ONNX Runtime's fused kernels stay well below it.
 FP32_ATOL = 1e-3
-#: Part of the cache key of exports made on first use: bump when quantisation settings change.
-QUANTIZER_VERSION = 2
+#: Part of the cache key of exports made on first use: bump when the export's settings change.
+EXPORTER_VERSION = 3
 
 
 class ExportError(IftError):
@@ -47,59 +55,114 @@ def merge_lora(folder: Path, into: Path) -> Path:
     return into
 
 
-def quantize_onnx(source: Path, target: Path, method: Quantize) -> None:
+def build_causal(weights: Path, out: Path, precision: str, device: str, tokenizer: Any) -> None:
+    """onnxruntime-genai's model builder, run as the command it is (its Python entry point
+    wants options only its own argument parser prepares); its log goes to a file beside."""
+    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(weights)]
+    command += ["-o", str(out), "-p", precision, "-e", device, "-c", str(out.parent / "builder-cache")]
+    log_file = out.parent / f"builder-{precision}.log"
+    with log_file.open("w") as sink:
+        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+        raise ExportError(
+            f"onnxruntime-genai's model builder could not export {weights} to {precision}: "
+            f"{lines[-1] if lines else f'exit {done.returncode}'}; is the architecture one it supports?"
+        )
+    # The engine feeds ids from its own tokenizer: keep it exactly as the source had it.
+    tokenizer.save_pretrained(out)
+
+
+def build_classifier(weights: Path, out: Path, reference: Any, tokenizer: Any) -> None:
+    """``torch.onnx`` (dynamo) with dynamic batch and sequence axes, plus config and tokenizer."""
+    import torch
+
+    example = tokenizer(list(PROBES[:2]), return_tensors="pt", padding=True)
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in example]
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    out.mkdir(parents=True)
+    torch.onnx.export(
+        reference,
+        (),
+        str(out / ONNX_FILE),
+        kwargs={name: example[name] for name in names},
+        input_names=names,
+        output_names=["logits"],
+        dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
+        dynamo=True,
+        external_data=False,
+    )
+    reference.config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def quantize_classifier(source: Path, target: Path, method: str) -> None:
     """Dynamic int8 (weights and activations of MatMuls) or 4-bit weight-only (MatMulNBits)."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data"))
     if method == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        quantize_dynamic(source / ONNX_FILE, target / ONNX_FILE, weight_type=QuantType.QInt8)
     else:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        # accuracy_level 4 lets ONNX Runtime compute in int8 on x86 CPUs: about 1.6x faster
-        # decode than fp32 compute for SmolLM2-135M here, with the same weights.
         quantizer = MatMulNBitsQuantizer(
-            str(source), bits=4, block_size=32, is_symmetric=True, accuracy_level=4
+            str(source / ONNX_FILE), bits=4, block_size=32, is_symmetric=True, accuracy_level=4
         )
         quantizer.process()
-        quantizer.model.save_model_to_file(str(target), False)
+        quantizer.model.save_model_to_file(str(target / ONNX_FILE), False)
 
 
-def _left_padded(tokenizer: Any, prompts: Sequence[str]) -> dict[str, Any]:
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return dict(encode_chats(tokenizer, [[{"role": "user", "content": p}] for p in prompts]))
-
-
-def causal_parity(reference: Any, candidate: Any, tokenizer: Any, new_tokens: int = 16) -> dict[str, float]:
-    """Max |logit difference| over the probe prompts (padding excluded), and the share of
-    greedy tokens that agree position by position over ``new_tokens`` steps."""
+def causal_parity(
+    reference: Any, folder: Path, tokenizer: Any, device: str, new_tokens: int = 16
+) -> dict[str, float]:
+    """Max |logit difference| over every position of the probe prompts, and the share of greedy
+    tokens that agree position by position over ``new_tokens`` steps (each model its own)."""
     import torch
 
-    enc = _left_padded(tokenizer, PROBES)
-    mask = enc["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    from .models.genai import GenaiCausalLM
+    from .models.hf_causal import HFCausalLM
+
+    candidate = GenaiCausalLM.load("export", str(folder), OnnxOptions(device=device))
+    torch_model = HFCausalLM("reference", reference, tokenizer)
+    chats = [[{"role": "user", "content": p}] for p in PROBES]
+    rows = [chat_ids(tokenizer, chat) for chat in chats]
+    got = torch.from_numpy(candidate._generator(rows, None).get_output("logits")).float()
+    diff = 0.0
     with torch.inference_mode():
-        want = reference(**enc, position_ids=positions).logits.float()
-        got = candidate(**enc, position_ids=positions).logits.float()
-        diff = (want - got).abs()[mask.bool()].max().item()
-        settings = dict(
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
+        for index, ids in enumerate(rows):
+            want = reference(torch.tensor([ids], device=reference.device)).logits[0].float().cpu()
+            diff = max(diff, (want - got[index, : len(ids)]).abs().max().item())
+        agreement = torch.tensor(
+            [
+                a == b
+                for a, b in zip(
+                    _greedy(torch_model, chats, new_tokens), _greedy(candidate, chats, new_tokens)
+                )
+            ]
         )
-        length = enc["input_ids"].shape[1]
-        ids_want = reference.generate(**enc, **settings)[:, length:]
-        ids_got = candidate.generate(**enc, **settings)[:, length:]
-    agreement = (ids_want == ids_got).float().mean().item()
-    return {"max_abs_logit_diff": diff, "greedy_agreement": agreement, "probes": len(PROBES)}
+    return {
+        "max_abs_logit_diff": diff,
+        "greedy_agreement": agreement.float().mean().item(),
+        "probes": len(PROBES),
+    }
 
 
-def classifier_parity(reference: Any, candidate: Any, tokenizer: Any) -> dict[str, float]:
+def _greedy(model: Any, chats: Sequence[Any], steps: int) -> list[int]:
+    """``steps`` greedy tokens per chat, end of turn included (no early stop), flattened."""
+    decoding = model.start_decoding(chats)
+    chosen: list[list[int]] = []
+    for _ in range(steps):
+        chosen.append(decoding.logits().argmax(-1).tolist())
+        decoding.advance(chosen[-1])
+    return [token for step in chosen for token in step]
+
+
+def classifier_parity(reference: Any, folder: Path, tokenizer: Any, device: str) -> dict[str, float]:
     """Max |logit difference| and the share of probe texts given the same label."""
     import torch
 
+    candidate = OrtClassifierModule(folder, OnnxOptions(device=device))
     enc = tokenizer(list(PROBES), return_tensors="pt", padding=True, truncation=True)
     with torch.inference_mode():
         want = reference(**enc).logits.float()
@@ -131,6 +194,15 @@ def check_export_target(out: str | Path, source: str | Path | None = None, overw
     )
 
 
+def check_format(backend: str, quantize: str | None) -> None:
+    if backend not in FORMATS:
+        raise ExportError(f"cannot export a '{backend}' model: ONNX export supports {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in FORMATS[backend]:
+        raise ExportError(
+            f"--quantize {quantize}: a {backend} model exports to fp32 or {' or '.join(FORMATS[backend])}"
+        )
+
+
 def export_model(
     source: str | Path,
     out: str | Path,
@@ -147,13 +219,12 @@ def export_model(
     and its parity check succeed: a failed or killed export leaves ``out`` as it was. ``out``
     must be new or empty, or (with ``overwrite``) hold a previous export; the source folder is
     never a valid ``out``. The fp32 export must match PyTorch within ``atol``. With ``quantize``
-    the folder holds the quantised model, and the manifest reports both parities.
+    the folder holds the model in that format, and the manifest reports both parities.
     """
     source, out = Path(source), Path(out)
     check_export_target(out, source, overwrite)
     backend = backend or infer_backend(source) or "hf-causal"
-    if backend not in TASKS:
-        raise ExportError(f"cannot export a '{backend}' model: ONNX export supports {', '.join(TASKS)}")
+    check_format(backend, quantize)
     work = staging_folder(out, "exporting")
     try:
         final, manifest = _export_into(work, source, backend, quantize, device, atol)
@@ -172,44 +243,45 @@ def _export_into(
     device: Literal["cpu", "cuda"],
     atol: float,
 ) -> tuple[Path, dict[str, Any]]:
-    """Export, check and (optionally) quantise inside ``work``; the finished folder and manifest."""
-    from optimum.exporters.onnx import main_export
+    """Export, check and (optionally) convert inside ``work``; the finished folder and manifest."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     weights = source
     if (source / "adapter_config.json").exists():
         log.info("merging the LoRA adapter in %s before export", source)
         weights = merge_lora(source, work / "merged")
-    fp32 = work / "fp32"
-    log.info("exporting %s to ONNX (%s)", source, TASKS[backend])
-    main_export(str(weights), fp32, task=TASKS[backend], device=device, do_validation=False)
-
-    loader = AutoModelForSequenceClassification if backend == "hf-classifier" else AutoModelForCausalLM
+    causal = backend == "hf-causal"
+    loader = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
     reference = loader.from_pretrained(weights).eval()
     tokenizer = AutoTokenizer.from_pretrained(weights)
-    check = classifier_parity if backend == "hf-classifier" else causal_parity
-    task = "text-classification" if backend == "hf-classifier" else "text-generation"
-    (fp32 / MANIFEST).write_text(json.dumps({"backend": "onnx", "task": task}))
-    options = OnnxOptions(device=device)
-    parity = {"fp32": check(reference, load_ort(fp32, options)[0], tokenizer)}
+
+    def build(folder: Path, precision: str) -> dict[str, float]:
+        log.info("exporting %s to ONNX (%s)", source, precision)
+        if causal:
+            build_causal(weights, folder, precision, device, tokenizer)
+            return causal_parity(reference, folder, tokenizer, device)
+        if precision == "fp32":
+            build_classifier(weights, folder, reference, tokenizer)
+        else:
+            quantize_classifier(work / "fp32", folder, precision)
+        return classifier_parity(reference, folder, tokenizer, device)
+
+    parity = {"fp32": build(work / "fp32", "fp32")}
     log.info("fp32 parity: %s", parity["fp32"])
     if parity["fp32"]["max_abs_logit_diff"] > atol:
         raise ExportError(
             f"ONNX export of {source} disagrees with PyTorch: max |logit diff| "
-            f"{parity['fp32']['max_abs_logit_diff']:.2e} > {atol:.0e}; re-export with another "
-            "opset, or pass a larger --atol if you accept it"
+            f"{parity['fp32']['max_abs_logit_diff']:.2e} > {atol:.0e}; pass a larger --atol if you accept it"
         )
-    final = fp32
+    final = work / (quantize or "fp32")
     if quantize:
-        final = work / quantize
-        shutil.copytree(fp32, final, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data"))
-        log.info("quantising to %s", quantize)
-        quantize_onnx(fp32 / ONNX_FILE, final / ONNX_FILE, quantize)
-        parity[quantize] = check(reference, load_ort(final, options)[0], tokenizer)
+        parity[quantize] = build(final, quantize)
         log.info("%s parity: %s", quantize, parity[quantize])
     manifest = {
         "backend": "onnx",
-        "task": task,
+        "task": "text-generation" if causal else "text-classification",
+        "runtime": "onnxruntime-genai" if causal else "onnxruntime",
+        "device": device,
         "source": str(source),
         "source_backend": backend,
         "quantize": quantize,
@@ -226,9 +298,8 @@ def export_cached(source: str, quantize: Quantize | None = None) -> Path:
     if not path.is_dir():
         raise ModelError(f"backend 'onnx' needs a local model folder to export, not {source!r}")
     stamp = (path / "config.json").stat().st_mtime_ns if (path / "config.json").exists() else 0
-    digest = hashlib.sha256(f"{path.resolve()}:{stamp}:{quantize}:{QUANTIZER_VERSION}".encode()).hexdigest()[
-        :12
-    ]
+    key = f"{path.resolve()}:{stamp}:{quantize}:{EXPORTER_VERSION}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{digest}"
     if not is_export(target):
         export_model(path, target, quantize=quantize, overwrite=True)

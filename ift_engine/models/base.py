@@ -44,6 +44,30 @@ class StreamsText(Protocol):
         ...
 
 
+class DecodingSteps(Protocol):
+    """A batch being decoded one token at a time (see ``DecodesSteps``)."""
+
+    def logits(self) -> Any:
+        """The next token's logits, a float tensor of shape (prompts, vocabulary) on the CPU."""
+        ...
+
+    def advance(self, chosen: Sequence[int]) -> None:
+        """Feed each row the token chosen for it."""
+        ...
+
+
+@runtime_checkable
+class DecodesSteps(Protocol):
+    """A causal LM that exposes its decoding step by step (token-level ensembles use it)."""
+
+    tokenizer: Any
+    stop_ids: list[int]
+
+    def start_decoding(self, prompts: Sequence[Prompt]) -> DecodingSteps:
+        """Start decoding ``prompts``; ``logits`` gives the first answer token's logits."""
+        ...
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

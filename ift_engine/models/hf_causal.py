@@ -62,7 +62,7 @@ class HFCausalLM(Model):
     def __init__(
         self,
         name: str,
-        model: Any,  # a transformers model, or an optimum ORTModel with the same interface
+        model: Any,  # a transformers model
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 8,
     ) -> None:
@@ -217,3 +217,37 @@ class HFCausalLM(Model):
         import torch
 
         return torch.tensor(self.score(prompts, labels)).softmax(-1).tolist()
+
+    def start_decoding(self, prompts: Sequence[Prompt]) -> TorchSteps:
+        """Step-by-step decoding; call on the torch thread, under ``torch.inference_mode``."""
+        return TorchSteps(self, prompts)
+
+
+class TorchSteps:
+    """Decoding one token at a time with a KV cache (``DecodingSteps``), left-padded."""
+
+    def __init__(self, model: HFCausalLM, prompts: Sequence[Prompt]) -> None:
+        enc = encode_chats(model.tokenizer, prompts)
+        self.model = model
+        self.ids, self.mask = enc["input_ids"], enc["attention_mask"]
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self.past: Any = None
+
+    def logits(self) -> Any:
+        device = self.model.device
+        out = self.model.model(
+            input_ids=self.ids.to(device),
+            attention_mask=self.mask.to(device),
+            position_ids=self.positions.to(device),
+            past_key_values=self.past,
+            use_cache=True,
+        )
+        self.past = out.past_key_values
+        return out.logits[:, -1, :].float().cpu()
+
+    def advance(self, chosen: Sequence[int]) -> None:
+        import torch
+
+        self.ids = torch.tensor(list(chosen))[:, None]
+        self.mask = torch.cat([self.mask, torch.ones_like(self.ids)], dim=1)
+        self.positions = self.positions[:, -1:] + 1

@@ -36,7 +36,7 @@ class HFClassifier(Model):
     def __init__(
         self,
         name: str,
-        model: Any,  # a transformers model, or an optimum ORTModel with the same interface
+        model: Any,  # a transformers model, or an ONNX session with its interface (ort.py)
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 32,
         max_length: int = 512,

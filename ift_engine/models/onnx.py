@@ -1,10 +1,9 @@
-"""The ``onnx`` backend: models exported to ONNX (``ift export``) and served by ONNX Runtime.
+"""The ``onnx`` backend: models exported by ``ift export`` and run by ONNX Runtime.
 
-The ONNX models are drop-in replacements for the transformers ones (optimum's ``ORTModel``
-classes implement ``forward`` and ``generate``), so generation, scoring and classification are
-the PyTorch backends' own code. A folder that holds no ONNX export yet is exported on first use
-into the cache, once, by ``prepare`` (the pool calls it while resolving the model, as it converts
-GGUF files), so ``load`` only loads.
+A causal LM export runs on onnxruntime-genai (``GenaiCausalLM``); a classifier export on an
+ONNX Runtime session behind the PyTorch classifier's own code. A folder that holds no export yet
+(a PyTorch model) is exported on first use into the cache, once, by ``prepare`` (the pool calls
+it while resolving the model, as it converts GGUF files), so ``load`` only loads.
 """
 
 from __future__ import annotations
@@ -12,13 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Model
-from .hf_causal import HFCausalLM
+from .genai import GenaiCausalLM, is_genai_export
 from .hf_classifier import HFClassifier
-from .ort import CPU, CUDA, ONNX_FILE, OnnxOptions, is_onnx_export, load_ort, pick_provider
-
-
-class OnnxCausalLM(HFCausalLM):
-    backend = "onnx"
+from .ort import CPU, CUDA, ONNX_FILE, OnnxOptions, OrtClassifierModule, is_onnx_export, pick_provider
 
 
 class OnnxClassifier(HFClassifier):
@@ -26,7 +21,7 @@ class OnnxClassifier(HFClassifier):
 
 
 class OnnxModel(Model):
-    """Registered as ``onnx``; ``load`` returns an ``OnnxCausalLM`` or ``OnnxClassifier``."""
+    """Registered as ``onnx``; ``load`` returns a ``GenaiCausalLM`` or an ``OnnxClassifier``."""
 
     backend = "onnx"
     options_model = OnnxOptions
@@ -45,21 +40,20 @@ class OnnxModel(Model):
     def load(cls, name: str, source: str, options: OnnxOptions) -> Model:
         from transformers import AutoTokenizer
 
-        model, task = load_ort(Path(source), options)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        if task == "text-classification":
-            return OnnxClassifier(name, model, tokenizer, options.batch_size)
-        return OnnxCausalLM(name, model, tokenizer, options.batch_size)
+        folder = Path(source)
+        if is_genai_export(folder):
+            return GenaiCausalLM.load(name, source, options)
+        module = OrtClassifierModule(folder, options)
+        return OnnxClassifier(name, module, AutoTokenizer.from_pretrained(source), options.batch_size)
 
 
 __all__ = [
     "CPU",
     "CUDA",
     "ONNX_FILE",
-    "OnnxCausalLM",
+    "GenaiCausalLM",
     "OnnxClassifier",
     "OnnxModel",
     "OnnxOptions",
-    "load_ort",
     "pick_provider",
 ]

@@ -1,22 +1,24 @@
-"""ONNX Runtime sessions for exported models: options, execution provider, loading.
+"""ONNX Runtime for exported sequence classifiers: options, execution provider, sessions.
 
-Shared by the ``onnx`` backend (``models/onnx.py``) and the export's parity check (``export.py``).
+Shared by the ``onnx`` backend (``models/onnx.py``) and the export's parity check
+(``export.py``). Exported causal LMs run on onnxruntime-genai instead (``models/genai.py``).
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
-from .resolve import MANIFEST
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 ONNX_FILE = "model.onnx"
+#: Weight formats of ``ift export --quantize`` (the causal LM builder's and the classifier's).
+Quantize = Literal["int4", "int8", "fp16"]
 
 
 class OnnxOptions(BaseModel):
@@ -25,8 +27,8 @@ class OnnxOptions(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(8, ge=1, description="most prompts in one forward pass")
     threads: int = Field(0, ge=0, description="CPU intra-op threads; 0 lets ONNX Runtime choose")
-    quantize: Literal["int8", "int4"] | None = Field(
-        None, description="when exporting on first use: quantise the weights"
+    quantize: Quantize | None = Field(
+        None, description="when exporting on first use: the weight format (fp32 if unset)"
     )
 
 
@@ -53,22 +55,38 @@ def is_onnx_export(folder: Path) -> bool:
     return (folder / ONNX_FILE).exists()
 
 
-def load_ort(folder: Path, options: OnnxOptions) -> tuple[Any, str]:
-    """The optimum ORTModel for an export folder, and its task ("text-generation" or
-    "text-classification"); fails loudly if CUDA was asked for and the session fell back."""
-    import onnxruntime
-    from optimum.onnxruntime import ORTModelForCausalLM, ORTModelForSequenceClassification
+@dataclass
+class Logits:
+    logits: Any
 
-    manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).exists() else {}
-    task = manifest.get("task", "text-generation")
-    provider = pick_provider(options.device)
-    session = onnxruntime.SessionOptions()
-    if options.threads:
-        session.intra_op_num_threads = options.threads
-    cls = ORTModelForSequenceClassification if task == "text-classification" else ORTModelForCausalLM
-    model = cls.from_pretrained(
-        folder, provider=provider, session_options=session, use_io_binding=provider == CUDA
-    )
-    if provider == CUDA and CUDA not in model.providers:
-        raise ModelError(f"ONNX Runtime could not start CUDA for {folder} (providers: {model.providers})")
-    return model, task
+
+class OrtClassifierModule:
+    """An exported classifier with the call interface of its transformers model
+    (``module(**encoded).logits``), so ``HFClassifier`` runs it unchanged."""
+
+    device = "cpu"  # inputs stay on the CPU; ONNX Runtime copies them where it runs
+
+    def __init__(self, folder: Path, options: OnnxOptions) -> None:
+        import onnxruntime
+        from transformers import AutoConfig
+
+        provider = pick_provider(options.device)
+        settings = onnxruntime.SessionOptions()
+        if options.threads:
+            settings.intra_op_num_threads = options.threads
+        self.session = onnxruntime.InferenceSession(
+            str(folder / ONNX_FILE), settings, providers=[provider, CPU] if provider == CUDA else [CPU]
+        )
+        if provider == CUDA and CUDA not in self.session.get_providers():
+            raise ModelError(
+                f"ONNX Runtime could not start CUDA for {folder} (providers: {self.session.get_providers()})"
+            )
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.config = AutoConfig.from_pretrained(folder)
+
+    def __call__(self, **encoded: Any) -> Logits:
+        import numpy as np
+        import torch
+
+        feed = {name: np.asarray(encoded[name].cpu(), dtype=np.int64) for name in self.inputs}
+        return Logits(torch.from_numpy(self.session.run(["logits"], feed)[0]))

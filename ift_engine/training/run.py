@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,10 @@ def with_lora(model: Any, lora: LoraSpec) -> Any:
         layers_to_transform=top_layer_indices(model, lora.top_layers),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`: not the user's to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        return get_peft_model(model, config)
 
 
 def load_model(spec: TrainSpec, base_folder: str) -> tuple[Any, Any, list[int]]:
@@ -129,7 +133,7 @@ def training_arguments(spec: TrainSpec, folder: RunFolder, evaluating: bool, pro
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation,
-        warmup_ratio=settings.warmup_ratio,
+        warmup_steps=settings.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=settings.weight_decay,
         logging_steps=settings.logging_steps,
         eval_strategy=("steps" if settings.eval_steps else "epoch") if evaluating else "no",
@@ -137,7 +141,7 @@ def training_arguments(spec: TrainSpec, folder: RunFolder, evaluating: bool, pro
         save_strategy="steps",
         save_steps=settings.save_steps,
         save_total_limit=1,
-        group_by_length=settings.group_by_length,
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         seed=spec.seed,
         data_seed=spec.seed,
         use_cpu=pick_device(settings.device).type == "cpu",

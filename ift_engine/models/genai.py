@@ -1,0 +1,211 @@
+"""Causal LMs on ONNX Runtime GenAI: the ``onnx`` backend's generation, scoring and classification.
+
+onnxruntime-genai runs the decoding loop, the KV cache and the sampling in native code on
+models built by its model builder (``ift export``): at batch 1 that is several times faster
+than transformers on a CPU. The engine's own tokenizer (transformers) turns chats into ids, so
+user text never becomes control tokens here either; the ids go to the generator right-padded
+with a padding id that is not an end-of-turn token (onnxruntime-genai masks trailing padding).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ModelError
+from .base import GenerationSettings, Model, Prompt, TextSink
+from .chat import chat_ids, text_ids
+from .hf_causal import end_of_turn_ids
+from .ort import CUDA, OnnxOptions, pick_provider
+
+if TYPE_CHECKING:
+    import numpy as np
+    from transformers import PreTrainedTokenizerBase
+
+GENAI_CONFIG = "genai_config.json"
+
+
+def is_genai_export(folder: Path) -> bool:
+    return (folder / GENAI_CONFIG).is_file()
+
+
+def padding_id(tokenizer: PreTrainedTokenizerBase, stop_ids: Sequence[int]) -> int:
+    """An id to pad with that no answer ends on: padding equal to end of turn would hide it."""
+    candidates = [tokenizer.pad_token_id, tokenizer.unk_token_id, *range(len(tokenizer))]
+    return next(i for i in candidates if i is not None and i not in stop_ids)
+
+
+def _model_config(folder: Path) -> dict[str, Any]:
+    config = json.loads((folder / GENAI_CONFIG).read_text(encoding="utf-8"))
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        raise ModelError(f"{folder / GENAI_CONFIG}: no 'model' section; export the model again")
+    return model
+
+
+class GenaiCausalLM(Model):
+    """An ``ift export`` of a causal LM, run by onnxruntime-genai (registered through ``onnx``)."""
+
+    backend = "onnx"
+
+    def __init__(self, name: str, folder: Path, tokenizer: PreTrainedTokenizerBase, options: OnnxOptions):
+        import onnxruntime_genai as og
+
+        super().__init__(name)
+        self.tokenizer = tokenizer
+        self.batch_size = options.batch_size
+        config_values = _model_config(folder)
+        eos = config_values.get("eos_token_id")
+        self.stop_ids = end_of_turn_ids(tokenizer, eos if isinstance(eos, (int, list)) else None)
+        self.context_length = int(config_values.get("context_length", 2048))
+        if not self.stop_ids:
+            raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
+        self.pad_id = padding_id(tokenizer, self.stop_ids)
+        self.device = "cuda" if pick_provider(options.device) == CUDA else "cpu"
+        config = og.Config(str(folder))
+        config.clear_providers()
+        if self.device == "cuda":
+            config.append_provider("cuda")
+        overlay = {"model": {"eos_token_id": self.stop_ids, "pad_token_id": self.pad_id}}
+        if options.threads:
+            overlay["model"]["decoder"] = {"session_options": {"intra_op_num_threads": options.threads}}
+        config.overlay(json.dumps(overlay))
+        self.og_model = og.Model(config)
+        # One call at a time: the generators share the model's sessions, and a fast tokenizer
+        # must not be used by two threads at once.
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, name: str, source: str, options: OnnxOptions) -> GenaiCausalLM:
+        from transformers import AutoTokenizer
+
+        return cls(name, Path(source), AutoTokenizer.from_pretrained(source), options)
+
+    def _padded(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        import numpy as np
+
+        width = max(len(r) for r in rows)
+        return np.array([list(r) + [self.pad_id] * (width - len(r)) for r in rows], dtype=np.int32)
+
+    def _generator(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings | None) -> Any:
+        """A generator over right-padded ``prompts``, ready for its first token."""
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.og_model)
+        width = max(len(p) for p in prompts)
+        if width >= self.context_length:
+            raise ModelError(
+                f"model '{self.name}': a prompt of {width} tokens does not fit its context of "
+                f"{self.context_length}; shorten the input"
+            )
+        options: dict[str, Any] = {"batch_size": len(prompts), "max_length": width + 1}
+        if settings is not None:
+            sampling = settings.temperature > 0
+            options |= {
+                "max_length": min(width + settings.max_new_tokens, self.context_length),
+                "do_sample": sampling,
+                "temperature": settings.temperature if sampling else 1.0,
+                "top_p": settings.top_p,
+                "top_k": 0,  # no top-k cut, as the PyTorch backend
+                "repetition_penalty": settings.repetition_penalty,
+            }
+            if settings.seed is not None:
+                options["random_seed"] = settings.seed
+        params.set_search_options(**options)
+        generator = og.Generator(self.og_model, params)
+        generator.append_tokens(self._padded(prompts))
+        return generator
+
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
+        return self._generate(prompts, settings, None)
+
+    def generate_stream(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink
+    ) -> list[str]:
+        """``generate``, handing ``on_text(index, new text)`` each answer as it grows."""
+        return self._generate(prompts, settings, on_text)
+
+    def _generate(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink | None
+    ) -> list[str]:
+        from .streaming import TokenDeltas
+
+        answers: list[str] = []
+        with self.lock:
+            for offset in range(0, len(prompts), self.batch_size):
+                ids = [chat_ids(self.tokenizer, p) for p in prompts[offset : offset + self.batch_size]]
+                rows = TokenDeltas(self.tokenizer, on_text, offset, self.stop_ids, len(ids))
+                generator = self._generator(ids, settings)
+                while not (rows.finished() or generator.is_done()):
+                    generator.generate_next_token()
+                    rows.add(generator.get_next_tokens().tolist())
+                answers.extend(rows.texts())
+        return answers
+
+    def _last_logits(self, generator: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(generator.get_logits()[:, -1, :].astype("float32"))
+
+    def score(
+        self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False
+    ) -> list[list[float]]:
+        """Sum (``mean``: mean per token) of the log-probabilities of each choice, followed by
+        end of turn, as the answer: one forward pass over every prompt + choice row."""
+        import torch
+
+        with self.lock:
+            prompt_ids = [chat_ids(self.tokenizer, p) for p in prompts]
+            choice_ids = [text_ids(self.tokenizer, c) + self.stop_ids[:1] for c in choices]
+            rows = [(p, c) for p in range(len(prompts)) for c in range(len(choices))]
+            totals: list[float] = []
+            for start in range(0, len(rows), self.batch_size):
+                batch = rows[start : start + self.batch_size]
+                # The last token of each choice (end of turn) is predicted, never fed.
+                inputs = [prompt_ids[p] + choice_ids[c][:-1] for p, c in batch]
+                logits = torch.from_numpy(self._generator(inputs, None).get_output("logits"))
+                logprobs = logits.float().log_softmax(-1)
+                for row, (p, c) in enumerate(batch):
+                    first = len(prompt_ids[p]) - 1
+                    picked = [logprobs[row, first + i, t] for i, t in enumerate(choice_ids[c])]
+                    total = float(sum(picked))
+                    totals.append(total / len(picked) if mean else total)
+        return [totals[p * len(choices) : (p + 1) * len(choices)] for p in range(len(prompts))]
+
+    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
+        """Probabilities over ``labels`` from their answer log-likelihoods (a softmax)."""
+        import torch
+
+        return torch.tensor(self.score(prompts, labels)).softmax(-1).tolist()
+
+    def start_decoding(self, prompts: Sequence[Prompt]) -> GenaiSteps:
+        with self.lock:
+            ids = [chat_ids(self.tokenizer, p) for p in prompts]
+        return GenaiSteps(self, ids)
+
+
+class GenaiSteps:
+    """Step-by-step decoding for token-level ensembles: next-token logits, then the chosen ids."""
+
+    def __init__(self, model: GenaiCausalLM, prompts: Sequence[Sequence[int]]) -> None:
+        self.model = model
+        # Greedy over forced logits (see ``advance``), with room for as many steps as the
+        # context allows; the caller stops first.
+        self.generator = model._generator(prompts, GenerationSettings(max_new_tokens=32768))
+        self.vocabulary = int(self.generator.get_logits().shape[-1])
+
+    def logits(self) -> Any:
+        return self.model._last_logits(self.generator)
+
+    def advance(self, chosen: Sequence[int]) -> None:
+        """The generator takes only one ``append_tokens`` per batch, so the chosen ids go in as
+        logits that leave its greedy search no other choice."""
+        import numpy as np
+
+        forced = np.full((len(chosen), self.vocabulary), -np.inf, dtype=np.float32)
+        forced[np.arange(len(chosen)), list(chosen)] = 0.0
+        self.generator.set_logits(forced)
+        self.generator.generate_next_token()
