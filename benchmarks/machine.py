@@ -21,8 +21,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: The CPU features that decide which kernels run (GEMM, int8 dot products, bf16, AMX tiles).
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in KERNEL_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def describe_machine(
-    packages: tuple[str, ...] = ("torch", "transformers", "onnxruntime-gpu", "optimum-onnx"),
+    packages: tuple[str, ...] = ("torch", "transformers", "onnxruntime-gpu", "onnxruntime-genai-cuda"),
 ) -> dict[str, Any]:
     import torch
 
@@ -34,6 +50,7 @@ def describe_machine(
             continue
     return {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
@@ -71,7 +88,8 @@ def save_results(
     )
     stem.with_suffix(".md").write_text(
         f"# {title}\n\n{intro}\n\n{table}\n\n" + "\n".join(f"- {s}" for s in summary) + "\n\n"
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; "
+        f"Machine: {machine['cpu']} ({' '.join(machine.get('cpu_flags', []))}), {machine['cores']} cores, "
+        f"GPU: {machine['gpu'] or 'none'}; "
         f"{', '.join(f'{k} {v}' for k, v in machine['packages'].items())}.\n"
     )
     print(f"\nwritten to {stem}.json and {stem}.md")

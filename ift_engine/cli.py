@@ -357,7 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a model to ONNX and check it against PyTorch")
     export.add_argument("model", help="alias, model folder or .gguf file")
     export.add_argument("--out", required=True, help="folder for the ONNX model")
-    export.add_argument("--quantize", choices=["int8", "int4"], help="quantise the weights")
+    export.add_argument(
+        "--quantize",
+        choices=["int4", "fp16", "int8"],
+        help="weight format besides fp32: int4 or fp16 for causal LMs, int8 or int4 for classifiers",
+    )
     export.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     export.add_argument("--atol", type=float, default=1e-3, help="largest fp32 logit difference accepted")
     export.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")

@@ -175,7 +175,8 @@ class TokenAverageModel(TextEnsembleModel):
     ) -> tuple[list[str], list[Any]]:
         from .models.token_average import average_decode
 
-        texts = average_decode(self.members, self.ensembler.weights, prompts, settings)
+        members = [m for m in self.members if isinstance(m, DecodesSteps)]  # all: TokenAverage checked
+        texts = average_decode(members, self.ensembler.weights, prompts, settings)
         return texts, [None] * len(prompts)
 
 

@@ -100,9 +100,13 @@ def quantize_classifier(source: Path, target: Path, method: str) -> None:
     """Dynamic int8 (weights and activations of MatMuls) or 4-bit weight-only (MatMulNBits)."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.onnx", "*.onnx.data"))
     if method == "int8":
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(source / ONNX_FILE, target / ONNX_FILE, weight_type=QuantType.QInt8)
+        # The quantiser re-infers shapes; the exporter's recorded ones carry the example's batch.
+        model = onnx.load(source / ONNX_FILE)
+        del model.graph.value_info[:]
+        quantize_dynamic(model, target / ONNX_FILE, weight_type=QuantType.QInt8)
     else:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -194,13 +198,16 @@ def check_export_target(out: str | Path, source: str | Path | None = None, overw
     )
 
 
-def check_format(backend: str, quantize: str | None) -> None:
+def check_format(backend: str, quantize: str | None, device: str) -> None:
     if backend not in FORMATS:
         raise ExportError(f"cannot export a '{backend}' model: ONNX export supports {', '.join(FORMATS)}")
     if quantize is not None and quantize not in FORMATS[backend]:
         raise ExportError(
             f"--quantize {quantize}: a {backend} model exports to fp32 or {' or '.join(FORMATS[backend])}"
         )
+    if quantize == "fp16" and device != "cuda":
+        # the builder's fp16 CPU graph fails in ONNX Runtime 1.31, and CPUs gain nothing from fp16
+        raise ExportError("--quantize fp16 is for GPUs: add --device cuda, or use fp32 or int4 on a CPU")
 
 
 def export_model(
@@ -224,7 +231,7 @@ def export_model(
     source, out = Path(source), Path(out)
     check_export_target(out, source, overwrite)
     backend = backend or infer_backend(source) or "hf-causal"
-    check_format(backend, quantize)
+    check_format(backend, quantize, device)
     work = staging_folder(out, "exporting")
     try:
         final, manifest = _export_into(work, source, backend, quantize, device, atol)
@@ -291,16 +298,18 @@ def _export_into(
     return final, manifest
 
 
-def export_cached(source: str, quantize: Quantize | None = None) -> Path:
-    """The export of ``source`` in the cache, made on first use (a workflow node that asks for
-    ``backend: onnx`` on a PyTorch folder)."""
+def export_cached(
+    source: str, quantize: Quantize | None = None, device: Literal["cpu", "cuda"] = "cpu"
+) -> Path:
+    """The export of ``source`` for ``device`` in the cache, made on first use (a workflow node
+    that asks for ``backend: onnx`` on a PyTorch folder)."""
     path = Path(source)
     if not path.is_dir():
         raise ModelError(f"backend 'onnx' needs a local model folder to export, not {source!r}")
     stamp = (path / "config.json").stat().st_mtime_ns if (path / "config.json").exists() else 0
-    key = f"{path.resolve()}:{stamp}:{quantize}:{EXPORTER_VERSION}"
+    key = f"{path.resolve()}:{stamp}:{quantize}:{device}:{EXPORTER_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{digest}"
+    target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{device}-{digest}"
     if not is_export(target):
-        export_model(path, target, quantize=quantize, overwrite=True)
+        export_model(path, target, quantize=quantize, device=device, overwrite=True)
     return target

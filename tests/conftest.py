@@ -52,13 +52,14 @@ def build_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
 
 @pytest.fixture(scope="session")
 def tiny_causal_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with random weights and a ChatML tokenizer, saved as a model folder."""
+    """A 2-layer Llama with random weights and a ChatML tokenizer, saved as a model folder
+    (heads of 16: onnxruntime-genai's attention kernel takes no smaller)."""
     folder = tmp_path_factory.mktemp("tiny-causal")
     tokenizer = build_tokenizer(folder)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=64,
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

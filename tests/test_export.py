@@ -1,4 +1,5 @@
-"""ONNX export of tiny random models: parity with PyTorch, the onnx backend, quantisation."""
+"""ONNX export of tiny random models: parity with PyTorch, the onnx backend (onnxruntime-genai for
+causal LMs, an ONNX Runtime session for classifiers), weight formats."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from ift_engine import GenerationSettings, IftError, ModelError, Workflow
 from ift_engine.export import ExportError, export_model
 from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
 from ift_engine.models.hf_classifier import ClassifierOptions, HFClassifier
-from ift_engine.models.onnx import OnnxCausalLM, OnnxClassifier, OnnxModel, OnnxOptions
+from ift_engine.models.onnx import GenaiCausalLM, OnnxClassifier, OnnxModel, OnnxOptions
+from ift_engine.models.token_average import average_decode
 
 PROMPTS = [
     [{"role": "user", "content": "Write an outline for a short article about honeybees."}],
@@ -50,7 +52,9 @@ def causal_export(tiny_causal_dir, tmp_path_factory) -> Path:
 def test_export_writes_a_model_folder_with_parity(causal_export):
     manifest = json.loads((causal_export / "ift_model.json").read_text())
     assert (causal_export / "model.onnx").exists() and (causal_export / "tokenizer.json").exists()
+    assert (causal_export / "genai_config.json").exists()
     assert manifest["backend"] == "onnx" and manifest["task"] == "text-generation"
+    assert manifest["runtime"] == "onnxruntime-genai"
     parity = manifest["parity"]["fp32"]
     assert parity["max_abs_logit_diff"] < 1e-4
     assert parity["greedy_agreement"] == 1.0
@@ -59,16 +63,35 @@ def test_export_writes_a_model_folder_with_parity(causal_export):
 def test_onnx_generation_matches_pytorch_batched_and_unbatched(tiny_causal_dir, causal_export):
     reference = HFCausalLM.load("pt", str(tiny_causal_dir), CausalLMOptions(device="cpu"))
     onnx = OnnxModel.load("ort", str(causal_export), CPU)
-    assert isinstance(onnx, OnnxCausalLM)
-    batched = onnx.generate(PROMPTS, GREEDY)
-    single = [onnx.generate([p], GREEDY)[0] for p in PROMPTS]
-    # Left padding with correct position ids: batched equals one-at-a-time, and both equal PyTorch.
-    assert batched == single == reference.generate(PROMPTS, GREEDY)
+    assert isinstance(onnx, GenaiCausalLM)
+    for settings in (GREEDY, GREEDY.model_copy(update={"repetition_penalty": 1.3})):
+        batched = onnx.generate(PROMPTS, settings)
+        single = [onnx.generate([p], settings)[0] for p in PROMPTS]
+        # Right padding that the generator masks: batched equals one-at-a-time, and both PyTorch.
+        assert batched == single == reference.generate(PROMPTS, settings)
+    labels = ["positive", "negative"]
+    np.testing.assert_allclose(onnx.score(PROMPTS, labels), reference.score(PROMPTS, labels), atol=1e-3)
     np.testing.assert_allclose(
-        onnx.score(PROMPTS, ["positive", "negative"]),
-        reference.score(PROMPTS, ["positive", "negative"]),
-        atol=1e-3,
+        onnx.score(PROMPTS, labels, mean=True), reference.score(PROMPTS, labels, mean=True), atol=1e-3
     )
+    np.testing.assert_allclose(onnx.classify(PROMPTS, labels), reference.classify(PROMPTS, labels), atol=1e-4)
+
+
+def test_onnx_streams_the_answers_it_returns(causal_export):
+    onnx = OnnxModel.load("ort", str(causal_export), CPU)
+    pieces: dict[int, str] = {}
+    answers = onnx.generate_stream(PROMPTS, GREEDY, lambda i, text: pieces.update({i: pieces.get(i, "") + text}))
+    assert answers == onnx.generate(PROMPTS, GREEDY)
+    assert [pieces.get(i, "") for i in range(len(PROMPTS))] == answers
+
+
+def test_token_average_runs_on_onnx_members(tiny_causal_dir, causal_export):
+    """One ONNX member reproduces its own generate; an ONNX and a PyTorch copy of one model
+    average to the same answers (their distributions agree)."""
+    onnx = OnnxModel.load("ort", str(causal_export), CPU)
+    reference = HFCausalLM.load("pt", str(tiny_causal_dir), CausalLMOptions(device="cpu"))
+    assert average_decode([onnx], [1.0], PROMPTS, GREEDY) == onnx.generate(PROMPTS, GREEDY)
+    assert average_decode([onnx, reference], [0.5, 0.5], PROMPTS, GREEDY) == reference.generate(PROMPTS, GREEDY)
 
 
 def test_classifier_export_and_backend(tiny_classifier_dir, tmp_path):
@@ -82,14 +105,33 @@ def test_classifier_export_and_backend(tiny_classifier_dir, tmp_path):
     np.testing.assert_allclose(onnx.classify(PROMPTS, labels), reference.classify(PROMPTS, labels), atol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["int8", "int4"])
-def test_quantised_exports_load_run_and_report_their_cost(tiny_causal_dir, tmp_path, method):
+def test_causal_int4_loads_runs_and_reports_its_cost(tiny_causal_dir, tmp_path):
+    method = "int4"
     manifest = quiet_export(tiny_causal_dir, tmp_path / method, quantize=method)
-    assert set(manifest["parity"]) == {"fp32", method}
+    assert set(manifest["parity"]) == {"fp32", method} and manifest["quantize"] == method
     assert 0.0 <= manifest["parity"][method]["greedy_agreement"] <= 1.0
     onnx = OnnxModel.load("q", str(tmp_path / method), CPU)
     answers = onnx.generate(PROMPTS, GREEDY)
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_quantised_classifiers_load_run_and_report_their_cost(tiny_classifier_dir, tmp_path, method):
+    manifest = quiet_export(tiny_classifier_dir, tmp_path / method, quantize=method)
+    assert set(manifest["parity"]) == {"fp32", method}
+    assert 0.0 <= manifest["parity"][method]["label_agreement"] <= 1.0
+    rows = OnnxModel.load("q", str(tmp_path / method), CPU).classify(PROMPTS, ["positive", "negative"])
+    assert all(abs(sum(row) - 1.0) < 1e-5 for row in rows)
+
+
+def test_a_format_the_model_kind_lacks_is_refused_before_any_work(tiny_causal_dir, tiny_classifier_dir, tmp_path):
+    with pytest.raises(ExportError, match="--quantize int8: a hf-causal model exports to fp32 or fp16 or int4"):
+        quiet_export(tiny_causal_dir, tmp_path / "a", quantize="int8")
+    with pytest.raises(ExportError, match="--quantize fp16: a hf-classifier model exports to fp32 or int8 or int4"):
+        quiet_export(tiny_classifier_dir, tmp_path / "b", quantize="fp16")
+    with pytest.raises(ExportError, match="--quantize fp16 is for GPUs: add --device cuda"):
+        quiet_export(tiny_causal_dir, tmp_path / "c", quantize="fp16")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parity_failure_leaves_nothing_behind(tiny_causal_dir, tmp_path):
@@ -131,9 +173,17 @@ def test_cuda_provider_without_a_gpu_is_an_error(causal_export):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_provider_with_io_binding_matches_cpu(causal_export):
+def test_fp16_export_for_cuda_runs(tiny_causal_dir, tmp_path):
+    manifest = quiet_export(tiny_causal_dir, tmp_path / "fp16", quantize="fp16", device="cuda")
+    assert manifest["parity"]["fp16"]["greedy_agreement"] > 0.5
+    gpu = OnnxModel.load("g", str(tmp_path / "fp16"), OnnxOptions(device="cuda"))
+    assert len(gpu.generate(PROMPTS, GREEDY)) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_provider_matches_cpu(causal_export):
     gpu = OnnxModel.load("ort", str(causal_export), OnnxOptions(device="cuda"))
-    assert "CUDAExecutionProvider" in gpu.model.providers and gpu.model.use_io_binding
+    assert isinstance(gpu, GenaiCausalLM) and gpu.device == "cuda"
     assert gpu.generate(PROMPTS, GREEDY) == OnnxModel.load("ort", str(causal_export), CPU).generate(
         PROMPTS, GREEDY
     )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,18 @@ def padding_id(tokenizer: PreTrainedTokenizerBase, stop_ids: Sequence[int]) -> i
     """An id to pad with that no answer ends on: padding equal to end of turn would hide it."""
     candidates = [tokenizer.pad_token_id, tokenizer.unk_token_id, *range(len(tokenizer))]
     return next(i for i in candidates if i is not None and i not in stop_ids)
+
+
+@contextmanager
+def native_errors(name: str) -> Iterator[None]:
+    """onnxruntime-genai reports failures as RuntimeError: name the model and say what to do."""
+    try:
+        yield
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"model '{name}': onnxruntime-genai failed: {first}; export the model again with `ift export`"
+        ) from None
 
 
 def _model_config(folder: Path) -> dict[str, Any]:
@@ -65,15 +78,16 @@ class GenaiCausalLM(Model):
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
         self.pad_id = padding_id(tokenizer, self.stop_ids)
         self.device = "cuda" if pick_provider(options.device) == CUDA else "cpu"
-        config = og.Config(str(folder))
-        config.clear_providers()
-        if self.device == "cuda":
-            config.append_provider("cuda")
-        overlay = {"model": {"eos_token_id": self.stop_ids, "pad_token_id": self.pad_id}}
+        overlay: dict[str, Any] = {"eos_token_id": self.stop_ids, "pad_token_id": self.pad_id}
         if options.threads:
-            overlay["model"]["decoder"] = {"session_options": {"intra_op_num_threads": options.threads}}
-        config.overlay(json.dumps(overlay))
-        self.og_model = og.Model(config)
+            overlay["decoder"] = {"session_options": {"intra_op_num_threads": options.threads}}
+        with native_errors(name):
+            config = og.Config(str(folder))
+            config.clear_providers()
+            if self.device == "cuda":
+                config.append_provider("cuda")
+            config.overlay(json.dumps({"model": overlay}))
+            self.og_model = og.Model(config)
         # One call at a time: the generators share the model's sessions, and a fast tokenizer
         # must not be used by two threads at once.
         self.lock = threading.Lock()
@@ -114,9 +128,10 @@ class GenaiCausalLM(Model):
             }
             if settings.seed is not None:
                 options["random_seed"] = settings.seed
-        params.set_search_options(**options)
-        generator = og.Generator(self.og_model, params)
-        generator.append_tokens(self._padded(prompts))
+        with native_errors(self.name):
+            params.set_search_options(**options)
+            generator = og.Generator(self.og_model, params)
+            generator.append_tokens(self._padded(prompts))
         return generator
 
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:

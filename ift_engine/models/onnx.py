@@ -34,7 +34,8 @@ class OnnxModel(Model):
             return source
         from ..export import export_cached
 
-        return str(export_cached(source, options.quantize))
+        on_gpu = pick_provider(options.device) == CUDA
+        return str(export_cached(source, options.quantize, "cuda" if on_gpu else "cpu"))
 
     @classmethod
     def load(cls, name: str, source: str, options: OnnxOptions) -> Model:
