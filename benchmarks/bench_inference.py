@@ -98,7 +98,7 @@ def backends(device: str) -> dict[str, Callable[[], Any]]:
     from ift_engine.models.onnx import OnnxModel, OnnxOptions
 
     folder = str(convert_gguf(smollm2_gguf()))
-    formats = ["fp32", "fp16", "int4"] if device == "cuda" else ["fp32", "int4"]
+    formats = ["fp32", "fp16", "int8", "int4"] if device == "cuda" else ["fp32", "int8", "int4"]
     found: dict[str, Callable[[], Any]] = {
         "transformers sdpa (hf-causal)": lambda: HFCausalLM.load(
             "hf", folder, CausalLMOptions(device=device, batch_size=32)
@@ -233,11 +233,12 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, with_llama: boo
                 ">= 2.5x",
             ),
         ]
-    for name in (fp32, int4):
+    for name in (fp32, "onnx int8 (genai)", int4):
         parity = parity_of(name, args.device)
         summary.append(
-            f"{name}: greedy agreement with PyTorch fp32 {parity['greedy_agreement']:.3f}, "
-            f"largest logit difference {parity['max_abs_logit_diff']:.3g} (export parity check)"
+            f"{name} against PyTorch fp32 (export parity check): top-1 agreement "
+            f"{parity['top1_agreement']:.3f}, greedy agreement {parity['greedy_agreement']:.3f}, "
+            f"largest logit difference {parity['max_abs_logit_diff']:.3g}"
         )
     columns = [
         ("backend", "backend"),

@@ -4,7 +4,8 @@ the embedded SmolLM2-135M-Instruct, four ways, in one process on the same topics
   (a) naive: a hand-written loop of transformers calls, one topic at a time;
   (b) the engine, one topic at a time (``wf.run``), same backend: the engine's overhead;
   (c) the engine batched (``wf.run_many``, one model call per node per batch);
-  (d) (c) on the ONNX Runtime backend.
+  (d) (c) on the ``onnx`` backend (onnxruntime-genai, fp32 export);
+  (e) (c) on the ``onnx`` backend with the int4 export (the fast path).
 
     python benchmarks/bench_workflow.py [--topics 16] [--batch-size 16]
 
@@ -127,9 +128,13 @@ def main() -> None:
     onnx = Workflow.from_dict(
         {**doc, "model": {"name": name, "backend": "onnx", "options": options}}, source=str(ARTICLE)
     )
+    int4 = Workflow.from_dict(
+        {**doc, "model": {"name": name, "backend": "onnx", "options": {**options, "quantize": "int4"}}},
+        source=str(ARTICLE),
+    )
     folder = ModelPool(components()).locate(ModelSpec(name=name))
     # Load (and for ONNX, export on first use) before any clock starts.
-    for wf in (eager, onnx):
+    for wf in (eager, onnx, int4):
         wf.runner(cache=False).load_models()
         warm_up = wf.pool.get(wf.graph.node("outline").model)
         warm_up.generate([[{"role": "user", "content": "Say hello."}]], GenerationSettings(max_new_tokens=8))
@@ -146,7 +151,8 @@ def main() -> None:
         ("(a) naive transformers loop", lambda: run_on_torch_thread(naive_loop, topics)),
         ("(b) engine, one at a time", lambda: [eager.run(topic=t, cache=False)["article"] for t in topics]),
         (f"(c) engine, batched ({args.batch_size})", lambda: engine_batched(eager)),
-        (f"(d) engine, batched ({args.batch_size}), ONNX Runtime", lambda: engine_batched(onnx)),
+        (f"(d) engine, batched ({args.batch_size}), onnx fp32", lambda: engine_batched(onnx)),
+        (f"(e) engine, batched ({args.batch_size}), onnx int4", lambda: engine_batched(int4)),
     ]
     rows, outputs = [], []
     for name, run in runs:
@@ -171,7 +177,11 @@ def main() -> None:
     overhead = rows[1]["seconds"] / rows[0]["seconds"] - 1
     summary = [
         f"engine overhead, (b) vs (a): {100 * overhead:+.1f}% (target under 2%)",
-        f"batched ONNX (d) / naive (a) throughput: {rows[3]['speedup']:.2f}x (target at least 5x)",
+        f"batched onnx fp32 (d) / naive (a) throughput: {rows[3]['speedup']:.2f}x",
+        f"batched onnx int4 (e) / naive (a) throughput: {rows[4]['speedup']:.2f}x (target at least 10x)",
+        f"int4 articles identical to the fp32 export's (d): "
+        f"{sum(x == y for x, y in zip(outputs[4], outputs[3]))}/{len(topics)} (int4 changes weights, "
+        "so greedy text may differ)",
     ]
     print("\n" + table + "\n\n" + "\n".join(summary))
 

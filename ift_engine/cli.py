@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="folder for the ONNX model")
     export.add_argument(
         "--quantize",
-        choices=["int4", "fp16", "int8"],
-        help="weight format besides fp32: int4 or fp16 for causal LMs, int8 or int4 for classifiers",
+        choices=["int4", "int8", "fp16"],
+        help="weight format besides fp32: int4, int8, fp16 (GPU) for causal LMs; int8, int4 for classifiers",
     )
     export.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     export.add_argument("--atol", type=float, default=1e-3, help="largest fp32 logit difference accepted")

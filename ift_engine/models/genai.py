@@ -160,17 +160,23 @@ class GenaiCausalLM(Model):
                 answers.extend(rows.texts())
         return answers
 
-    def _last_logits(self, generator: Any) -> Any:
+    def prompt_logits(self, rows: Sequence[Sequence[int]]) -> Any:
+        """The logits at every position of each row (one forward pass), a tensor of shape
+        (rows, longest row, vocabulary); positions past a row's end are padding."""
+        import numpy as np
         import torch
 
-        return torch.from_numpy(generator.get_logits()[:, -1, :].astype("float32"))
+        generator = self._generator(rows, None)
+        # A copy: the array is a view of memory the generator frees when it goes.
+        logits = np.array(generator.get_output("logits"), dtype=np.float32, copy=True)
+        del generator
+        return torch.from_numpy(logits)
 
     def score(
         self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False
     ) -> list[list[float]]:
         """Sum (``mean``: mean per token) of the log-probabilities of each choice, followed by
         end of turn, as the answer: one forward pass over every prompt + choice row."""
-        import torch
 
         with self.lock:
             prompt_ids = [chat_ids(self.tokenizer, p) for p in prompts]
@@ -181,8 +187,7 @@ class GenaiCausalLM(Model):
                 batch = rows[start : start + self.batch_size]
                 # The last token of each choice (end of turn) is predicted, never fed.
                 inputs = [prompt_ids[p] + choice_ids[c][:-1] for p, c in batch]
-                logits = torch.from_numpy(self._generator(inputs, None).get_output("logits"))
-                logprobs = logits.float().log_softmax(-1)
+                logprobs = self.prompt_logits(inputs).log_softmax(-1)
                 for row, (p, c) in enumerate(batch):
                     first = len(prompt_ids[p]) - 1
                     picked = [logprobs[row, first + i, t] for i, t in enumerate(choice_ids[c])]
@@ -213,7 +218,10 @@ class GenaiSteps:
         self.vocabulary = int(self.generator.get_logits().shape[-1])
 
     def logits(self) -> Any:
-        return self.model._last_logits(self.generator)
+        import numpy as np
+        import torch
+
+        return torch.from_numpy(np.array(self.generator.get_logits()[:, -1, :], dtype=np.float32, copy=True))
 
     def advance(self, chosen: Sequence[int]) -> None:
         """The generator takes only one ``append_tokens`` per batch, so the chosen ids go in as
