@@ -36,8 +36,12 @@ test-plugins: setup-dev
 	$(BIN)/pip install -e plugins/ift-engine-llamacpp
 	$(BIN)/python -m pytest -q plugins
 
+# llama.cpp is the CPU peer. Its default build (GGML_NATIVE) segfaulted in decode on an Intel CPU
+# with AMX; built for the vector extensions the CPU reports, without the AMX path, it runs.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo "-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON")
+
 bench: setup
-	$(BIN)/pip install -e ".[bench]"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -e ".[bench]"
 	$(BIN)/python benchmarks/bench_inference.py
 
 bench-workflow: setup
