@@ -104,8 +104,11 @@ class GenaiCausalLM(Model):
         width = max(len(r) for r in rows)
         return np.array([list(r) + [self.pad_id] * (width - len(r)) for r in rows], dtype=np.int32)
 
-    def _generator(self, prompts: Sequence[Sequence[int]], settings: GenerationSettings | None) -> Any:
-        """A generator over right-padded ``prompts``, ready for its first token."""
+    def _generator(
+        self, prompts: Sequence[Sequence[int]], settings: GenerationSettings | None, room: int = 1
+    ) -> Any:
+        """A generator over right-padded ``prompts``, ready for its first token; without
+        ``settings``, with ``room`` for that many more tokens (for scoring)."""
         import onnxruntime_genai as og
 
         params = og.GeneratorParams(self.og_model)
@@ -115,7 +118,10 @@ class GenaiCausalLM(Model):
                 f"model '{self.name}': a prompt of {width} tokens does not fit its context of "
                 f"{self.context_length}; shorten the input"
             )
-        options: dict[str, Any] = {"batch_size": len(prompts), "max_length": width + 1}
+        options: dict[str, Any] = {
+            "batch_size": len(prompts),
+            "max_length": min(width + room, self.context_length),
+        }
         if settings is not None:
             sampling = settings.temperature > 0
             options |= {
@@ -176,24 +182,40 @@ class GenaiCausalLM(Model):
         self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False
     ) -> list[list[float]]:
         """Sum (``mean``: mean per token) of the log-probabilities of each choice, followed by
-        end of turn, as the answer: one forward pass over every prompt + choice row."""
+        end of turn, as the answer.
 
+        Each prompt runs once; each choice then continues from its KV cache and is rewound, so
+        scoring k labels costs about one forward pass of the prompt, not k.
+        """
         with self.lock:
-            prompt_ids = [chat_ids(self.tokenizer, p) for p in prompts]
             choice_ids = [text_ids(self.tokenizer, c) + self.stop_ids[:1] for c in choices]
-            rows = [(p, c) for p in range(len(prompts)) for c in range(len(choices))]
-            totals: list[float] = []
-            for start in range(0, len(rows), self.batch_size):
-                batch = rows[start : start + self.batch_size]
-                # The last token of each choice (end of turn) is predicted, never fed.
-                inputs = [prompt_ids[p] + choice_ids[c][:-1] for p, c in batch]
-                logprobs = self.prompt_logits(inputs).log_softmax(-1)
-                for row, (p, c) in enumerate(batch):
-                    first = len(prompt_ids[p]) - 1
-                    picked = [logprobs[row, first + i, t] for i, t in enumerate(choice_ids[c])]
-                    total = float(sum(picked))
-                    totals.append(total / len(picked) if mean else total)
-        return [totals[p * len(choices) : (p + 1) * len(choices)] for p in range(len(prompts))]
+            rows = []
+            for prompt in prompts:
+                picked = self._choice_logprobs(chat_ids(self.tokenizer, prompt), choice_ids)
+                rows.append([sum(p) / len(p) if mean else sum(p) for p in picked])
+        return rows
+
+    def _choice_logprobs(self, prompt: list[int], choices: list[list[int]]) -> list[list[float]]:
+        """For each choice, the log-probability of each of its tokens after ``prompt``."""
+        import numpy as np
+        import torch
+
+        def logprobs(array: Any) -> Any:
+            return torch.from_numpy(np.array(array, dtype=np.float32, copy=True)).log_softmax(-1)
+
+        generator = self._generator([prompt], None, room=max(len(c) for c in choices))
+        first = logprobs(generator.get_logits()[0, -1])  # predicts each choice's first token
+        picked = []
+        for choice in choices:
+            scores = [float(first[choice[0]])]
+            if len(choice) > 1:  # the last token (end of turn) is predicted, never fed
+                with native_errors(self.name):
+                    generator.append_tokens(np.array([choice[:-1]], dtype=np.int32))
+                    steps = logprobs(generator.get_output("logits")[0])
+                    generator.rewind_to(len(prompt))
+                scores += [float(steps[i - 1, t]) for i, t in enumerate(choice) if i > 0]
+            picked.append(scores)
+        return picked
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         """Probabilities over ``labels`` from their answer log-likelihoods (a softmax)."""
