@@ -119,6 +119,25 @@ class Model(ABC):
         return getattr(type(self), capability) is not getattr(Model, capability)
 
 
+class StreamingModel(Model):
+    """A model whose ``generate`` and ``generate_stream`` (``StreamsText``) are one method,
+    ``_generate``, with or without a text sink."""
+
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
+        return self._generate(prompts, settings, None)
+
+    def generate_stream(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink
+    ) -> list[str]:
+        """``generate``, handing ``on_text(index, new text)`` each answer as it grows."""
+        return self._generate(prompts, settings, on_text)
+
+    @abstractmethod
+    def _generate(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink | None
+    ) -> list[str]: ...
+
+
 @dataclass(frozen=True)
 class ModelAlias:
     """A short model name. ``locate`` returns the model folder, preparing it on first use."""

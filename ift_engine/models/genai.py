@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
-from .base import GenerationSettings, Model, Prompt, TextSink
+from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
 from .hf_causal import end_of_turn_ids
 from .ort import CUDA, OnnxOptions, pick_provider
@@ -59,7 +59,7 @@ def _model_config(folder: Path) -> dict[str, Any]:
     return model
 
 
-class GenaiCausalLM(Model):
+class GenaiCausalLM(StreamingModel):
     """An ``ift export`` of a causal LM, run by onnxruntime-genai (registered through ``onnx``)."""
 
     backend = "onnx"
@@ -139,15 +139,6 @@ class GenaiCausalLM(Model):
             generator = og.Generator(self.og_model, params)
             generator.append_tokens(self._padded(prompts))
         return generator
-
-    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
-        return self._generate(prompts, settings, None)
-
-    def generate_stream(
-        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink
-    ) -> list[str]:
-        """``generate``, handing ``on_text(index, new text)`` each answer as it grows."""
-        return self._generate(prompts, settings, on_text)
 
     def _generate(
         self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink | None

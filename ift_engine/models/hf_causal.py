@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
-from .base import GenerationSettings, Model, Prompt, TextSink
+from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, encode_chats, text_ids
 from .streaming import TextDeltas
 from .torch_thread import on_torch_thread
@@ -55,7 +55,7 @@ def repeat_cache(past: Any, times: int) -> Any:
     return type(past)(tuple(t.repeat_interleave(times, 0) for t in layer) for layer in past)
 
 
-class HFCausalLM(Model):
+class HFCausalLM(StreamingModel):
     backend = "hf-causal"
     options_model = CausalLMOptions
 
@@ -91,16 +91,6 @@ class HFCausalLM(Model):
         return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
 
     @on_torch_thread
-    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
-        return self._generate(prompts, settings, None)
-
-    @on_torch_thread
-    def generate_stream(
-        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink
-    ) -> list[str]:
-        """``generate``, handing ``on_text(index, new text)`` each answer as it grows."""
-        return self._generate(prompts, settings, on_text)
-
     def _generate(
         self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink | None
     ) -> list[str]:
