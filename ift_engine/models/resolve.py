@@ -84,7 +84,7 @@ def convert_gguf(path: Path) -> Path:
     target = cache_home() / "models" / f"{path.stem}-{digest.hexdigest()[:12]}"
     if (target / "config.json").exists():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     from .hf_causal import generation_eos
 
@@ -100,7 +100,11 @@ def convert_gguf(path: Path) -> Path:
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+            # Dequantised into a plain model (the cache folder is an ordinary model folder): kept
+            # in GGUF blocks, transformers 5 refuses to save it.
+            model = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, quantization_config=GgufConfig(dequantize=True)
+            )
         except Exception as exc:  # the GGUF reader raises many kinds on a damaged file
             raise ModelError(f"{path}: cannot read the GGUF model: {type(exc).__name__}: {exc}") from None
         # GGUF metadata can leave the tokenizer's eos at the turn-start marker; the model's
