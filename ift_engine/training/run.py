@@ -258,6 +258,20 @@ def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainRes
     eval_features = [tokenize_example(tokenizer, e, length, stop_ids) for e in eval_examples]
     folder.start(fingerprint(train_examples))
     fitted = fit(spec, folder, model, tokenizer, (features, eval_features), progress)
-    if not fitted.trainer.is_world_process_zero():
-        return TrainResult(folder.out, {})
-    return write_outputs(spec, folder, model, tokenizer, fitted, (train_examples, eval_examples), started)
+    try:
+        if not fitted.trainer.is_world_process_zero():
+            return TrainResult(folder.out, {})
+        return write_outputs(spec, folder, model, tokenizer, fitted, (train_examples, eval_examples), started)
+    finally:
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Under torchrun: wait until rank 0 has written the model, then close the process group.
+    Left open, its threads meet the interpreter's exit and a rank can abort ("terminate called
+    without an active exception"), failing the launch after the work succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
