@@ -84,3 +84,24 @@ def train_minilm(records: list[dict], output: Path) -> Path:
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     return output
+
+
+class TfidfClassifier(Model):
+    """A fitted scikit-learn text classifier (TF-IDF + logistic regression) as a model: label
+    probabilities of the last user text."""
+
+    backend = "sklearn"
+    locates_weights = False
+
+    def __init__(self, name: str, pipeline: Any) -> None:
+        super().__init__(name)
+        self.pipeline = pipeline
+
+    @classmethod
+    def load(cls, name: str, source: str, options: Any) -> Model:
+        raise NotImplementedError("built in code from a fitted pipeline")
+
+    def classify(self, prompts: Sequence[Any], labels: Sequence[str]) -> list[list[float]]:
+        classes = list(self.pipeline.classes_)
+        probabilities = self.pipeline.predict_proba([prompt[-1]["content"] for prompt in prompts])
+        return probabilities[:, [classes.index(label) for label in labels]].tolist()
