@@ -12,7 +12,7 @@ from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, encode_chats, text_ids
 from .streaming import TextDeltas
 from .torch_thread import on_torch_thread
-from .torch_utils import Device, DType, load_pretrained
+from .torch_utils import Device, DType, kv_cache_argument, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
     from transformers import PreTrainedTokenizerBase
@@ -175,8 +175,8 @@ class HFCausalLM(StreamingModel):
         for row, c in enumerate(choices):
             choice[row, : len(c)] = torch.tensor(c)
             choice_mask[row, : len(c)] = 1
-        steps = (
-            self.model(
+        with kv_cache_argument():
+            out = self.model(
                 input_ids=choice.repeat(n_prompts, 1).to(self.device),
                 attention_mask=torch.cat(
                     [mask.repeat_interleave(n_choices, 0), choice_mask.repeat(n_prompts, 1)], 1
@@ -187,10 +187,7 @@ class HFCausalLM(StreamingModel):
                 past_key_values=past,
                 use_cache=True,
             )
-            .logits.float()
-            .log_softmax(-1)
-            .cpu()
-        )
+        steps = out.logits.float().log_softmax(-1).cpu()
         rows: list[list[float]] = []
         for p in range(n_prompts):
             scores: list[float] = []
@@ -225,13 +222,14 @@ class TorchSteps:
 
     def logits(self) -> Any:
         device = self.model.device
-        out = self.model.model(
-            input_ids=self.ids.to(device),
-            attention_mask=self.mask.to(device),
-            position_ids=self.positions.to(device),
-            past_key_values=self.past,
-            use_cache=True,
-        )
+        with kv_cache_argument():
+            out = self.model.model(
+                input_ids=self.ids.to(device),
+                attention_mask=self.mask.to(device),
+                position_ids=self.positions.to(device),
+                past_key_values=self.past,
+                use_cache=True,
+            )
         self.past = out.past_key_values
         return out.logits[:, -1, :].float().cpu()
 
