@@ -44,6 +44,7 @@ def test_torchrun_two_ranks_train_and_rank_zero_writes(tiny_causal_dir: Path, tm
     # 8 records, batch 2 per rank: one rank alone would take 4 steps; two ranks share them.
     assert metrics["steps"] == 2 and metrics["train_examples"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "train.yaml"]  # no staging left
+    assert not (tmp_path / "model" / "checkpoints").exists()  # the finished model, not its checkpoints
 
     from transformers import AutoModelForCausalLM
 

@@ -144,9 +144,11 @@ class RunFolder:
         return str(max(found)[1]) if found else None
 
     def finish(self) -> None:
-        """Rename the finished folder into place (replacing a previous trained model)."""
+        """Drop the checkpoints (the model is complete) and rename the finished folder into place,
+        replacing a previous trained model."""
         self._check_output()  # nothing of the user's appeared there meanwhile
         try:
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
             move_into_place(self.work, self.out)
         except OSError as exc:
             raise TrainError(
