@@ -9,6 +9,7 @@ faster than transformers on a CPU, so it went.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -141,8 +142,10 @@ def causal_parity(
 
     candidate = GenaiCausalLM.load("export", str(folder), OnnxOptions(device=device))
     chats = [[{"role": "user", "content": p}] for p in PROBES]
+    # A copy: HFCausalLM may give the tokenizer a pad token, and exports save it as the source had it.
+    reference_lm = HFCausalLM("reference", reference, copy.deepcopy(tokenizer))
     with torch.inference_mode():
-        continuations = _greedy(HFCausalLM("reference", reference, tokenizer), chats, new_tokens)
+        continuations = _greedy(reference_lm, chats, new_tokens)
         own = _greedy(candidate, chats, new_tokens)
         prompts = [chat_ids(tokenizer, chat) for chat in chats]
         rows = [p + c for p, c in zip(prompts, continuations)]

@@ -288,3 +288,16 @@ def test_sigkill_during_export_leaves_the_old_export_intact(tiny_causal_dir, cau
     code, stderr = finish(ift_export(str(tiny_causal_dir), "--out", str(out), "--overwrite"))
     assert code == 0, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the dead run's staging is gone
+
+
+def test_a_damaged_genai_config_is_a_one_line_model_error(causal_export, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(causal_export, broken)
+    (broken / "genai_config.json").write_text("{")
+    with pytest.raises(ModelError, match="genai_config.json: not valid JSON"):
+        OnnxModel.load("x", str(broken), CPU)
+    (broken / "genai_config.json").write_text('{"model": {"context_length": "long"}}')
+    with pytest.raises(ModelError, match="no valid 'model' section"):
+        OnnxModel.load("x", str(broken), CPU)

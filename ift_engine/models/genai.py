@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
 from .hf_causal import end_of_turn_ids
 from .ort import CUDA, OnnxOptions, pick_provider
+from .resolve import read_json_object
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,7 +37,7 @@ def is_genai_export(folder: Path) -> bool:
 
 def padding_id(tokenizer: PreTrainedTokenizerBase, stop_ids: Sequence[int]) -> int:
     """An id to pad with that no answer ends on: padding equal to end of turn would hide it."""
-    candidates = [tokenizer.pad_token_id, tokenizer.unk_token_id, *range(len(tokenizer))]
+    candidates = chain([tokenizer.pad_token_id, tokenizer.unk_token_id], range(len(tokenizer)))
     return next(i for i in candidates if i is not None and i not in stop_ids)
 
 
@@ -52,10 +54,14 @@ def native_errors(name: str) -> Iterator[None]:
 
 
 def _model_config(folder: Path) -> dict[str, Any]:
-    config = json.loads((folder / GENAI_CONFIG).read_text(encoding="utf-8"))
-    model = config.get("model") if isinstance(config, dict) else None
-    if not isinstance(model, dict):
-        raise ModelError(f"{folder / GENAI_CONFIG}: no 'model' section; export the model again")
+    """The ``model`` section of an export's genai_config.json (a one-line error if damaged)."""
+    model = read_json_object(folder / GENAI_CONFIG).get("model")
+    context = model.get("context_length", 2048) if isinstance(model, dict) else None
+    if not isinstance(model, dict) or not isinstance(context, int) or context < 2:
+        raise ModelError(
+            f"{folder / GENAI_CONFIG}: no valid 'model' section (context_length included); "
+            "export the model again"
+        )
     return model
 
 
@@ -73,7 +79,7 @@ class GenaiCausalLM(StreamingModel):
         config_values = _model_config(folder)
         eos = config_values.get("eos_token_id")
         self.stop_ids = end_of_turn_ids(tokenizer, eos if isinstance(eos, (int, list)) else None)
-        self.context_length = int(config_values.get("context_length", 2048))
+        self.context_length: int = config_values.get("context_length", 2048)
         if not self.stop_ids:
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
         self.pad_id = padding_id(tokenizer, self.stop_ids)
@@ -151,9 +157,10 @@ class GenaiCausalLM(StreamingModel):
                 ids = [chat_ids(self.tokenizer, p) for p in prompts[offset : offset + self.batch_size]]
                 rows = TokenDeltas(self.tokenizer, on_text, offset, self.stop_ids, len(ids))
                 generator = self._generator(ids, settings)
-                while not (rows.finished() or generator.is_done()):
-                    generator.generate_next_token()
-                    rows.add(generator.get_next_tokens().tolist())
+                with native_errors(self.name):
+                    while not (rows.finished() or generator.is_done()):
+                        generator.generate_next_token()
+                        rows.add(generator.get_next_tokens().tolist())
                 answers.extend(rows.texts())
         return answers
 
@@ -243,5 +250,6 @@ class GenaiSteps:
 
         forced = np.full((len(chosen), self.vocabulary), -np.inf, dtype=np.float32)
         forced[np.arange(len(chosen)), list(chosen)] = 0.0
-        self.generator.set_logits(forced)
-        self.generator.generate_next_token()
+        with native_errors(self.model.name):
+            self.generator.set_logits(forced)
+            self.generator.generate_next_token()
