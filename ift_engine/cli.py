@@ -107,10 +107,11 @@ def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
     """``ift run FILE --inputs in.jsonl --output out.jsonl``: one row per input, resumable."""
     from tqdm import tqdm
 
-    from .workflow.rows import count_lines, is_regular_file
+    from .workflow.rows import check_not_inputs, count_lines, is_regular_file
 
     if not args.output:
         raise WorkflowError("--inputs needs --output FILE.jsonl for the result rows")
+    check_not_inputs(args.output, args.inputs)
     if args.batch_size < 1:
         raise WorkflowError(f"--batch-size must be at least 1, not {args.batch_size}")
     executor = wf.executor(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,17 +55,39 @@ def decode_utf8(data: bytes, source: str, error: type[IftError]) -> str:
         ) from None
 
 
-def read_text(path: Path, what: str, error: type[IftError]) -> str:
-    """A user's text file, checked: readable, a file, not huge, UTF-8."""
+def read_bytes(path: Path, what: str, error: type[IftError], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a user's regular file, never more than ``limit`` read. A folder, a device,
+    a FIFO or a socket is refused (a link is followed to what it names); a FIFO is opened
+    without waiting for a writer, so nothing blocks."""
     try:
-        if path.is_dir():
-            raise error(f"{path}: the {what} is a folder; give a file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise error(f"{path}: the {what} is larger than {MAX_FILE_BYTES // 2**20} MiB")
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise error(f"{path}: cannot read the {what}: {exc.strerror or type(exc).__name__}") from None
-    return decode_utf8(data, str(path), error)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise error(f"{path}: the {what} is a folder; give a file")
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: the {what} is not a regular file (a device, pipe or socket); give a file")
+        data = b""
+        while len(data) <= limit and (more := os.read(fd, limit + 1 - len(data))):
+            data += more
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise error(f"{path}: the {what} is larger than {describe_size(limit)}; give a smaller file")
+    return data
+
+
+def describe_size(size: int) -> str:
+    return f"{size // 2**20} MiB" if size >= 2**20 else f"{size:,} bytes"
+
+
+def read_text(path: Path, what: str, error: type[IftError]) -> str:
+    """A user's text file, checked: a regular file, at most ``MAX_FILE_BYTES``, UTF-8."""
+    return decode_utf8(read_bytes(path, what, error), str(path), error)
 
 
 def _check_nodes(root: yaml.Node, source: str, error: type[IftError]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import shutil
 import subprocess
@@ -21,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import IftError, ModelError
-from .files import check_output_folder, move_into_place, staging_folder
+from .files import (
+    OutputLock,
+    check_output_folder,
+    move_into_place,
+    read_json_mapping,
+    staging_folder,
+    write_manifest,
+)
 from .models.chat import chat_ids
 from .models.ort import ONNX_FILE, OnnxOptions, OrtClassifierModule, Quantize
 from .models.resolve import MANIFEST, cache_home, infer_backend
@@ -193,13 +199,14 @@ def classifier_parity(reference: Any, folder: Path, tokenizer: Any, device: str)
     }
 
 
+def export_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of an ONNX export made by ``export_model`` in ``folder``, else None."""
+    manifest = read_json_mapping(folder / MANIFEST)
+    return manifest if manifest and manifest.get("backend") == "onnx" and "parity" in manifest else None
+
+
 def is_export(folder: Path) -> bool:
-    """Whether ``folder`` holds an ONNX export made by ``export_model`` (its manifest says so)."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("backend") == "onnx" and "parity" in manifest
+    return export_manifest(folder) is not None
 
 
 def check_export_target(out: str | Path, source: str | Path | None = None, overwrite: bool = False) -> None:
@@ -207,7 +214,7 @@ def check_export_target(out: str | Path, source: str | Path | None = None, overw
     check_output_folder(
         Path(out),
         "ONNX export",
-        is_previous=is_export,
+        previous=export_manifest,
         overwrite=overwrite,
         protected=(Path(source),) if source is not None and Path(source).exists() else (),
     )
@@ -247,10 +254,25 @@ def export_model(
     check_export_target(out, source, overwrite)
     backend = backend or infer_backend(source) or "hf-causal"
     check_format(backend, quantize, device)
+    with OutputLock(out, "ONNX export"):  # a second export to ``out`` fails at once
+        return _export_locked(source, out, backend, quantize, device, atol, overwrite)
+
+
+def _export_locked(
+    source: Path,
+    out: Path,
+    backend: str,
+    quantize: Quantize | None,
+    device: Literal["cpu", "cuda"],
+    atol: float,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """``export_model`` once ``out``'s lock is held."""
+    check_export_target(out, source, overwrite)  # as it is now that no other export can change it
     work = staging_folder(out, "exporting")
     try:
         final, manifest = _export_into(work, source, backend, quantize, device, atol)
-        check_export_target(out, source, overwrite)  # nothing appeared there meanwhile
+        check_export_target(out, source, overwrite)  # nothing of the user's appeared there meanwhile
         move_into_place(final, out)
         return manifest
     finally:
@@ -309,8 +331,7 @@ def _export_into(
         "quantize": quantize,
         "parity": parity,
     }
-    (final / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return final, manifest
+    return final, write_manifest(final, MANIFEST, manifest)
 
 
 def export_cached(
@@ -325,6 +346,11 @@ def export_cached(
     key = f"{path.resolve()}:{stamp}:{quantize}:{device}:{EXPORTER_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{device}-{digest}"
-    if not is_export(target):
-        export_model(path, target, quantize=quantize, device=device, overwrite=True)
+    if is_export(target):
+        return target
+    backend = infer_backend(path) or "hf-causal"
+    check_format(backend, quantize, device)
+    with OutputLock(target, "ONNX export", wait=True):  # another process may be making it
+        if not is_export(target):
+            _export_locked(path, target, backend, quantize, device, FP32_ATOL, overwrite=True)
     return target

@@ -264,11 +264,11 @@ def test_resume_after_sigkill_writes_every_id_exactly_once(tmp_path: Path) -> No
 
 def test_a_row_cut_short_is_discarded_on_resume(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
-    output.write_text('{"id": 1, "outputs": {}}\n{"id": 2, "outp')
+    output.write_text('{"id": 1, "outputs": {}, "error": null}\n{"id": 2, "outp')
     assert completed_ids(output) == {"1"}
     rows = RowFile(output, resume=True)
     rows.close()
-    assert rows.done == {"1"} and output.read_text() == '{"id": 1, "outputs": {}}\n'
+    assert rows.done == {"1"} and output.read_text() == '{"id": 1, "outputs": {}, "error": null}\n'
 
 
 def test_malformed_lines_are_reported_by_number_and_the_rest_run(tmp_path: Path) -> None:

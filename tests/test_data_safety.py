@@ -82,10 +82,13 @@ def one_line_error(stderr: str) -> bool:
 # -- resume ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("foreign", ['[1, 2]', '{"note": "checked by hand"}', "not json", '{"id": 1'])
+@pytest.mark.parametrize(
+    "foreign",
+    ['[1, 2]', '{"note": "checked by hand"}', "not json", '{"id": 1', '{"id": "r3", "note": "x"}', '{"id": "r3", "topic": "t3"}'],
+)
 def test_resume_never_deletes_rows_after_a_line_that_is_not_a_row(tmp_path: Path, foreign: str) -> None:
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl"
-    before = f'{{"id": "r0", "outputs": {{}}}}\n{foreign}\n{{"id": "r1", "outputs": {{}}}}\n'
+    before = f'{{"id": "r0", "outputs": {{}}, "error": null}}\n{foreign}\n{{"id": "r1", "outputs": {{}}, "error": null}}\n'
     output.write_text(before)
     code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
     assert code == 2 and f"{output}: line 2 is not a result row, so nothing was changed" in stderr
@@ -94,7 +97,7 @@ def test_resume_never_deletes_rows_after_a_line_that_is_not_a_row(tmp_path: Path
 
 def test_resume_drops_only_a_last_row_cut_short(tmp_path: Path) -> None:
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 3), tmp_path / "out.jsonl"
-    output.write_text('{"id": "r0", "outputs": {}}\n\n{"id": "r1", "outputs": {}}\n{"id": "r2", "outp')
+    output.write_text('{"id": "r0", "outputs": {}, "error": null}\n\n{"id": "r1", "outputs": {}, "error": null}\n{"id": "r2", "outp')
     code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
     assert code == 0, stderr
     rows = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
@@ -103,11 +106,11 @@ def test_resume_drops_only_a_last_row_cut_short(tmp_path: Path) -> None:
 
 def test_a_whole_last_row_without_its_newline_is_kept(tmp_path: Path) -> None:
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 2), tmp_path / "out.jsonl"
-    output.write_text('{"id": "r0", "outputs": {"kept": true}}')
+    output.write_text('{"id": "r0", "outputs": {"kept": true}, "error": null}')
     code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
     assert code == 0, stderr
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert rows[0] == {"id": "r0", "outputs": {"kept": True}} and [r["id"] for r in rows] == ["r0", "r1"]
+    assert rows[0] == {"id": "r0", "outputs": {"kept": True}, "error": None} and [r["id"] for r in rows] == ["r0", "r1"]
 
 
 # -- inputs from pipes -----------------------------------------------------------------------------
@@ -317,3 +320,100 @@ def test_an_existing_trace_or_picture_is_replaced_only_with_overwrite(tmp_path: 
         code, stderr = run(*args, str(path), "--overwrite")
         assert code == 0, stderr
         assert path.read_bytes() != b"my own notes"
+
+
+# -- output folders: file lists, locks, staging markers -------------------------------------------
+
+
+def test_a_previous_output_is_replaced_only_when_it_holds_what_its_manifest_lists(tmp_path: Path) -> None:
+    from ift_engine.files import OutputError, check_output_folder, read_json_mapping, write_manifest
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "model.bin").write_bytes(b"w")
+    (out / "sub" / "tokenizer.json").write_text("{}")
+    write_manifest(out, "ift_model.json", {"kind": "test"})
+
+    def check() -> None:
+        check_output_folder(out, "test output", previous=lambda f: read_json_mapping(f / "ift_model.json"), overwrite=True)
+
+    check()  # only the listed files: may be replaced
+    for foreign in (out / "notes.txt", out / "sub" / "mine.txt", out / "empty-folder"):
+        foreign.mkdir() if foreign.name == "empty-folder" else foreign.write_text("x")
+        with pytest.raises(OutputError, match=f"did not write \\({foreign.relative_to(out).as_posix()}\\)"):
+            check()
+        foreign.rmdir() if foreign.is_dir() else foreign.unlink()
+    manifest = json.loads((out / "ift_model.json").read_text())
+    del manifest["files"]
+    (out / "ift_model.json").write_text(json.dumps(manifest))
+    with pytest.raises(OutputError, match="no list of the files it wrote"):
+        check()
+
+
+def test_an_output_folder_lock_is_exclusive_and_leaves_no_file(tmp_path: Path) -> None:
+    from ift_engine.files import OutputError, OutputLock
+
+    out = tmp_path / "model"
+    with OutputLock(out, "trained model"):
+        started = time.perf_counter()
+        with pytest.raises(OutputError, match=f"{out}: another process is writing the trained model there"):
+            with OutputLock(out, "trained model"):
+                pass
+        assert time.perf_counter() - started < 1
+        # another process is refused as well (flock, as batch outputs)
+        code = subprocess.run(
+            [sys.executable, "-c", f"from pathlib import Path; from ift_engine.files import OutputLock; OutputLock(Path({str(out)!r}), 'x').__enter__()"],
+            capture_output=True,
+            timeout=60,
+        )
+        assert code.returncode != 0 and b"another process is writing" in code.stderr
+    assert list(tmp_path.iterdir()) == []
+    with OutputLock(out, "trained model"):  # free again
+        pass
+
+
+def test_staging_folders_are_known_by_their_marker_not_their_name(tmp_path: Path) -> None:
+    from ift_engine.files import OutputLock, move_into_place, staging_folder
+
+    out = tmp_path / "export"
+    lookalike = tmp_path / ".export.exporting-999999-abc"  # a user's folder with a staging-like name
+    lookalike.mkdir()
+    (lookalike / "mine.txt").write_text("keep")
+    with OutputLock(out, "export"):
+        dead = staging_folder(out, "exporting")  # as a run killed now would leave it
+        (dead / "half.onnx").write_bytes(b"x")
+        other = staging_folder(tmp_path / "other", "exporting")  # another output's staging
+    with OutputLock(out, "export"):  # the next run takes the lock and cleans up
+        pass
+    assert not dead.exists() and other.exists()
+    assert (lookalike / "mine.txt").read_text() == "keep"
+
+    out.mkdir()
+    (out / "old.bin").write_text("previous output")
+    with OutputLock(out, "export"):
+        aside = staging_folder(out, "replaced")  # killed between moving the old output aside ...
+        os.rename(out, aside / out.name)  # ... and renaming the new one into place
+    with OutputLock(out, "export"):
+        pass
+    assert (out / "old.bin").read_text() == "previous output" and not aside.exists()
+    with OutputLock(out, "export"):
+        new = staging_folder(out, "exporting") / "fp32"
+        new.mkdir()
+        (new / "new.bin").write_text("new")
+        move_into_place(new, out)
+    assert sorted(p.name for p in out.iterdir()) == ["new.bin"]
+
+
+@pytest.mark.parametrize("how", ["same path", "a link", "stdin"])
+def test_an_output_that_is_the_inputs_file_is_refused(tmp_path: Path, how: str) -> None:
+    flow, inputs = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 3)
+    before = inputs.read_bytes()
+    output = inputs
+    if how == "a link":
+        output = tmp_path / "link.jsonl"
+        output.symlink_to(inputs)
+    source = "-" if how == "stdin" else str(inputs)
+    with inputs.open("rb") as stdin:
+        code, stderr = finish(ift("run", str(flow), "--inputs", source, "--output", str(output), "--resume", stdin=stdin))
+    assert code == 2 and "the output is the inputs file" in stderr and one_line_error(stderr), stderr
+    assert inputs.read_bytes() == before

@@ -265,10 +265,15 @@ def test_overwrite_replaces_only_a_previous_export(tiny_causal_dir, causal_expor
     shutil.copytree(causal_export, out)
     with pytest.raises(IftError, match="a previous ONNX export is there; pass --overwrite"):
         quiet_export(tiny_causal_dir, out)
+    (out / "notes.txt").write_text("mine")  # a file the export did not write: never deleted
+    code, stderr = finish(ift_export(str(tiny_causal_dir), "--out", str(out), "--overwrite"))
+    assert code == 2 and "did not write (notes.txt); move them away" in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
     (out / "model.onnx").write_bytes(b"stale")
     quiet_export(tiny_causal_dir, out, overwrite=True)
     assert (out / "model.onnx").read_bytes() != b"stale"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging or old copy left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging, old copy or lock left
 
 
 def test_sigkill_during_export_leaves_the_old_export_intact(tiny_causal_dir, causal_export, tmp_path):
@@ -285,9 +290,25 @@ def test_sigkill_during_export_leaves_the_old_export_intact(tiny_causal_dir, cau
     process.wait()
     assert list(tmp_path.glob(".export.exporting-*")), "the kill came after the export finished"
     assert snapshot(out) == before
+    lookalike = tmp_path / ".export.exporting-999999-mine"  # a user's folder named like staging
+    lookalike.mkdir()
+    (lookalike / "mine.txt").write_text("keep")
     code, stderr = finish(ift_export(str(tiny_causal_dir), "--out", str(out), "--overwrite"))
     assert code == 0, stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the dead run's staging is gone
+    # the dead run's staging is gone (known by its marker); the lookalike is not the engine's
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export.exporting-999999-mine", "export"]
+    assert (lookalike / "mine.txt").read_text() == "keep"
+
+
+def test_a_second_export_to_the_same_folder_fails_at_once(tiny_causal_dir, tmp_path):
+    from ift_engine.files import OutputLock
+
+    out = tmp_path / "export"
+    with OutputLock(out, "ONNX export"):  # as a running export holds it
+        started = time.perf_counter()
+        code, stderr = finish(ift_export(str(tiny_causal_dir), "--out", str(out)))
+    assert code == 2 and f"{out}: another process is writing the ONNX export there" in stderr, stderr
+    assert time.perf_counter() - started < 60 and not out.exists()
 
 
 def test_a_damaged_genai_config_is_a_one_line_model_error(causal_export, tmp_path):

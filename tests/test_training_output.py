@@ -69,6 +69,31 @@ def test_a_previous_model_is_replaced_only_with_overwrite(tiny_causal_dir, tmp_p
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left behind
 
 
+def test_overwrite_replaces_only_the_files_a_previous_run_wrote(tiny_causal_dir, tmp_path):
+    out = tmp_path / "model"
+    train(spec(tiny_causal_dir, out), progress=False)
+    manifest = json.loads((out / "ift_model.json").read_text())
+    assert "model.safetensors" in manifest["files"] and "ift_model.json" in manifest["files"]
+    assert not any(name.startswith("checkpoints") for name in manifest["files"])
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    config = tmp_path / "train.yaml"
+    (out / "notes.txt").write_text("mine")
+    config.write_text(json.dumps(spec(tiny_causal_dir, out)))
+    code, stderr = finish(ift_train(config, "--overwrite"))
+    assert code == 2 and "holds files the previous trained model did not write (notes.txt)" in stderr, stderr
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+
+    data = out / "data.jsonl"  # a dataset inside the output: refused before training
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in TWO_REVIEWS))
+    config.write_text(json.dumps({**spec(tiny_causal_dir, out), "datasets": [{"path": str(data), "template": "sentiment-zh"}]}))
+    code, stderr = finish(ift_train(config, "--overwrite"))
+    assert code == 2 and f"would replace {data}, which it reads" in stderr, stderr
+    data.unlink()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "train.yaml"]  # no lock or staging left
+
+
 def test_sigkill_then_resume_finishes_the_same_run(tiny_causal_dir, tmp_path):
     out = tmp_path / "model"
     config = tmp_path / "train.yaml"
@@ -78,6 +103,10 @@ def test_sigkill_then_resume_finishes_the_same_run(tiny_causal_dir, tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and not list(checkpoints.glob("checkpoint-*")) and process.poll() is None:
         time.sleep(0.05)
+    started = time.perf_counter()  # a second run on the same output is refused at once
+    code, stderr = finish(ift_train(config, "--overwrite"))
+    assert code == 2 and f"{out}: another process is writing the trained model there" in stderr, stderr
+    assert time.perf_counter() - started < 60 and process.poll() is None
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert list(checkpoints.glob("checkpoint-*")), "no checkpoint was written before the kill"

@@ -5,7 +5,8 @@ checkpoints and a fingerprint of the spec and data; the finished model folder is
 place only at the end, so an interrupted run never leaves a half-written model where the user
 looks. ``--resume`` continues that folder only if it was made by the same spec and data. An
 existing output is replaced only with ``overwrite`` and only when it holds a previous trained
-model; nothing the engine did not create is deleted.
+model and nothing but the files its manifest lists; nothing the engine did not create is deleted,
+and no folder holding a file the run reads. The output is locked while the run works.
 """
 
 from __future__ import annotations
@@ -14,24 +15,46 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from ..errors import TrainError
-from ..files import check_output_folder, describe_os_error, move_into_place
+from ..files import (
+    OutputLock,
+    check_output_folder,
+    describe_os_error,
+    move_into_place,
+    read_json_mapping,
+    write_manifest,
+)
 from ..models.resolve import MANIFEST
 from .spec import TrainSpec
 
 RUN_FILE = "ift_training_run.json"
 
 
-def is_trained_model(folder: Path) -> bool:
-    """Whether ``folder`` holds a model written by ``ift train`` (its manifest says so)."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and "base_model" in manifest and "training" in manifest
+def trained_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a model written by ``ift train`` in ``folder``, else None."""
+    manifest = read_json_mapping(folder / MANIFEST)
+    return manifest if manifest and "base_model" in manifest and "training" in manifest else None
+
+
+def local_paths(value: Any) -> list[Path]:
+    """The paths that exist among the strings in ``value`` (a string, a list or a mapping)."""
+    if isinstance(value, str):
+        return [Path(value).expanduser()] if Path(value).expanduser().exists() else []
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [path for item in values for path in local_paths(item)]
+
+
+def read_paths(spec: TrainSpec) -> tuple[Path, ...]:
+    """What the run reads from disk: the base model and the dataset files and folders."""
+    found = local_paths(spec.base_model)
+    for dataset in spec.datasets:
+        found += local_paths(dataset.path)
+        found += local_paths([dataset.options.get(key) for key in ("path", "data_files")])
+    return tuple(found)
 
 
 def spec_fingerprint(spec: TrainSpec) -> str:
@@ -61,14 +84,18 @@ class RunFolder:
         return self.work / "checkpoints"
 
     def _check_output(self) -> None:
-        base = Path(self.spec.base_model).expanduser()
         check_output_folder(
             self.out,
             "trained model",
-            is_previous=is_trained_model,
+            previous=trained_manifest,
             overwrite=self.overwrite,
-            protected=(base,) if base.exists() else (),
+            protected=read_paths(self.spec),
         )
+
+    def lock(self) -> AbstractContextManager[Any]:
+        """Hold the output against a second run until this one ends (rank 0 alone writes, so
+        under torchrun it alone locks)."""
+        return OutputLock(self.out, "trained model") if is_main_process() else nullcontext()
 
     def check(self) -> None:
         """Refuse, before any work, an output or a resume that would lose or mix up data."""
@@ -116,11 +143,8 @@ class RunFolder:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def _check_same_run(self, record: dict[str, Any]) -> None:
-        try:
-            stored = json.loads((self.work / RUN_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            stored = None
-        if not isinstance(stored, dict):
+        stored = read_json_mapping(self.work / RUN_FILE)
+        if stored is None:
             raise TrainError(
                 f"{self.work}: --resume: the run has no readable {RUN_FILE}; start again with --overwrite"
             )
@@ -136,12 +160,14 @@ class RunFolder:
         so a checkpoint cut short by a kill has none (or a broken one) and is passed over."""
         found = []
         for folder in self.checkpoints.glob("checkpoint-*"):
-            try:
-                json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-                found.append((int(folder.name.rpartition("-")[2]), folder))
-            except (OSError, ValueError):
-                continue
+            step = folder.name.rpartition("-")[2]
+            if step.isdigit() and read_json_mapping(folder / "trainer_state.json") is not None:
+                found.append((int(step), folder))
         return str(max(found)[1]) if found else None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """The model's manifest, listing every file of the finished folder (see ``finish``)."""
+        write_manifest(self.work, MANIFEST, manifest, skip=(self.checkpoints.name,))
 
     def finish(self) -> None:
         """Drop the checkpoints (the model is complete) and rename the finished folder into place,

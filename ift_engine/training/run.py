@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainError
-from ..models.resolve import MANIFEST, ModelPool, ModelSpec
+from ..models.resolve import ModelPool, ModelSpec
 from ..plugins import components
 from .data import Example
 from .output import RunFolder
@@ -239,7 +239,7 @@ def write_outputs(
         "training": spec.model_dump(mode="json", exclude={"datasets"}),
         "metrics": metrics,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    folder.write_manifest(manifest)
     folder.finish()
     return TrainResult(folder.out, metrics)
 

@@ -140,12 +140,13 @@ def train(
     ``training.output``)."""
     spec = build_spec(config, **fields)
     folder = RunFolder(spec, resume=resume, overwrite=overwrite)
-    folder.check()
-    try:
-        return run_on_torch_thread(run_training, spec, folder, progress)
-    except DataError as exc:
-        folder.abandon()
-        raise TrainError(str(exc)) from None
-    except BaseException:
-        folder.abandon()
-        raise
+    with folder.lock():
+        folder.check()
+        try:
+            return run_on_torch_thread(run_training, spec, folder, progress)
+        except DataError as exc:
+            folder.abandon()
+            raise TrainError(str(exc)) from None
+        except BaseException:
+            folder.abandon()
+            raise

@@ -13,7 +13,6 @@ short by a killed process is removed. Each row is one ``write`` of one line.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from typing import IO, Any
 
 from ..documents import MAX_DEPTH, check_depth
 from ..errors import WorkflowError
-from ..files import OutputError, check_output_file, describe_os_error, json_text, make_parent
+from ..files import OutputError, check_output_file, describe_os_error, json_text, lock_file, make_parent
 
 Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
 #: A longer input line is a bad line (read past in chunks, never held whole in memory).
@@ -158,6 +157,33 @@ def encode_row(row: dict[str, Any]) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
+def is_row(value: Any) -> bool:
+    """Whether a line read back is a result row (``RunResult.row``): an ``id``, its ``outputs``
+    (an object) and its ``error`` (null or an object). Anything else with an id (an input line,
+    a note) is not a finished item."""
+    return (
+        isinstance(value, dict)
+        and {"id", "outputs", "error"} <= value.keys()
+        and isinstance(value["outputs"], dict)
+        and (value["error"] is None or isinstance(value["error"], dict))
+    )
+
+
+def check_not_inputs(output: str | Path, inputs: str | Path) -> None:
+    """Refuse an output that is the inputs file itself, by any name (a link, ``/dev/stdin``,
+    standard input redirected from it)."""
+    try:
+        source = os.fstat(sys.stdin.fileno()) if str(inputs) == STDIN else os.stat(inputs)
+        target = os.stat(output)
+    except (OSError, ValueError):  # one of them does not exist (yet), or no standard input
+        return
+    if os.path.samestat(source, target):
+        raise OutputError(
+            f"{output}: the output is the inputs file {inputs}; results go to another file "
+            "(nothing was changed)"
+        )
+
+
 def scan_rows(data: bytes, path: Path) -> tuple[set[str], int]:
     """(the finished ids, how many leading bytes to keep) of an output file's contents. A line
     that is not a row is an error naming it; only a last row cut short is left out."""
@@ -168,7 +194,7 @@ def scan_rows(data: bytes, path: Path) -> tuple[set[str], int]:
         complete = line.endswith(b"\n")
         try:
             row = json.loads(line)
-            if not isinstance(row, dict) or "id" not in row:
+            if not is_row(row):
                 raise ValueError("not a result row")
             done.add(id_key(row["id"]))
         except (ValueError, RecursionError):
@@ -205,13 +231,11 @@ class RowFile:
             raise
 
     def _lock(self) -> None:
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(
-                f"{self.path}: another process is writing to this output; wait for it to finish or "
-                "choose another --output"
-            ) from None
+        lock_file(
+            self._fd,
+            f"{self.path}: another process is writing to this output; wait for it to finish or "
+            "choose another --output",
+        )
 
     def _prepare(self, resume: bool) -> set[str]:
         size = os.fstat(self._fd).st_size
