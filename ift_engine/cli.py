@@ -114,6 +114,10 @@ def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
     check_not_inputs(args.output, args.inputs)
     if args.batch_size < 1:
         raise WorkflowError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.executor == "local" and (args.workers is not None or args.ray_address):
+        raise WorkflowError(
+            "--workers and --ray-address belong to --executor ray; a local run works in this process"
+        )
     executor = wf.executor(
         args.executor, cache=not args.no_cache, address=args.ray_address, workers=args.workers
     )
@@ -239,8 +243,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         paths=args.paths or ["workflows"],
         api_key=args.api_key or os.environ.get("IFT_ENGINE_API_KEY") or None,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
         cache=not args.no_cache,
     )
     serve(config, host=args.host, port=args.port, workers=args.workers)
@@ -377,12 +379,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", help="require Authorization: Bearer KEY (or set IFT_ENGINE_API_KEY)")
-    serve.add_argument(
-        "--max-batch", type=int, default=16, help="most requests in one batched call (default 16)"
-    )
-    serve.add_argument(
-        "--max-wait-ms", type=float, default=10.0, help="wait this long for company (default 10)"
-    )
     serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own models")
     serve.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
     serve.set_defaults(func=cmd_serve)

@@ -24,6 +24,7 @@ from .errors import IftError
 
 #: libyaml's parser when PyYAML was built with it (the wheels are): about 10x faster.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+VALUE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Deeper than any real workflow or record; far below Python's recursion limit.
 MAX_DEPTH = 100
@@ -31,6 +32,9 @@ MAX_DEPTH = 100
 #: values written out in a bigger file. A billion-laughs document exceeds it by orders of magnitude.
 MAX_EXPANDED_NODES = 1_000_000
 MAX_EXPANSION = 10
+#: Values (scalars, lists, mappings) a document may write out: a 10,000-node workflow holds about
+#: 110,000. Counted before the document is built, so a huge file fails in about a second.
+MAX_VALUES = 1_000_000
 
 
 @contextmanager
@@ -125,8 +129,12 @@ def check_depth(value: Any, source: str, error: type[IftError]) -> Any:
     aliases) are walked once."""
     seen: set[int] = set()
     stack: list[tuple[Any, int]] = [(value, 1)]
+    count = 0
     while stack:
         item, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise too_many_values(source, error)
         if not isinstance(item, (dict, list)) or id(item) in seen:
             continue
         if depth > MAX_DEPTH:
@@ -135,6 +143,30 @@ def check_depth(value: Any, source: str, error: type[IftError]) -> Any:
         children = item.values() if isinstance(item, dict) else item
         stack.extend((child, depth + 1) for child in children)
     return value
+
+
+def too_many_values(source: str, error: type[IftError]) -> IftError:
+    return error(
+        f"{source}: the document holds more than {MAX_VALUES:,} values; split it (a workflow has at "
+        "most 10,000 nodes; training records belong in a dataset file)"
+    )
+
+
+def _count_values(text: str, source: str, error: type[IftError]) -> None:
+    """Refuse a YAML document of more than ``MAX_VALUES`` values, reading only its events (ten
+    times faster than building its nodes). A text shorter than that cannot hold as many."""
+    if len(text) <= MAX_VALUES:
+        return
+    loader = SafeLoader(text)
+    try:
+        count = 0
+        while loader.check_event():
+            event = loader.get_event()
+            count += isinstance(event, VALUE_EVENTS)
+            if count > MAX_VALUES:
+                raise too_many_values(source, error)
+    finally:
+        loader.dispose()
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -157,6 +189,7 @@ def parse_yaml(text: str, source: str, error: type[IftError]) -> Any:
         except ValueError:
             pass  # YAML flow style, not JSON
     try:
+        _count_values(text, source, error)
         loader = SafeLoader(text)
         try:
             node = loader.get_single_node()

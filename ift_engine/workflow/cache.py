@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..documents import read_bytes
+from ..errors import IftError
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec, cache_home
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ KEY_VERSION = 2
 #: A staging file older than this belongs to a dead writer (a live one renames it in
 #: milliseconds).
 STAGING_GRACE_SECONDS = 60
+#: Far more than any answer (generation stops at 32,768 tokens): a larger entry is not one.
+MAX_ENTRY_BYTES = 16 * 2**20
 ANSWER_FIELDS = {"raw": (str, type(None)), "label": (str, type(None)), "probabilities": (dict, type(None))}
 
 
@@ -94,10 +98,11 @@ class AnswerCache:
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored answer, or None: missing, unreadable or not an answer."""
+        """The stored answer, or None: missing, unreadable, not a regular file (a device or FIFO
+        put in its place is never read or waited on), over ``MAX_ENTRY_BYTES``, or not an answer."""
         try:
-            value = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+            value = json.loads(read_bytes(self._path(key), "cache entry", IftError, MAX_ENTRY_BYTES))
+        except (IftError, ValueError, RecursionError):
             return None
         return value if is_answer(value) else None
 

@@ -13,6 +13,7 @@ Workers need ift_engine, the plugins the workflow uses, and the model files at t
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,28 @@ if TYPE_CHECKING:
 
 #: Environment variables the workers need to see the same plugins, caches and hub settings.
 FORWARDED_ENV = ("IFT_ENGINE_", "HF_", "TRANSFORMERS_")
+#: Seconds to reach a cluster's head before giving up (Ray itself would wait for ever).
+CONNECT_TIMEOUT = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse, within ``timeout`` seconds, a ``HOST:PORT`` (or ``ray://HOST:PORT``) address
+    that accepts no connection. ``auto`` and ``local`` are Ray's own and left to it."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise WorkflowError(
+            f"--ray-address {address!r}: give HOST:PORT of the cluster's head (or ray://HOST:PORT)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
+        raise WorkflowError(
+            f"cannot reach Ray at {address} within {timeout:g} s ({reason}); check --ray-address, or "
+            "leave it out to start a local Ray"
+        ) from None
 
 
 class BatchWorker:
@@ -63,6 +86,10 @@ class RayExecutor:
             import ray  # noqa: F401
         except ImportError:
             raise WorkflowError("the ray executor needs Ray: pip install 'ift-engine[ray]'") from None
+        if workers is not None and workers < 1:
+            raise WorkflowError(f"--workers must be at least 1, not {workers} (leave it out for one per CPU)")
+        if address is not None:
+            check_reachable(address)  # when the command starts, not after the output is opened
         self.spec = workflow.to_dict()
         self.source = workflow.source
         self.address = address

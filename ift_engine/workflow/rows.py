@@ -29,6 +29,8 @@ from ..files import OutputError, check_output_file, describe_os_error, json_text
 Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
 #: A longer input line is a bad line (read past in chunks, never held whole in memory).
 MAX_LINE_BYTES = 16 * 2**20
+#: A "line" this long is no JSONL input at all: the run stops rather than read for ever.
+MAX_SKIPPED_BYTES = 256 * 2**20
 LINE_BREAKS = ("\u0085", "\u2028", "\u2029")
 STDIN = "-"
 #: How every row starts (``RunResult.row`` puts the id first): a last line that starts so and
@@ -84,7 +86,8 @@ def open_inputs(inputs: str | Path) -> IO[bytes]:
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[bytes | None, int]]:
     """(line, its length in bytes) for each line; a line over ``MAX_LINE_BYTES`` comes as
-    (None, length), its bytes skipped in chunks and never held in memory."""
+    (None, length), its bytes skipped in chunks and never held in memory. A line that runs
+    past ``MAX_SKIPPED_BYTES`` without a break (``/dev/zero``, a binary file) stops the read."""
     while True:
         line = stream.readline(MAX_LINE_BYTES + 1)
         if not line:
@@ -94,6 +97,11 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[bytes | None, int]]:
             continue
         length = len(line)
         while not line.endswith(b"\n"):
+            if length > MAX_SKIPPED_BYTES:
+                raise WorkflowError(
+                    f"an input line runs past {MAX_SKIPPED_BYTES // 2**20} MiB without a line break; the "
+                    "inputs must be a JSONL file or stream, one object per line"
+                )
             line = stream.readline(1 << 20)
             if not line:
                 break

@@ -20,6 +20,9 @@ ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 #: Upper bounds of a node's ``retry`` waits and ``timeout`` (seconds): an hour, a day.
 MAX_WAIT = 3600.0
 MAX_TIMEOUT = 86400.0
+#: Nodes a workflow may have: far more than any composed task, and few enough that validating
+#: the largest file takes about a second.
+MAX_NODES = 10_000
 INPUT_REF = re.compile(r"^\$input\.([A-Za-z_][A-Za-z0-9_]*)$")
 NODE_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.output$")
 
@@ -167,6 +170,17 @@ class WorkflowSpec(BaseModel):
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="plugin name -> its settings (validated by the plugin)"
     )
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _bounded_nodes(cls, value: Any) -> Any:
+        # Before any node is validated: a huge file fails in milliseconds.
+        if isinstance(value, list) and len(value) > MAX_NODES:
+            raise ValueError(
+                f"{len(value):,} nodes; a workflow has at most {MAX_NODES:,}: split it into several "
+                "workflows, or use map: for one step over many items"
+            )
+        return value
 
     @field_validator("inputs", mode="before")
     @classmethod
