@@ -24,7 +24,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from ift_engine import MockModel, Workflow  # noqa: E402
 from ift_engine.serve import ServeConfig, create_app  # noqa: E402
-from ift_engine.serve.batching import Batcher  # noqa: E402
 from ift_engine.serve.live import serving  # noqa: E402
 
 
@@ -162,35 +161,10 @@ def test_metrics_count_requests_and_batches(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'ift_requests_total{route="/v1/workflows/{name}/run",status="200"} 1.0' in text
     assert 'ift_errors_total{route="/v1/workflows/{name}/run"} 1.0' in text
-    assert 'ift_batch_size_count{target="echo"} 1.0' in text and "ift_queue_depth" in text
+    assert 'ift_batch_size_count{model="writer"} 2.0' in text and "ift_queue_depth" in text  # one call per node
 
 
-# -- batching across requests ------------------------------------------------------------------------------
-
-
-def test_a_request_cancelled_while_waiting_is_dropped() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    seen: list[list[int]] = []
-
-    def run(items: list[int]) -> list[int]:
-        seen.append(items)
-        time.sleep(0.05)
-        return [i * 10 for i in items]
-
-    async def main() -> list[Any]:
-        batcher = Batcher(run, ThreadPoolExecutor(1), max_batch=8, max_wait=0.05)
-        first = asyncio.create_task(batcher.submit(1))
-        await asyncio.sleep(0.01)
-        second, third = asyncio.create_task(batcher.submit(2)), asyncio.create_task(batcher.submit(3))
-        await asyncio.sleep(0.01)
-        second.cancel()
-        results = await asyncio.gather(first, third, return_exceptions=True)
-        await batcher.close()
-        return results
-
-    assert asyncio.run(main()) == [10, 30]
-    assert seen == [[1, 3]]
+# -- requests that meet at the model's worker ------------------------------------------------------------------------------
 
 
 async def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> list[httpx.Response]:
@@ -206,7 +180,7 @@ async def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> 
 
 def test_concurrent_requests_share_batched_model_calls_and_fail_alone() -> None:
     doc = mock_flow(delay=0.1, errors={"Say poison": "bad input for the model"})
-    app = app_for(doc, max_batch=16, max_wait_ms=30)
+    app = app_for(doc)
     bodies = [{"inputs": {"text": f"t{i}"}} for i in range(7)] + [{"inputs": {"text": "poison"}}]
     with serving(app) as url:
         responses = asyncio.run(post_all(url, bodies, concurrency=8))
@@ -355,9 +329,11 @@ def test_bad_serve_arguments_are_one_line_errors(tmp_path: Path) -> None:
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
-def test_chat_settings_do_not_grow_the_batchers(client: TestClient) -> None:
-    before = len(client.app.state.service.batchers)
+def test_chat_settings_do_not_grow_the_workers(client: TestClient) -> None:
+    pool = client.app.state.service.pools[0]
+    client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}})
+    before = len(pool._workers)
     for seed in range(5):
         body = {"model": "writer", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "seed": seed}
         assert client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"] == "hello"
-    assert len(client.app.state.service.batchers) == before + 1  # one per model, whatever the settings
+    assert len(pool._workers) == before  # the workflow's model already has its worker, whatever the settings

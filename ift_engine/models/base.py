@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -113,6 +114,10 @@ class Model(ABC):
     def check_labels(self, labels: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Raise ``ModelError`` if this model cannot tell ``labels`` apart (a classifier whose
         head lacks one). Called when a workflow loads, before any node runs."""
+
+    def inference(self) -> AbstractContextManager[Any]:
+        """The context the model's worker runs it in (PyTorch backends: inference mode)."""
+        return nullcontext()
 
     def can(self, capability: str) -> bool:
         """Whether this model's class implements ``generate``, ``classify`` or ``score``."""

@@ -10,8 +10,7 @@ with a padding id that is not an end-of-turn token (onnxruntime-genai masks trai
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ModelError
 from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
+from .decoding import Cohort, Row, decode_to_end
 from .hf_causal import end_of_turn_ids
 from .ort import CUDA, OnnxOptions, pick_provider
 from .resolve import read_json_object
@@ -94,9 +94,6 @@ class GenaiCausalLM(StreamingModel):
                 config.append_provider("cuda")
             config.overlay(json.dumps({"model": overlay}))
             self.og_model = og.Model(config)
-        # One call at a time: the generators share the model's sessions, and a fast tokenizer
-        # must not be used by two threads at once.
-        self.lock = threading.Lock()
 
     @classmethod
     def load(cls, name: str, source: str, options: OnnxOptions) -> GenaiCausalLM:
@@ -149,20 +146,14 @@ class GenaiCausalLM(StreamingModel):
     def _generate(
         self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink | None
     ) -> list[str]:
-        from .streaming import TokenDeltas
+        return [row.text() for row in decode_to_end(self, prompts, settings, on_text)]
 
-        answers: list[str] = []
-        with self.lock:
-            for offset in range(0, len(prompts), self.batch_size):
-                ids = [chat_ids(self.tokenizer, p) for p in prompts[offset : offset + self.batch_size]]
-                rows = TokenDeltas(self.tokenizer, on_text, offset, self.stop_ids, len(ids))
-                generator = self._generator(ids, settings)
-                with native_errors(self.name):
-                    while not (rows.finished() or generator.is_done()):
-                        generator.generate_next_token()
-                        rows.add(generator.get_next_tokens().tolist())
-                answers.extend(rows.texts())
-        return answers
+    def cohort_key(self, settings: GenerationSettings) -> Hashable:
+        """One generator has one set of search options (its seed included)."""
+        return settings.model_copy(update={"max_new_tokens": 1}).model_dump_json()
+
+    def start_cohort(self, rows: Sequence[Row]) -> GenaiCohort:
+        return GenaiCohort(self, rows)
 
     def prompt_logits(self, rows: Sequence[Sequence[int]]) -> Any:
         """The logits at every position of each row (one forward pass), a tensor of shape
@@ -185,12 +176,11 @@ class GenaiCausalLM(StreamingModel):
         Each prompt runs once; each choice then continues from its KV cache and is rewound, so
         scoring k labels costs about one forward pass of the prompt, not k.
         """
-        with self.lock:
-            choice_ids = [text_ids(self.tokenizer, c) + self.stop_ids[:1] for c in choices]
-            rows = []
-            for prompt in prompts:
-                picked = self._choice_logprobs(chat_ids(self.tokenizer, prompt), choice_ids)
-                rows.append([sum(p) / len(p) if mean else sum(p) for p in picked])
+        choice_ids = [text_ids(self.tokenizer, c) + self.stop_ids[:1] for c in choices]
+        rows = []
+        for prompt in prompts:
+            picked = self._choice_logprobs(chat_ids(self.tokenizer, prompt), choice_ids)
+            rows.append([sum(p) / len(p) if mean else sum(p) for p in picked])
         return rows
 
     def _choice_logprobs(self, prompt: list[int], choices: list[list[int]]) -> list[list[float]]:
@@ -222,9 +212,48 @@ class GenaiCausalLM(StreamingModel):
         return torch.tensor(self.score(prompts, labels)).softmax(-1).tolist()
 
     def start_decoding(self, prompts: Sequence[Prompt]) -> GenaiSteps:
-        with self.lock:
-            ids = [chat_ids(self.tokenizer, p) for p in prompts]
-        return GenaiSteps(self, ids)
+        return GenaiSteps(self, [chat_ids(self.tokenizer, p) for p in prompts])
+
+
+class GenaiCohort(Cohort):
+    """Rows decoded by one generator (``decoding.Cohort``). A generator's batch is fixed: rows
+    that end stay in it unseen until the last one ends, and cohorts do not merge."""
+
+    def __init__(self, model: GenaiCausalLM, rows: Sequence[Row]) -> None:
+        self.model, self.rows = model, list(rows)
+        prompts = [chat_ids(model.tokenizer, row.prompt) for row in self.rows]
+        for row, prompt in zip(self.rows, prompts):
+            row.prompt_tokens = len(prompt)
+        longest = max(row.settings.max_new_tokens for row in self.rows)
+        settings = self.rows[0].settings.model_copy(update={"max_new_tokens": longest})
+        self.generator = model._generator(prompts, settings)
+        self.ended: set[int] = set()
+
+    def step(self) -> list[Row]:
+        with native_errors(self.model.name):
+            self.generator.generate_next_token()
+            tokens = self.generator.get_next_tokens().tolist()
+        tokenizer, stop_ids = self.model.tokenizer, self.model.stop_ids
+        finished = [
+            row
+            for i, (row, token) in enumerate(zip(self.rows, tokens))
+            if i not in self.ended and row.push(token, tokenizer, stop_ids)
+        ]
+        if self.generator.is_done():  # the context is full: every row still running ends here
+            finished += [r for i, r in enumerate(self.rows) if i not in self.ended and r not in finished]
+            for row in finished:
+                row.finish = row.finish or "length"
+        self.drop(finished)
+        return finished
+
+    def drop(self, rows: Iterable[Row]) -> None:
+        leaving = {id(row) for row in rows}
+        self.ended.update(i for i, row in enumerate(self.rows) if id(row) in leaving)
+        if len(self.ended) == len(self.rows):
+            self.rows = []
+
+    def merge(self, other: Cohort) -> bool:
+        return False
 
 
 class GenaiSteps:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
 from .base import GenerationSettings, Prompt, StreamingModel, TextSink
-from .chat import chat_ids, encode_chats, text_ids
-from .streaming import TextDeltas
-from .torch_thread import on_torch_thread
-from .torch_utils import Device, DType, kv_cache_argument, load_pretrained
+from .chat import chat_ids, text_ids
+from .decoding import Row, decode_to_end, sampling_key
+from .torch_batch import TorchCohort, TorchSteps
+from .torch_utils import Device, DType, inference_mode, kv_cache_argument, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
     from transformers import PreTrainedTokenizerBase
@@ -26,7 +27,7 @@ class CausalLMOptions(BaseModel):
 
     device: Device = "auto"
     dtype: DType = "auto"
-    batch_size: int = Field(8, ge=1, description="most prompts in one forward pass")
+    batch_size: int = Field(16, ge=1, description="most prompts decoded together")
 
 
 def generation_eos(model: Any) -> int | list[int] | None:
@@ -64,7 +65,7 @@ class HFCausalLM(StreamingModel):
         name: str,
         model: Any,  # a transformers model
         tokenizer: PreTrainedTokenizerBase,
-        batch_size: int = 8,
+        batch_size: int = 16,
     ) -> None:
         super().__init__(name)
         self.model = model
@@ -78,7 +79,6 @@ class HFCausalLM(StreamingModel):
             tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.stop_ids[0])
 
     @classmethod
-    @on_torch_thread
     def load(cls, name: str, source: str, options: CausalLMOptions) -> HFCausalLM:
         from transformers import AutoModelForCausalLM
 
@@ -87,41 +87,27 @@ class HFCausalLM(StreamingModel):
         )
         return cls(name, model, tokenizer, options.batch_size)
 
+    def inference(self) -> AbstractContextManager[Any]:
+        return inference_mode()
+
     def _batches(self, items: Sequence) -> list[Sequence]:
         return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
 
-    @on_torch_thread
     def _generate(
         self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink | None
     ) -> list[str]:
         import torch
 
-        sampling = settings.temperature > 0
-        answers: list[str] = []
         with torch.inference_mode():
-            if sampling and settings.seed is not None:
-                torch.manual_seed(settings.seed)
-            for offset in range(0, len(prompts), self.batch_size):
-                batch = prompts[offset : offset + self.batch_size]
-                enc = encode_chats(self.tokenizer, batch).to(self.device)
-                streamer = TextDeltas(self.tokenizer, on_text, offset, self.stop_ids) if on_text else None
-                out = self.model.generate(
-                    **enc,
-                    max_new_tokens=settings.max_new_tokens,
-                    do_sample=sampling,
-                    temperature=settings.temperature if sampling else None,
-                    top_p=settings.top_p if sampling else None,
-                    top_k=None,
-                    repetition_penalty=settings.repetition_penalty,
-                    eos_token_id=self.stop_ids,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    streamer=streamer,
-                )
-                new_tokens = out[:, enc["input_ids"].shape[1] :]
-                answers.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-        return [a.strip() for a in answers]
+            return [row.text() for row in decode_to_end(self, prompts, settings, on_text)]
 
-    @on_torch_thread
+    def cohort_key(self, settings: GenerationSettings) -> Hashable:
+        return sampling_key(settings)
+
+    def start_cohort(self, rows: Sequence[Row]) -> TorchCohort:
+        """Prefill ``rows``; the worker runs this and every step under ``torch.inference_mode``."""
+        return TorchCohort(self, rows)
+
     def score(
         self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False
     ) -> list[list[float]]:
@@ -133,7 +119,6 @@ class HFCausalLM(StreamingModel):
         """
         import torch
 
-        # Tokenizing too runs on the torch thread: a fast tokenizer must not be used by two at once.
         with torch.inference_mode():
             prompt_ids = [chat_ids(self.tokenizer, p) for p in prompts]
             choice_ids = [text_ids(self.tokenizer, c) + self.stop_ids[:1] for c in choices]
@@ -206,36 +191,7 @@ class HFCausalLM(StreamingModel):
         return torch.tensor(self.score(prompts, labels)).softmax(-1).tolist()
 
     def start_decoding(self, prompts: Sequence[Prompt]) -> TorchSteps:
-        """Step-by-step decoding; call on the torch thread, under ``torch.inference_mode``."""
+        """Step-by-step decoding (token-level ensembles); call under ``torch.inference_mode``."""
         return TorchSteps(self, prompts)
 
 
-class TorchSteps:
-    """Decoding one token at a time with a KV cache (``DecodingSteps``), left-padded."""
-
-    def __init__(self, model: HFCausalLM, prompts: Sequence[Prompt]) -> None:
-        enc = encode_chats(model.tokenizer, prompts)
-        self.model = model
-        self.ids, self.mask = enc["input_ids"], enc["attention_mask"]
-        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
-        self.past: Any = None
-
-    def logits(self) -> Any:
-        device = self.model.device
-        with kv_cache_argument():
-            out = self.model.model(
-                input_ids=self.ids.to(device),
-                attention_mask=self.mask.to(device),
-                position_ids=self.positions.to(device),
-                past_key_values=self.past,
-                use_cache=True,
-            )
-        self.past = out.past_key_values
-        return out.logits[:, -1, :].float().cpu()
-
-    def advance(self, chosen: Sequence[int]) -> None:
-        import torch
-
-        self.ids = torch.tensor(list(chosen))[:, None]
-        self.mask = torch.cat([self.mask, torch.ones_like(self.ids)], dim=1)
-        self.positions = self.positions[:, -1:] + 1

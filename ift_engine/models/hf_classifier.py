@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ModelError
 from ..templates import last_user_text
 from .base import Model, Prompt
-from .torch_thread import on_torch_thread
-from .torch_utils import Device, DType, load_pretrained
+from .torch_utils import Device, DType, inference_mode, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
     from transformers import PreTrainedTokenizerBase
@@ -53,7 +53,6 @@ class HFClassifier(Model):
         self.model_labels = [label_map.get(str(id2label[i]), str(id2label[i])) for i in range(len(id2label))]
 
     @classmethod
-    @on_torch_thread
     def load(cls, name: str, source: str, options: ClassifierOptions) -> HFClassifier:
         from transformers import AutoModelForSequenceClassification
 
@@ -61,6 +60,9 @@ class HFClassifier(Model):
             AutoModelForSequenceClassification, "classifier", name, source, options.device, options.dtype
         )
         return cls(name, model, tokenizer, options.batch_size, options.max_length, options.label_map)
+
+    def inference(self) -> AbstractContextManager[Any]:
+        return inference_mode()
 
     def check_labels(self, labels: Sequence[str]) -> None:
         self.label_indices(labels)
@@ -76,7 +78,6 @@ class HFClassifier(Model):
             )
         return [lowered.index(label.lower()) for label in labels]
 
-    @on_torch_thread
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         """Softmax over the model's head, restricted to ``labels`` and renormalised."""
         import torch

@@ -25,7 +25,7 @@ class OnnxOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(8, ge=1, description="most prompts in one forward pass")
+    batch_size: int = Field(16, ge=1, description="most prompts decoded together")
     threads: int = Field(0, ge=0, description="CPU intra-op threads; 0 lets ONNX Runtime choose")
     quantize: Quantize | None = Field(
         None, description="when exporting on first use: the weight format (fp32 if unset)"

@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from ..validation import forbidding_extra
 from .base import Model
 from .hub import resolve_hub_id
 from .torch_thread import on_torch_thread
+from .worker import ModelWorker, WorkerModel, WorkerStats
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MANIFEST = "ift_model.json"
@@ -187,11 +189,15 @@ def infer_backend(folder: Path) -> str | None:
 
 
 class ModelPool:
-    """Loads each spec once per process and hands the same object to every node that uses it."""
+    """Loads each spec once per process and hands the same object to every node that uses it;
+    ``worker(spec)`` is the one worker that runs it (see ``worker.py``). ``stats(name)`` makes
+    the counters each new worker reports to (the service's metrics)."""
 
-    def __init__(self, components: Any) -> None:
+    def __init__(self, components: Any, stats: Callable[[str], WorkerStats] | None = None) -> None:
         self.components = components
+        self.stats = stats
         self._models: dict[str, Model] = {}
+        self._workers: dict[str, ModelWorker] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -284,9 +290,30 @@ class ModelPool:
                 self._models[key] = self._load(spec)
             return self._models[key]
 
+    def worker(self, spec: ModelSpec | EnsembleSpec) -> ModelWorker:
+        """The worker of ``spec``'s model, loading it first if need be."""
+        model = self.get(spec)
+        key = spec.key()
+        with self._guard:
+            if key not in self._workers:
+                stats = self.stats(model.name) if self.stats else None
+                self._workers[key] = ModelWorker(model, stats)
+            return self._workers[key]
+
+    def close(self) -> None:
+        """Stop every worker, after the work already submitted."""
+        with self._guard:
+            workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            worker.close()
+
     def _load(self, spec: ModelSpec | EnsembleSpec) -> Model:
         if isinstance(spec, EnsembleSpec):
-            members = [self.get(m if isinstance(m, ModelSpec) else ModelSpec(name=m)) for m in spec.members]
+            # Members are used through their workers: one owner each, even when shared.
+            members = [
+                WorkerModel.of(self.worker(m if isinstance(m, ModelSpec) else ModelSpec(name=m)))
+                for m in spec.members
+            ]
             ensembler = self.components.ensemblers.get(spec.ensemble)
             return ensembler(members, spec.weights).model(spec.name)
         cls = self.backend_for(spec)

@@ -14,7 +14,6 @@ from typing import Any
 
 from .base import DecodesSteps, GenerationSettings, Prompt
 from .chat import encode_chats
-from .torch_thread import on_torch_thread
 
 
 def _processors(settings: GenerationSettings) -> Any:
@@ -35,7 +34,6 @@ def _processors(settings: GenerationSettings) -> Any:
     return processors
 
 
-@on_torch_thread  # where the members run: one call at a time, tokenizing included
 def average_decode(
     members: Sequence[DecodesSteps],
     weights: Sequence[float],

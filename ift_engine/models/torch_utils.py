@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ModelError
@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+def inference_mode() -> AbstractContextManager[Any]:
+    """PyTorch's inference mode (no autograd records): what a model's worker runs in."""
+    import torch
+
+    return torch.inference_mode()
 
 
 @contextmanager

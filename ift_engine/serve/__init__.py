@@ -25,8 +25,6 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
 
     if not 1 <= workers <= 64:
         raise IftError(f"--workers must be between 1 and 64, not {workers}")
-    if not (1 <= config.max_batch <= 1024 and 0 <= config.max_wait_ms <= 10_000):
-        raise IftError("--max-batch must be 1..1024 and --max-wait-ms 0..10000")
     common = {"host": host, "port": port, "timeout_graceful_shutdown": 60, "log_level": "info"}
     if workers == 1:
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import IftError, ModelError, WorkflowError
 from ..files import json_text
+from ..models.worker import Completion
 from ..templates import to_text
 from ..workflow import RunResult, Workflow
 from . import openai_api
@@ -42,8 +43,6 @@ OPEN_PATHS = ("/healthz", "/", "/static/")  # no data there: no key needed
 class ServeConfig:
     paths: list[str] = field(default_factory=lambda: ["workflows"])
     api_key: str | None = None
-    max_batch: int = 16
-    max_wait_ms: float = 10.0
     max_body_bytes: int = 1024 * 1024
     cache: bool = True
 
@@ -132,18 +131,16 @@ def create_app(config: ServeConfig, workflows: Mapping[str, Workflow] | None = N
     metrics = Metrics()
     service = Service(
         workflows if workflows is not None else load_workflows(config.paths),
-        max_batch=config.max_batch,
-        max_wait=config.max_wait_ms / 1000,
         cache=config.cache,
-        stats=metrics.batch_stats,
+        stats=metrics.worker_stats,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.get_running_loop().run_in_executor(service.executor, service.load_models)
+        loading = asyncio.create_task(asyncio.to_thread(service.load_models))
         yield
-        await loading  # a load still running finishes before the model thread stops
-        await service.close()
+        await loading  # a load still running finishes before the workers stop
+        await asyncio.to_thread(service.close)
 
     app = FastAPI(title="ift_engine", lifespan=lifespan, default_response_class=JSON, docs_url="/docs")
     app.state.service = service
@@ -333,8 +330,8 @@ class ChatReply:
                 field = str(first["loc"][0])
                 raise ApiError(422, f"{field}: {first['msg']}", "invalid_request_error", field) from None
 
-    async def text(self, on_text: Callable[[str], None] | None = None) -> str:
-        """The reply; ``on_text(new text)`` (called on the model thread) as it grows."""
+    async def text(self, on_text: Callable[[str], None] | None = None) -> Completion:
+        """The reply; ``on_text(new text)`` (called on a model's thread) as it grows."""
         body = self.body
         if self.workflow:
 
@@ -347,7 +344,7 @@ class ChatReply:
                 body.model, {self.text_input: body.last_user_text()}, events
             )
             raise_for_item(result)
-            return to_text(result.outputs[self.output])
+            return Completion(to_text(result.outputs[self.output]))
         messages = [m.model_dump(include={"role", "content"}) for m in body.messages]
         try:
             return await self.service.chat_model(body.model, messages, self.settings, on_text)
@@ -374,9 +371,12 @@ class ChatReply:
                 else:
                     getter.cancel()
             reply = task.result()
-            if reply != sent:
-                yield writer.chunk(reply[len(sent) :] if reply.startswith(sent) else reply)
-            yield writer.stop()
+            if reply.text != sent:
+                yield writer.chunk(reply.text[len(sent) :] if reply.text.startswith(sent) else reply.text)
+            yield writer.stop(reply)
+            options = self.body.stream_options
+            if options is not None and options.include_usage:
+                yield writer.usage(reply)
         except ApiError as exc:
             yield writer.error(exc.message, exc.kind)
         except IftError as exc:

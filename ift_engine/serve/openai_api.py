@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..files import json_text
 from ..models.base import GenerationSettings
+from ..models.worker import Completion
 
 
 class ChatMessage(BaseModel):
@@ -18,6 +19,12 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
 
 
 class ChatRequest(BaseModel):
@@ -28,6 +35,8 @@ class ChatRequest(BaseModel):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1, description="one choice per request")
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     temperature: float | None = None
@@ -49,21 +58,32 @@ class ChatRequest(BaseModel):
         return users[-1] if users else self.messages[-1].content
 
 
-def completion(model: str, reply: str) -> dict[str, Any]:
-    return {
+def usage(reply: Completion) -> dict[str, int] | None:
+    """Token counts, where the backend counts them (not the mock, not a workflow's reply)."""
+    if reply.prompt_tokens is None or reply.completion_tokens is None:
+        return None
+    prompt, completion = reply.prompt_tokens, reply.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def completion(model: str, reply: Completion) -> dict[str, Any]:
+    message = {"role": "assistant", "content": reply.text}
+    body: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": reply.finish}],
     }
+    counts = usage(reply)
+    if counts is not None:
+        body["usage"] = counts
+    return body
 
 
 class ChunkWriter:
     """Server-sent events of a streamed completion: ``chunk(text)`` for each piece of the reply,
-    then ``stop()``, then ``done()`` (the ``[DONE]`` line); ``error(message)`` on a failure."""
+    then ``stop(reply)``, then ``done()`` (the ``[DONE]`` line); ``error(message)`` on a failure."""
 
     def __init__(self, model: str) -> None:
         self.base = {
@@ -83,8 +103,12 @@ class ChunkWriter:
         self.first = False
         return self._event(delta, None)
 
-    def stop(self) -> str:
-        return self._event({}, "stop")
+    def stop(self, reply: Completion) -> str:
+        return self._event({}, reply.finish)
+
+    def usage(self, reply: Completion) -> str:
+        """The last chunk when ``stream_options.include_usage``: no choices, the usage."""
+        return f"data: {json_text({**self.base, 'choices': [], 'usage': usage(reply)})}\n\n"
 
     @staticmethod
     def error(message: str, kind: str) -> str:

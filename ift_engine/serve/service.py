@@ -1,25 +1,27 @@
-"""The service behind the HTTP API: served workflows, their batchers, and the model thread.
+"""The service behind the HTTP API: served workflows and chat models.
 
-Every model call of the service runs on one thread for the life of the process (a PyTorch model
-driven from a single thread keeps one OpenMP team), through a ``Batcher`` per workflow (and
-per chat model and settings), so concurrent requests share batched model calls.
+Each request runs on its own, on the event loop (``workflow.loops.AsyncioLoop``): its nodes go
+to the models' workers the moment their inputs exist, and meet there the prompts of every other
+request, so concurrent requests share decode steps and batched calls (``models/worker.py``).
+A chat completion goes straight to its model's worker. A request whose client goes away gives
+up its prompts, which leave their batch at the next decode step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import IftError, ModelError, WorkflowError
-from ..models.base import GenerationSettings, Message, StreamsText
+from ..models.base import GenerationSettings, Message
 from ..models.resolve import ModelPool, ModelSpec
+from ..models.worker import Completion, Failure, WorkerStats
 from ..workflow import RunResult, Workflow
-from ..workflow.runner import NodeResult, Runner
-from .batching import Batcher, BatchStats
+from ..workflow.loops import AsyncioLoop
+from ..workflow.runner import NodeResult, RunEvents, Runner
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -98,53 +100,36 @@ def draw_svg(workflow: Workflow) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class ChatRequest:
-    messages: list[Message]
-    settings: GenerationSettings
-    on_text: Callable[[str], None] | None = None
-
-
-@dataclass
-class WorkflowRequest:
-    inputs: dict[str, Any]
-    events: EventSink | None = None
-
-
 class Service:
-    """Served workflows and chat models, batched across requests (see the module docstring)."""
+    """Served workflows and chat models (see the module docstring); ``stats(model name)``
+    makes the counters each model's worker reports to."""
 
     def __init__(
         self,
         workflows: Mapping[str, Workflow],
         *,
-        max_batch: int = 16,
-        max_wait: float = 0.01,
         cache: bool = True,
-        stats: Callable[[str], BatchStats] = lambda name: BatchStats(),
+        stats: Callable[[str], WorkerStats] | None = None,
     ) -> None:
         self.workflows = dict(workflows)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ift-model")
+        self.pools = list({id(wf.pool): wf.pool for wf in self.workflows.values()}.values())
+        for pool in self.pools:
+            pool.stats = stats
         self.runners: dict[str, Runner] = {name: wf.runner(cache) for name, wf in self.workflows.items()}
-        self.max_batch, self.max_wait, self._stats = max_batch, max_wait, stats
-        self.batchers: dict[str, Batcher[Any, Any]] = {
-            name: self._batcher(name, self._workflow_batch(runner)) for name, runner in self.runners.items()
-        }
         self.load_state: dict[str, str] = {name: "loading" for name in self.workflows}
         self.chat_models = self._chat_models()
         self._pictures: dict[str, bytes] = {}
         self._drawing = threading.Lock()
 
-    def _batcher(self, name: str, run: Callable[[list[Any]], list[Any]]) -> Batcher[Any, Any]:
-        return Batcher(run, self.executor, self.max_batch, self.max_wait, self._stats(name))
-
     # -- models --------------------------------------------------------------------------------
 
     def load_models(self) -> None:
-        """Load every workflow's models (on the model thread); ``load_state`` says how it went."""
+        """Load every workflow's models and start their workers; ``load_state`` says how it went."""
         for name, runner in self.runners.items():
             try:
                 runner.load_models()
+                for node_id in runner.graph.order():
+                    runner.pool.worker(runner.graph.node(node_id).model)
                 self.load_state[name] = "ready"
             except IftError as exc:
                 self.load_state[name] = f"failed: {exc}"
@@ -166,32 +151,6 @@ class Service:
 
     # -- workflows -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _workflow_batch(runner: Runner) -> Callable[[list[WorkflowRequest]], list[RunResult]]:
-        def run(requests: list[WorkflowRequest]) -> list[RunResult]:
-            def started(node_id: str) -> None:
-                for request in requests:
-                    if request.events:
-                        request.events(node_event("node_started", node_id))
-
-            def finished(result: RunResult, node: NodeResult) -> None:
-                request = requests[result.id]
-                if request.events:
-                    request.events(node_event("node_finished", node))
-
-            def text(result: RunResult, node: str, element: int | None, delta: str) -> None:
-                request = requests[result.id]
-                if request.events:
-                    request.events({"event": "token", "node": node, "element": element, "text": delta})
-
-            items = [(index, request.inputs) for index, request in enumerate(requests)]
-            streaming = any(request.events for request in requests)
-            return runner.run_batch(
-                items, on_node_start=started, on_node_done=finished, on_text=text if streaming else None
-            )
-
-        return run
-
     def check_inputs(self, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """The workflow's checked inputs; ``WorkflowError`` (without the file name) when wrong."""
         runner = self.runners[name]
@@ -203,9 +162,21 @@ class Service:
     async def run_workflow(
         self, name: str, inputs: Mapping[str, Any], events: EventSink | None = None
     ) -> RunResult:
+        """One run of workflow ``name``; ``events(event)`` hears its nodes start and finish and
+        its tokens (from the model threads too)."""
         values = self.check_inputs(name, inputs)
-        result: RunResult = await self.batchers[name].submit(WorkflowRequest(values, events))
-        return result
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[RunResult] = loop.create_future()
+
+        def finished(result: RunResult) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        run = self.runners[name].start([(None, values)], AsyncioLoop(loop), run_events(events), finished)
+        try:
+            return await done
+        finally:
+            run.cancel()  # a client that went away gives up its prompts
 
     # -- chat ----------------------------------------------------------------------------------
 
@@ -227,46 +198,18 @@ class Service:
         messages: Sequence[Message],
         settings: GenerationSettings,
         on_text: Callable[[str], None] | None = None,
-    ) -> str:
-        """A model's reply; ``on_text(new text)`` (called on the model thread) streams it where the
-        model can. One batcher per model (a client cannot grow them with new settings); requests
-        of a batch that share settings share a call."""
+    ) -> Completion:
+        """A model's reply; ``on_text(new text)`` (called on the model's thread) streams it."""
         spec = self.chat_models.get(model)
         if spec is None:
             raise ModelError(f"unknown model '{model}' (known: {', '.join(self.chat_models)})")
-        key = f"chat:{model}"
-        if key not in self.batchers:
-            self.batchers[key] = self._batcher(model, self._chat_batch(spec))
-        answer: str = await self.batchers[key].submit(ChatRequest(list(messages), settings, on_text))
-        return answer
-
-    def _chat_batch(self, spec: ModelSpec) -> Callable[[list[ChatRequest]], list[str]]:
-        pool = next(iter(self.workflows.values())).pool
-
-        def run(requests: list[ChatRequest]) -> list[str]:
-            chat = pool.get(spec)
-            answers: list[str] = [""] * len(requests)
-            groups: dict[str, list[int]] = {}
-            for index, request in enumerate(requests):
-                groups.setdefault(request.settings.model_dump_json(), []).append(index)
-            for indices in groups.values():
-                prompts = [requests[i].messages for i in indices]
-                settings = requests[indices[0]].settings
-                sinks = [requests[i].on_text for i in indices]
-                if isinstance(chat, StreamsText) and any(sinks):
-
-                    def to_request(index: int, text: str, sinks: list[Any] = sinks) -> None:
-                        if sinks[index]:
-                            sinks[index](text)
-
-                    replies = chat.generate_stream(prompts, settings, to_request)
-                else:
-                    replies = chat.generate(prompts, settings)
-                for i, reply in zip(indices, replies):
-                    answers[i] = reply
-            return answers
-
-        return run
+        pool = self.pools[0]
+        worker = await asyncio.to_thread(pool.worker, spec)  # loads it the first time
+        sink = None if on_text is None else (lambda index, text: on_text(text))
+        [reply] = await asyncio.wrap_future(worker.generate([list(messages)], settings, sink))
+        if isinstance(reply, Failure):
+            raise ModelError(reply.message)
+        return reply
 
     def picture(self, name: str) -> bytes:
         """The workflow's DAG as SVG, drawn once (matplotlib is drawn from one thread at a time)."""
@@ -275,7 +218,23 @@ class Service:
                 self._pictures[name] = draw_svg(self.workflows[name])
             return self._pictures[name]
 
-    async def close(self) -> None:
-        for batcher in self.batchers.values():
-            await batcher.close()
-        self.executor.shutdown(wait=True)
+    def close(self) -> None:
+        """Stop the models' workers after the work they have."""
+        for pool in self.pools:
+            pool.close()
+
+
+def run_events(sink: EventSink | None) -> RunEvents:
+    """A run's events as the service's event dicts."""
+    if sink is None:
+        return RunEvents()
+    events = sink
+
+    def text(result: RunResult, node: str, element: int | None, delta: str) -> None:
+        events({"event": "token", "node": node, "element": element, "text": delta})
+
+    return RunEvents(
+        node_start=lambda result, node_id: events(node_event("node_started", node_id)),
+        node_done=lambda result, node: events(node_event("node_finished", node)),
+        text=text,
+    )

@@ -1,0 +1,157 @@
+"""Generation one decode step at a time: the rows of a running batch, and how each step's
+token is chosen.
+
+A backend that batches continuously (``BatchesContinuously``) turns prompts into a ``Cohort``:
+rows decoded together, one token per row per ``step()``. The model's worker keeps cohorts
+running, starts the prompts that wait in a new cohort whenever it is free (merged into a running
+one where the backend can), and ends a row as soon as it finishes, is cancelled or passes its
+deadline. ``generate`` on such a backend is the same machinery run to the end
+(``decode_to_end``), so one-at-a-time, batched and streamed answers share one code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .base import GenerationSettings, Prompt, TextSink
+
+
+class Row:
+    """One prompt being answered: its settings, its answer tokens so far, and where its text
+    goes while it grows (``on_text(new text)``). ``finish`` is None while it runs, then
+    ``"stop"`` (an end-of-turn token) or ``"length"`` (``max_new_tokens`` reached)."""
+
+    def __init__(
+        self, prompt: Prompt, settings: GenerationSettings, on_text: Callable[[str], None] | None = None
+    ) -> None:
+        self.prompt, self.settings, self.on_text = prompt, settings, on_text
+        self.tokens: list[int] = []
+        self.prompt_tokens = 0
+        self.finish: str | None = None
+        self._sent = ""
+        self._tokenizer: Any = None
+
+    def push(self, token: int, tokenizer: Any, stop_ids: Iterable[int]) -> bool:
+        """Add the token chosen for this row; True when the row has just finished."""
+        self._tokenizer = tokenizer
+        if token in stop_ids:
+            self.finish = "stop"
+            self._send(final=True)
+            return True
+        self.tokens.append(token)
+        if len(self.tokens) >= self.settings.max_new_tokens:
+            self.finish = "length"
+            self._send(final=True)
+            return True
+        self._send(final=False)
+        return False
+
+    def text(self) -> str:
+        if self._tokenizer is None:
+            return ""
+        return str(self._tokenizer.decode(self.tokens, skip_special_tokens=True)).strip()
+
+    def _send(self, final: bool) -> None:
+        """Stream what the text gained; text ending in half a character waits for the rest."""
+        if self.on_text is None:
+            return
+        text = self.text()
+        if (text.endswith("\ufffd") and not final) or not text.startswith(self._sent) or text == self._sent:
+            return
+        self.on_text(text[len(self._sent) :])
+        self._sent = text
+
+
+class Cohort(Protocol):
+    """Rows decoded together. ``step`` chooses every live row's next token and returns the rows
+    that finished with it; ``drop`` ends rows early (cancelled, past their deadline); ``merge``
+    takes another cohort's rows into this one where the backend can (else returns False)."""
+
+    rows: list[Row]
+
+    def step(self) -> list[Row]: ...
+
+    def drop(self, rows: Iterable[Row]) -> None: ...
+
+    def merge(self, other: Cohort) -> bool: ...
+
+
+@runtime_checkable
+class BatchesContinuously(Protocol):
+    """A causal LM whose generation the worker schedules per decode step."""
+
+    batch_size: int
+
+    def start_cohort(self, rows: Sequence[Row]) -> Cohort:
+        """Tokenize and prefill ``rows`` (all with settings of one ``cohort_key``)."""
+        ...
+
+    def cohort_key(self, settings: GenerationSettings) -> Hashable:
+        """Settings under which rows may share a cohort."""
+        ...
+
+
+def decode_to_end(
+    model: BatchesContinuously,
+    prompts: Sequence[Prompt],
+    settings: GenerationSettings,
+    on_text: TextSink | None = None,
+) -> list[Row]:
+    """Answer ``prompts`` in cohorts of the model's batch size (``generate`` of the backends)."""
+
+    def sink(index: int) -> Callable[[str], None] | None:
+        return None if on_text is None else lambda text: on_text(index, text)
+
+    rows = [Row(prompt, settings, sink(i)) for i, prompt in enumerate(prompts)]
+    for offset in range(0, len(rows), model.batch_size):
+        cohort = model.start_cohort(rows[offset : offset + model.batch_size])
+        while cohort.rows:
+            cohort.step()
+    return rows
+
+
+class TokenChooser:
+    """Chooses each row's next token from its logits as transformers' ``generate`` does:
+    repetition penalty on the tokens the row has seen, then greedy, or temperature and top-p
+    sampling. A row with a seed samples from its own generator, so its answer does not depend
+    on the rows beside it."""
+
+    def __init__(self, settings: GenerationSettings) -> None:
+        import torch
+
+        self.settings = settings
+        self.sampling = settings.temperature > 0
+        self.shared = torch.Generator()
+        self.shared.seed()
+
+    def generator(self, settings: GenerationSettings) -> Any:
+        import torch
+
+        if not self.sampling or settings.seed is None:
+            return self.shared
+        return torch.Generator().manual_seed(settings.seed)
+
+    def choose(self, logits: Any, seen: Any, generators: Sequence[Any]) -> Any:
+        """``logits`` (rows x vocabulary, float32), ``seen`` (same shape, bool) -> token ids."""
+        import torch
+
+        penalty = self.settings.repetition_penalty
+        if penalty != 1.0:
+            logits = torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+        if not self.sampling:
+            return logits.argmax(-1)
+        logits = logits / self.settings.temperature
+        if self.settings.top_p < 1.0:
+            from transformers import TopPLogitsWarper
+
+            logits = TopPLogitsWarper(self.settings.top_p)(None, logits)
+        probabilities = logits.softmax(-1)
+        return torch.cat(
+            [torch.multinomial(p, 1, generator=g) for p, g in zip(probabilities, generators)]
+        )
+
+
+def sampling_key(settings: GenerationSettings) -> Hashable:
+    """What rows decoded by one ``TokenChooser`` share (seeds and lengths are per row)."""
+    return (settings.temperature, settings.top_p, settings.repetition_penalty)
