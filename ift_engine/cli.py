@@ -7,6 +7,7 @@ keeps the core free of another dependency.
 from __future__ import annotations
 
 import argparse
+import codecs
 import io
 import json
 import logging
@@ -14,12 +15,14 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from .documents import loads_json
 from .errors import IftError, NodeError, WorkflowError
 from .files import check_output_file, write_file
 from .plugins import components as default_components
@@ -33,9 +36,11 @@ def _parse_inputs(pairs: Sequence[str], as_json: str | None, declared: dict[str,
     inputs: dict[str, Any] = {}
     if as_json:
         try:
-            loaded = json.loads(as_json)
+            loaded = loads_json(as_json)
         except json.JSONDecodeError as exc:
             raise WorkflowError(f"--input-json is not valid JSON: {exc.msg} at character {exc.pos}") from None
+        except ValueError as exc:
+            raise WorkflowError(f"--input-json: {exc}") from None
         except RecursionError:
             raise WorkflowError("--input-json is nested too deeply to read") from None
         if not isinstance(loaded, dict):
@@ -48,8 +53,8 @@ def _parse_inputs(pairs: Sequence[str], as_json: str | None, declared: dict[str,
         spec = declared.get(key)
         if spec is not None and spec.type != "string":
             try:
-                inputs[key] = json.loads(value)
-            except (json.JSONDecodeError, RecursionError):
+                inputs[key] = loads_json(value)
+            except (ValueError, RecursionError):
                 raise WorkflowError(
                     f"--input {key}: type {spec.type} must be written as JSON, got {value!r}"
                 ) from None
@@ -71,6 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     wf = Workflow.from_yaml(args.file)
     if args.inputs:
+        single = [flag for flag, given in SINGLE_RUN_FLAGS.items() if getattr(args, given)]
+        if single:
+            raise WorkflowError(
+                f"{', '.join(single)} belong to a run on one input; a batch run (--inputs) takes its inputs "
+                "from the file and writes one row per input to --output"
+            )
         return run_inputs_file(wf, args)
     if args.output or args.resume or args.executor != "local":
         raise WorkflowError("--output, --resume and --executor belong to batch runs: add --inputs FILE.jsonl")
@@ -101,6 +112,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         err.print(f"done in {result.seconds:.1f} s", style="dim")
     return 0
+
+
+#: Flags of a run on one input (flag -> its argparse name), which a batch run would ignore.
+SINGLE_RUN_FLAGS = {"--input": "input", "--input-json": "input_json", "--trace": "trace", "--json": "json"}
 
 
 def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
@@ -153,12 +168,16 @@ def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+#: Keys only a training file has: a document with one of them (and no nodes) is checked as one.
+TRAINING_KEYS = {"base_model", "datasets", "output", "training"}
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .documents import load_yaml_file
     from .workflow import Workflow
 
     document = load_yaml_file(Path(args.file), "workflow or training file", WorkflowError)
-    if isinstance(document, dict) and "base_model" in document:  # a training file
+    if isinstance(document, dict) and "nodes" not in document and TRAINING_KEYS & document.keys():
         from .training.trainer import build_spec, collect_examples
 
         examples, held = collect_examples(build_spec(args.file), default_components())
@@ -187,13 +206,14 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import check_export_target, export_model
+    from .export import check_export_arguments, check_export_target, export_model
     from .models.resolve import ModelSpec
     from .workflow import default_pool
 
+    check_export_arguments(args.model, args.atol, args.device)  # before any slow work
     pool = default_pool()
     spec = ModelSpec(name=args.model)
-    check_export_target(args.out, args.model, args.overwrite)  # before any slow work
+    check_export_target(args.out, args.model, args.overwrite)
     pool.check(spec)
     # torch's ONNX tracer warns about every Python branch it meets; the parity check is the
     # real test of the export, so keep the terminal for it.
@@ -307,6 +327,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def port_number(text: str) -> int:
+    """A TCP port (argparse then says which flag and value are wrong, exit 2)."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ift", description="Instruction fine-tuning and composed tasks on fine-tuned models."
@@ -377,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=port_number, default=8000, help="1..65535 (default 8000)")
     serve.add_argument("--api-key", help="require Authorization: Bearer KEY (or set IFT_ENGINE_API_KEY)")
     serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own models")
     serve.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
@@ -402,20 +429,51 @@ def quiet_weight_loading() -> None:
         transformers_logging.disable_progress_bar()
 
 
+def printable(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """The error handler of standard output and error: lone surrogates (undecodable argv bytes)
+    go out as the bytes they were; a character the terminal's encoding lacks (``·`` under
+    ``LC_ALL=C`` with an ASCII encoding) as ``?``."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    try:
+        return codecs.lookup_error("surrogateescape")(exc)
+    except UnicodeError:
+        return codecs.replace_errors(exc)
+
+
+codecs.register_error("ift_printable", printable)
+
+
+def check_working_folder() -> None:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise IftError("the current folder no longer exists (deleted?); cd into an existing folder") from None
+
+
+def quiet_stdout() -> None:
+    """The reader of standard output left (``| head -1``): send the rest nowhere, so that the
+    flush at exit does not fail either."""
+    with suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for stream in (sys.stdout, sys.stderr):
-        # Undecodable argv bytes reach the program as lone surrogates: print them back as the
-        # bytes they were rather than fail on them.
         if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="surrogateescape")
+            stream.reconfigure(errors="ift_printable")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     quiet_weight_loading()
     warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
     logging.basicConfig(format="%(message)s")
     logging.getLogger("ift_engine").setLevel(logging.INFO)
     try:
-        return args.func(args)
+        check_working_folder()
+        code = args.func(args)
+        if sys.stdout is not None:  # None: started with standard output closed (`>&-`)
+            sys.stdout.flush()  # here, where a full disk is still reported
+        return code
     except IftError as exc:
         err.print(f"[bold red]error:[/] {escape(' '.join(str(exc).split()))}")
         return 2
@@ -423,8 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("interrupted")
         return 130
     except BrokenPipeError:  # `ift graph ... | head`: the reader left, nothing to report
-        sys.stderr.close()
+        quiet_stdout()
         return 0
+    except OSError as exc:  # the file system or a stream refused (a full disk, a name too long)
+        where = f"{exc.filename}: " if exc.filename else "cannot write the output: "
+        err.print(f"[bold red]error:[/] {escape(where)}{escape(exc.strerror or str(exc))}")
+        quiet_stdout()
+        return 2
     except Exception as exc:  # a last resort: every known failure is an IftError raised at its cause
         if os.environ.get("IFT_ENGINE_DEBUG"):
             raise

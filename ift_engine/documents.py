@@ -14,7 +14,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ import yaml
 from .errors import IftError
 
 #: libyaml's parser when PyYAML was built with it (the wheels are): about 10x faster.
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MERGE_TAG = "tag:yaml.org,2002:merge"
+BOM = b"\xef\xbb\xbf"
 VALUE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: Deeper than any real workflow or record; far below Python's recursion limit.
@@ -35,6 +37,59 @@ MAX_EXPANSION = 10
 #: Values (scalars, lists, mappings) a document may write out: a 10,000-node workflow holds about
 #: 110,000. Counted before the document is built, so a huge file fails in about a second.
 MAX_VALUES = 1_000_000
+#: Python converts integers of at most this many digits (``sys.get_int_max_str_digits``).
+MAX_INT_DIGITS = 4300
+
+
+class SafeLoader(BaseLoader):  # type: ignore[misc,valid-type]
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last
+    silently). Keys merged in with ``<<`` may be overridden, as YAML means them to be."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            with suppress(TypeError):  # an unhashable key: PyYAML's own error follows
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is written twice; keep one", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+class DuplicateKey(ValueError):
+    """A JSON object that names a key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise DuplicateKey(f"the key {key!r} is written twice; keep one")
+        mapping[key] = value
+    return mapping
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"a number has more than {MAX_INT_DIGITS:,} digits; no setting takes one so long")
+    return int(digits)
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` for user data: a duplicate key or a number too long to convert is a
+    ``ValueError`` saying so (``json.JSONDecodeError`` for bad syntax, as before)."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_int=_bounded_int)
+
+
+def value_problem(exc: ValueError) -> str:
+    """What a ``ValueError`` raised while building a value says, in the engine's words."""
+    if "integer string conversion" in str(exc):  # Python's own bound on int("9" * 5000)
+        return f"a number has more than {MAX_INT_DIGITS:,} digits; no setting takes one so long"
+    return str(exc).split(";")[0]
 
 
 @contextmanager
@@ -51,8 +106,9 @@ def collector_paused() -> Iterator[None]:
 
 
 def decode_utf8(data: bytes, source: str, error: type[IftError]) -> str:
+    """UTF-8 text; a byte-order mark some editors put first is dropped, not read as text."""
     try:
-        return data.decode("utf-8")
+        return data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(
             f"{source}: not UTF-8 (byte 0x{data[exc.start]:02x} at byte offset {exc.start}); save it as UTF-8"
@@ -183,11 +239,13 @@ def parse_yaml(text: str, source: str, error: type[IftError]) -> Any:
     25 MB file of 300,000 nodes in about a second instead of half a minute."""
     if text.lstrip().startswith(("{", "[")):
         try:
-            return check_depth(json.loads(text), source, error)
+            return check_depth(loads_json(text), source, error)
         except RecursionError:
             raise error(f"{source}: nested too deeply to read; flatten the document") from None
-        except ValueError:
+        except json.JSONDecodeError:
             pass  # YAML flow style, not JSON
+        except ValueError as exc:
+            raise error(f"{source}: {exc}") from None
     try:
         _count_values(text, source, error)
         loader = SafeLoader(text)
@@ -202,6 +260,8 @@ def parse_yaml(text: str, source: str, error: type[IftError]) -> Any:
             loader.dispose()
     except RecursionError:
         raise error(f"{source}: nested too deeply to read; flatten the document") from None
+    except ValueError as exc:  # a value YAML resolved but Python cannot build (2001-02-30, 9 * 5000)
+        raise error(f"{source}: a value cannot be read: {value_problem(exc)}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""

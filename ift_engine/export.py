@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -51,6 +53,8 @@ PROBES: tuple[str, ...] = (
 INT4_RECIPE = ("algo_config=k_quant_mixed",)
 #: Largest fp32 logit difference accepted; ONNX Runtime's fused kernels stay well below it.
 FP32_ATOL = 1e-3
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 #: Part of the cache key of exports made on first use: bump when the export's settings change.
 EXPORTER_VERSION = 4
 
@@ -69,6 +73,15 @@ def merge_lora(folder: Path, into: Path) -> Path:
     return into
 
 
+def die_with_parent() -> None:
+    """In a child process, before it runs: have the kernel kill it when the engine dies, even by
+    ``kill -9`` (Linux; elsewhere the child may outlive a killed engine)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def build_causal(weights: Path, out: Path, precision: str, device: str, tokenizer: Any) -> None:
     """onnxruntime-genai's model builder, run as the command it is (its Python entry point
     wants options only its own argument parser prepares); its log goes to a file beside."""
@@ -78,7 +91,14 @@ def build_causal(weights: Path, out: Path, precision: str, device: str, tokenize
         command += ["--extra_options", *INT4_RECIPE]
     log_file = out.parent / f"builder-{precision}.log"
     with log_file.open("w") as sink:
-        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C goes to the engine, which stops the builder
+            preexec_fn=die_with_parent,
+        )
     if done.returncode != 0:
         lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
         raise ExportError(
@@ -220,6 +240,20 @@ def check_export_target(out: str | Path, source: str | Path | None = None, overw
     )
 
 
+def check_export_arguments(model: str, atol: float, device: str) -> None:
+    """Refuse, when the command starts, what would otherwise fail after minutes of work (or,
+    for a NaN tolerance, pass every parity check)."""
+    if not model.strip():
+        raise ExportError("the model to export is empty: give an alias, a model folder or a .gguf file")
+    if not 0 <= atol < math.inf:  # NaN compares false with everything
+        raise ExportError(f"--atol {atol}: give a finite tolerance of 0 or more (default {FP32_ATOL:g})")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ExportError("--device cuda: no CUDA GPU is available here; export with --device cpu")
+
+
 def check_format(backend: str, quantize: str | None, device: str) -> None:
     if backend not in FORMATS:
         raise ExportError(f"cannot export a '{backend}' model: ONNX export supports {', '.join(FORMATS)}")
@@ -251,6 +285,7 @@ def export_model(
     the folder holds the model in that format, and the manifest reports both parities.
     """
     source, out = Path(source), Path(out)
+    check_export_arguments(str(source), atol, device)
     check_export_target(out, source, overwrite)
     backend = backend or infer_backend(source) or "hf-causal"
     check_format(backend, quantize, device)

@@ -188,3 +188,213 @@ def test_an_address_that_does_not_answer_fails_within_the_bound() -> None:
         with pytest.raises(WorkflowError, match=f"cannot reach Ray at {address} within 0.5 s \\(no answer\\)"):
             check_reachable(address, timeout=0.5)
         assert time.perf_counter() - started < 5
+
+
+# -- numbers, names and text (issue 19, section 3) -------------------------------------------------
+
+
+def long_number() -> str:
+    return "9" * 5000  # past Python's 4,300-digit conversion limit
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"name: t\nseed: {long_number()}\n", "a number has more than 4,300 digits"),
+        (f'{{"name": "t", "seed": {long_number()}}}', "a number has more than 4,300 digits"),
+        ("name: t\nday: 2001-02-30\n", "a value cannot be read: day is out of range for month"),
+        ("name: t\nnodes: []\nname: u\n", "invalid YAML at line 3: the key 'name' is written twice"),
+        ('{"name": "t", "name": "u"}', "the key 'name' is written twice"),
+    ],
+)
+def test_numbers_dates_and_repeated_keys_in_files(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(text)
+    code, _, stderr = ift("validate", str(path))
+    assert_one_line_error(code, stderr, str(path), expected)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(
+        "base: &base {name: m, backend: mock}\nname: t\ninputs: {topic: string}\n"
+        "models: {w: {<<: *base, name: other}}\nmodel: w\n"
+        "nodes: [{id: a, instruction: 'Say {topic}', inputs: {topic: $input.topic}}]\n"
+    )
+    code, _, stderr = ift("validate", str(path))
+    assert code == 2 and "base: unknown field" in stderr  # the merge itself is accepted
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"seed": 2**70}, "seed: Input should be less than or equal to 4294967295"),
+        ({"seed": True}, "seed: Input should be a valid integer"),
+        ({"training": {"batch_size": True}}, "training.batch_size: Input should be a valid integer"),
+        ({"augment": {"copies": 10**6}}, "augment.copies: Input should be less than or equal to 100"),
+        ({"eval": {"split": 5}}, "eval.split: 5 records held out, but the data has 1"),
+        ({"datasets": [{"records": [{"messages": [{"role": "wizard", "content": "a"}, {"role": "assistant", "content": "b"}]}]}]}, "unknown role 'wizard'"),
+        ({"datasets": [{"records": [{"text": "a", "output": "正面"}], "template": "sentiment-zh", "paraphrases": [99]}]}, "datasets[0].paraphrases: template 'sentiment-zh' has paraphrases 0..5, not 99"),
+    ],
+)
+def test_bad_training_values_fail_when_the_file_is_checked(tmp_path: Path, changes: dict[str, Any], expected: str) -> None:
+    code, _, stderr = ift("validate", str(training_file(tmp_path, **changes)))
+    assert_one_line_error(code, stderr, expected)
+
+
+def test_a_training_file_without_base_model_is_named_as_one(tmp_path: Path) -> None:
+    config = training_file(tmp_path)
+    doc = json.loads(config.read_text())
+    del doc["base_model"]
+    config.write_text(json.dumps(doc))
+    code, _, stderr = ift("validate", str(config))
+    assert_one_line_error(code, stderr, "base_model: Field required")
+
+
+def test_jsonl_datasets_split_lines_on_newlines_only_and_drop_a_bom(tmp_path: Path) -> None:
+    from ift_engine.training.data import read_records
+
+    path = tmp_path / "data.jsonl"
+    records = [{"instruction": "a\u2028b\u0085c", "output": "d"}, {"instruction": "e", "output": "f"}]
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+    assert [record for _, record in read_records(path)] == records
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text('instruction,output\n"a\u2028b",c\n')
+    assert [record for _, record in read_records(csv_path)] == [{"instruction": "a\u2028b", "output": "c"}]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"nodes": [{**FLOW["nodes"][0], "paraphrase": 3}]}, "node 'a', field 'paraphrase': template 'a' has paraphrases 0..0, not 3"),
+        ({"nodes": [{**FLOW["nodes"][0], "paraphrase_seed": 2**70}]}, "paraphrase_seed: Input should be less than or equal to 4294967295"),
+        ({"nodes": [{**FLOW["nodes"][0], "paraphrase": True}]}, "paraphrase: Input should be a valid integer"),
+        ({"inputs": {"n": {"type": "integer", "default": "three"}}}, "inputs.n: Value error, default 'three' is not of type integer"),
+        ({"nodes": [{"id": "a", "instruction": "Is {topic} good?", "inputs": {"topic": "$input.topic"}, "answer": "label", "labels": ["yes", "yes"]}]}, "the label 'yes' is given twice"),
+        ({"name": "../x"}, "name: Value error, '../x': a name has no / or"),
+        ({"name": ".."}, "a name has no / or"),
+        (
+            {"ensembles": {"e1": {"ensemble": "hard_vote", "members": ["m", "e2"]}, "e2": {"ensemble": "hard_vote", "members": ["m", "e1"]}}, "nodes": [{**FLOW["nodes"][0], "model": "e1"}]},
+            "ensemble 'e1' lists the ensemble 'e2' as a member; members are models",
+        ),
+    ],
+)
+def test_bad_workflow_values_fail_at_validate(tmp_path: Path, changes: dict[str, Any], expected: str) -> None:
+    code, _, stderr = ift("validate", str(write_flow(tmp_path, **changes)))
+    assert_one_line_error(code, stderr, expected)
+
+
+def test_a_literal_that_looks_like_a_reference_before_a_newline_stays_literal(tmp_path: Path) -> None:
+    node = {"id": "a", "instruction": "Say {topic} {extra}", "inputs": {"topic": "$input.topic", "extra": "$input.nothing\n"}}
+    code, stdout, stderr = ift("run", str(write_flow(tmp_path, nodes=[node])), "--input", "topic=x", "--json")
+    assert code == 0, stderr  # before: a reference to an undeclared input, refused
+    assert json.loads(stdout)["a"].startswith("Say x $input.nothing")
+
+
+def test_names_with_mathtext_are_drawn_as_written(tmp_path: Path) -> None:
+    flow = write_flow(tmp_path, name="$x^{a$", models={"$m^$": {"name": "$n_{", "backend": "mock"}}, model="$m^$", outputs={"$$o$": "a.output"})
+    code, _, stderr = ift("graph", str(flow), "--png", str(tmp_path / "dag.png"))
+    assert code == 0, stderr
+    assert (tmp_path / "dag.png").read_bytes().startswith(b"\x89PNG")
+
+
+# -- paths and standard streams --------------------------------------------------------------------
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
+    flow, long_name = write_flow(tmp_path), str(tmp_path / ("x" * 300))
+    for command in (["validate", long_name], ["run", str(flow), "--input", "topic=x", "--trace", long_name]):
+        code, _, stderr = ift(*command)
+        assert_one_line_error(code, stderr, "File name too long")
+
+
+def test_a_deleted_working_folder_is_one_line(tmp_path: Path) -> None:
+    flow, gone = write_flow(tmp_path), tmp_path / "gone"
+    gone.mkdir()
+    command = f"cd {gone} && rmdir {gone} && exec {' '.join(IFT)} run {flow} --input topic=x --trace t.json"
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(done.returncode, done.stderr, "the current folder no longer exists")
+
+
+def test_closed_and_full_standard_streams(tmp_path: Path) -> None:
+    flow, output = write_flow(tmp_path), tmp_path / "out.jsonl"
+    done = subprocess.run(["sh", "-c", f"exec {' '.join(IFT)} run {flow} --inputs - --output {output} <&-"], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(done.returncode, done.stderr, "standard input is closed")
+    assert not output.exists()
+    done = subprocess.run(["sh", "-c", f"exec {' '.join(IFT)} validate {flow} >&-"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""  # nothing to write to: quiet
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*IFT, "graph", str(flow)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert_one_line_error(done.returncode, done.stderr, "No space left on device")
+    many = write_flow(tmp_path, nodes=chained_nodes(3000))
+    done = subprocess.run(["sh", "-c", f"{' '.join(IFT)} graph {many} | head -1; exit ${{PIPESTATUS:-0}}"], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "flowchart TD\n" and "Traceback" not in done.stderr and "error" not in done.stderr
+
+
+def test_a_terminal_that_cannot_encode_the_headers(tmp_path: Path) -> None:
+    code, stdout, stderr = ift("run", str(write_flow(tmp_path)), "--input", "topic=x", env={"LC_ALL": "C", "PYTHONIOENCODING": "ascii"})
+    assert code == 0 and "Say x" in stdout and "Traceback" not in stderr, stderr
+
+
+# -- flags checked when the command starts (section 4) -----------------------------------------------
+
+
+@pytest.mark.parametrize("flag", [["--trace", "t.json"], ["--input", "topic=x"], ["--json"], ["--input-json", "{}"]])
+def test_single_run_flags_are_refused_in_a_batch_run(tmp_path: Path, flag: list[str]) -> None:
+    inputs, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inputs.write_text('{"topic": "x"}\n')
+    code, _, stderr = ift("run", str(write_flow(tmp_path)), "--inputs", str(inputs), "--output", str(output), *flag)
+    assert_one_line_error(code, stderr, f"{flag[0]} belong to a run on one input")
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["", "--out", "x"], "the model to export is empty"),
+        (["m", "--out", "x", "--atol", "nan"], "--atol nan: give a finite tolerance of 0 or more"),
+        (["m", "--out", "x", "--atol", "-1"], "--atol -1.0: give a finite tolerance"),
+    ],
+)
+def test_export_arguments_are_checked_when_the_command_starts(tmp_path: Path, args: list[str], expected: str) -> None:
+    code, _, stderr = ift("export", *args, cwd=tmp_path)
+    assert_one_line_error(code, stderr, expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_for_cuda_without_a_gpu_fails_at_once(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, stderr = ift("export", "m", "--out", "x", "--device", "cuda", cwd=tmp_path)
+    assert_one_line_error(code, stderr, "--device cuda: no CUDA GPU is available here")
+
+
+def test_a_port_out_of_range_is_refused() -> None:
+    code, _, stderr = ift("serve", "--port", "70000")
+    assert code == 2 and "'70000' is not a port: give a number from 1 to 65535" in stderr
+
+
+def test_export_builder_dies_with_the_engine() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; from ift_engine.export import die_with_parent; "
+         "c = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent); print(c.pid, flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and is_alive(child):
+        time.sleep(0.05)
+    assert not is_alive(child)
+
+
+def is_alive(pid: int) -> bool:
+    """Running, not gone and not a zombie (killed, waiting for its reaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

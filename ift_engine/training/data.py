@@ -18,6 +18,7 @@ Formats (detected from the fields when not given):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..augment import Augmenter
-from ..documents import read_text
+from ..documents import loads_json, read_text
 from ..errors import IftError
 from ..templates import InstructionTemplate, Message
 
 Format = Literal["alpaca", "prompt-completion", "messages", "sharegpt", "text", "task"]
+CHAT_ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -65,7 +67,8 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         raise DataError(f"{path}: unknown dataset file type '{suffix}' (use .jsonl, .json or .csv)")
     text = read_text(path, "dataset", DataError)
     if suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
+        # Lines end at "\n" only: U+2028 or U+0085 inside a string is text (str.splitlines breaks there).
+        for number, line in enumerate(text.split("\n"), 1):
             if line.strip():
                 yield f"{path}:{number}", _json(line, f"{path}:{number}")
     elif suffix == ".json":
@@ -75,7 +78,7 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         for index, record in enumerate(data):
             yield f"{path}[{index}]", record
     else:
-        rows = csv.DictReader(text.splitlines())
+        rows = csv.DictReader(io.StringIO(text, newline=""))
         try:
             for number, record in enumerate(rows, 2):
                 yield f"{path}:{number}", record
@@ -85,9 +88,11 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _json(text: str, where: str) -> Any:
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:  # a duplicate key, a number too long
+        raise DataError(f"{where}: {exc}") from None
     except RecursionError:
         raise DataError(f"{where}: nested too deeply to read") from None
 
@@ -113,6 +118,11 @@ def _chat(messages: Any, field: str, where: str) -> list[dict[str, str]]:
         for m in messages
     ):
         raise DataError(f"{where}: field '{field}' must be a list of {{role, content}} messages")
+    unknown = [m["role"] for m in messages if m["role"] not in CHAT_ROLES]
+    if unknown:
+        raise DataError(
+            f"{where}: field '{field}': unknown role {unknown[0]!r} (roles: {', '.join(CHAT_ROLES)})"
+        )
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from .data import Format
 
 #: More passes over the data than anyone means (a typo such as 1e9 would run for ever).
 MAX_EPOCHS = 1000
+#: Counts and steps: what native code takes (torch and NumPy indices); seeds: what NumPy takes.
+MAX_COUNT = 2**31 - 1
+MAX_SEED = 2**32 - 1
+#: Augmented copies per record: more only repeats the same few edits, and multiplies memory.
+MAX_COPIES = 100
 #: TrainingArguments fields that ``training.args`` may not set, and why.
 ENGINE_OWNED = {"output_dir": "checkpoints go in the run's own folder: set output"}
 
@@ -40,8 +45,12 @@ class DatasetSpec(BaseModel):
     format: Format | None = Field(None, description="default: detected from each record's fields")
     columns: dict[str, str] = Field(default_factory=dict, description="format field -> record field")
     template: str | None = Field(None, description="template for 'task' records")
-    paraphrases: list[int] | None = Field(None, description="template paraphrases to train on (default all)")
-    limit: int | None = Field(None, ge=1, description="use at most this many records (after shuffling)")
+    paraphrases: list[Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]] | None = Field(
+        None, min_length=1, description="template paraphrases to train on (default all)"
+    )
+    limit: StrictInt | None = Field(
+        None, ge=1, le=MAX_COUNT, description="use at most this many records (after shuffling)"
+    )
 
     @model_validator(mode="after")
     def _one_origin(self) -> DatasetSpec:
@@ -56,20 +65,21 @@ class AugmentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    copies: int = Field(0, ge=0)
+    copies: StrictInt = Field(0, ge=0, le=MAX_COPIES)
     ops: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class LoraSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
+    r: StrictInt = Field(8, ge=1, le=4096)
+    alpha: StrictInt = Field(16, ge=1, le=MAX_COUNT)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    top_layers: int | None = Field(
+    top_layers: StrictInt | None = Field(
         None,
         ge=1,
+        le=MAX_COUNT,
         description="adapt only the last N decoder layers: backward stops there, so steps are cheaper",
     )
 
@@ -79,16 +89,18 @@ class TrainingSettings(BaseModel):
 
     epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS)
     learning_rate: float = Field(2e-4, gt=0, le=1.0)
-    batch_size: int = Field(8, ge=1, le=65536)
-    gradient_accumulation: int = Field(1, ge=1, le=65536)
-    max_length: int = Field(256, ge=16, le=1_048_576)
+    batch_size: StrictInt = Field(8, ge=1, le=65536)
+    gradient_accumulation: StrictInt = Field(1, ge=1, le=65536)
+    max_length: StrictInt = Field(256, ge=16, le=1_048_576)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     lora: LoraSpec | None = Field(default_factory=LoraSpec, description="null: full fine-tuning")
     keep_adapter: bool = Field(False, description="also save the LoRA adapter beside the merged model")
-    logging_steps: int = Field(5, ge=1)
-    eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: per epoch)")
-    save_steps: int = Field(50, ge=1)
+    logging_steps: StrictInt = Field(5, ge=1, le=MAX_COUNT)
+    eval_steps: StrictInt | None = Field(
+        None, ge=1, le=MAX_COUNT, description="evaluate every N steps (default: per epoch)"
+    )
+    save_steps: StrictInt = Field(50, ge=1, le=MAX_COUNT)
     group_by_length: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     args: dict[str, Any] = Field(
@@ -115,7 +127,7 @@ class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     split: float = Field(0.1, ge=0, description="a fraction (< 1) or a count of records held out")
-    max_generate: int = Field(32, ge=0, description="eval examples generated for ROUGE-L")
+    max_generate: StrictInt = Field(32, ge=0, le=MAX_COUNT, description="eval examples generated for ROUGE-L")
 
     @field_validator("split")
     @classmethod
@@ -136,5 +148,5 @@ class TrainSpec(BaseModel):
     template_policy: Literal["round-robin", "random"] = "round-robin"
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    seed: int = 0
+    seed: StrictInt = Field(0, ge=0, le=MAX_SEED)
     training: TrainingSettings = Field(default_factory=TrainingSettings)

@@ -84,6 +84,11 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
                 template = comps.templates.get(dataset.template)
             except IftError as exc:
                 raise TrainError(f"datasets[{index}].template: {exc}") from None
+            try:
+                for paraphrase in dataset.paraphrases or ():
+                    template.pick(paraphrase)  # checked now, not when the record is built
+            except IftError as exc:
+                raise TrainError(f"datasets[{index}].paraphrases: {exc}") from None
         builder = ExampleBuilder(
             dataset.format,
             template,
@@ -98,7 +103,11 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
         base.extend((builder, i, where, record) for i, (where, record) in enumerate(records))
     random.Random(spec.seed + 1).shuffle(base)
     split = spec.eval.split
-    n_eval = round(split * len(base)) if split < 1 else min(int(split), len(base) - 1)
+    if split >= 1 and split >= len(base):
+        raise TrainError(
+            f"eval.split: {int(split)} records held out, but the data has {len(base)}; hold out fewer"
+        )
+    n_eval = round(split * len(base)) if split < 1 else int(split)
     held, kept = base[:n_eval], base[n_eval:]
     eval_examples = [b.build(i, w, r) for b, i, w, r in held]
     train_examples = [

@@ -102,12 +102,24 @@ class WorkflowGraph:
             return ref
         return self.spec.models.get(ref) or ModelSpec(name=ref)
 
-    def _model_ref(self, ref: Any, backend: str | None) -> ModelSpec | EnsembleSpec:
-        """A node's model reference with names resolved and a backend switch applied."""
+    def _model_ref(
+        self, ref: Any, backend: str | None, node: str, within: str | None = None
+    ) -> ModelSpec | EnsembleSpec:
+        """A node's model reference with names resolved and a backend switch applied. An
+        ensemble's members are models: an ensemble named among them (nested, or a cycle) is an
+        error."""
         if isinstance(ref, str) and ref in self.spec.ensembles:
-            ref = self.spec.ensembles[ref]
+            if within is not None:
+                raise self._error(
+                    f"ensemble '{within}' lists the ensemble '{ref}' as a member; members are models: "
+                    "list that ensemble's models instead",
+                    node,
+                    "model",
+                )
+            within, ref = ref, self.spec.ensembles[ref]
         if isinstance(ref, EnsembleSpec):
-            members = tuple(self._model_ref(m, backend) for m in ref.members)
+            name = within or ref.ensemble
+            members = tuple(self._model_ref(m, backend, node, name) for m in ref.members)
             return EnsembleSpec(ensemble=ref.ensemble, members=members, weights=ref.weights)
         model = self._model_spec(ref)
         if backend and backend != model.backend:
@@ -131,6 +143,10 @@ class WorkflowGraph:
             field = "template" if node.template is not None else "instruction"
             raise self._error(str(exc), node.id, field) from None
 
+        try:
+            template.pick(node.paraphrase)  # an index the template has, checked at load
+        except IftError as exc:
+            raise self._error(str(exc), node.id, "paraphrase") from None
         provided, needed = set(node.inputs), set(template.variables)
         if needed - provided:
             missing = sorted(needed - provided)[0]
@@ -185,7 +201,7 @@ class WorkflowGraph:
         model_ref = node.model if node.model is not None else self.spec.model
         if model_ref is None:
             raise self._error("no model: set 'model' on the node or on the workflow", node.id, "model")
-        model = self._model_ref(model_ref, node.backend or self.spec.backend)
+        model = self._model_ref(model_ref, node.backend or self.spec.backend, node.id)
         try:
             if isinstance(model, EnsembleSpec):
                 self._pool.check_ensemble(model)

@@ -72,9 +72,10 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str
             ha="center",
             va="center",
             fontsize=8,
+            parse_math=False,  # names are drawn as written: "$x$" is no formula
             bbox={"boxstyle": "round,pad=0.4", "fc": colours[data["kind"]], "ec": "#555"},
         )
-    ax.set_title(workflow.spec.name)
+    ax.set_title(workflow.spec.name, parse_math=False)
     ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120, format=format)

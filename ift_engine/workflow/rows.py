@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..documents import MAX_DEPTH, check_depth
+from ..documents import MAX_DEPTH, check_depth, loads_json
 from ..errors import WorkflowError
 from ..files import OutputError, check_output_file, describe_os_error, json_text, lock_file, make_parent
 
@@ -62,7 +62,9 @@ def _parse_line(raw: bytes, offset: int) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 (at byte offset {offset + exc.start}); save the file as UTF-8") from None
     try:
-        return check_depth(json.loads(text), "line", WorkflowError)
+        if offset == 0:
+            text = text.removeprefix("\ufeff")  # a byte-order mark some editors put first
+        return check_depth(loads_json(text), "line", WorkflowError)
     except WorkflowError:
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
@@ -74,7 +76,12 @@ def _parse_line(raw: bytes, offset: int) -> Any:
 def open_inputs(inputs: str | Path) -> IO[bytes]:
     """The inputs as a binary stream: ``-`` is standard input; pipes and FIFOs work."""
     if str(inputs) == STDIN:
-        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+        try:
+            return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+        except (AttributeError, OSError):  # no standard input at all (closed: `<&-`)
+            raise WorkflowError(
+                "--inputs -: standard input is closed; pipe the inputs in or give a file"
+            ) from None
     path = Path(inputs)
     if path.is_dir():
         raise WorkflowError(f"{path}: the inputs path is a folder; give a JSONL file")
@@ -181,9 +188,9 @@ def check_not_inputs(output: str | Path, inputs: str | Path) -> None:
     """Refuse an output that is the inputs file itself, by any name (a link, ``/dev/stdin``,
     standard input redirected from it)."""
     try:
-        source = os.fstat(sys.stdin.fileno()) if str(inputs) == STDIN else os.stat(inputs)
+        source = os.fstat(0) if str(inputs) == STDIN else os.stat(inputs)
         target = os.stat(output)
-    except (OSError, ValueError):  # one of them does not exist (yet), or no standard input
+    except OSError:  # one of them does not exist (yet), or standard input is closed
         return
     if os.path.samestat(source, target):
         raise OutputError(

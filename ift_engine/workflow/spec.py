@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from ..models.base import GenerationSettings
@@ -23,8 +31,11 @@ MAX_TIMEOUT = 86400.0
 #: Nodes a workflow may have: far more than any composed task, and few enough that validating
 #: the largest file takes about a second.
 MAX_NODES = 10_000
-INPUT_REF = re.compile(r"^\$input\.([A-Za-z_][A-Za-z0-9_]*)$")
-NODE_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.output$")
+# \Z, not $: "$input.x\n" (a literal followed by a newline) is no reference.
+INPUT_REF = re.compile(r"\$input\.([A-Za-z_][A-Za-z0-9_]*)\Z")
+NODE_REF = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\.output\Z")
+#: Seeds and indices: what NumPy and native code take (a seed of 2**70 overflows them).
+MAX_SEED = 2**32 - 1
 
 # Node- and workflow-level generation settings: the same fields, all optional, merged over the
 # defaults (one definition of the fields, in GenerationSettings).
@@ -86,6 +97,12 @@ class InputSpec(BaseModel):
             return False
         return isinstance(value, PYTHON_TYPES[self.type])
 
+    @model_validator(mode="after")
+    def _default_of_its_type(self) -> InputSpec:
+        if not self.required and self.default is not None and not self.accepts(self.default):
+            raise ValueError(f"default {self.default!r} is not of type {self.type}")
+        return self
+
 
 ModelName = Annotated[str, Field(min_length=1)]
 ModelRef = ModelName | ModelSpec | EnsembleSpec
@@ -97,7 +114,7 @@ class RetrySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    attempts: int = Field(1, ge=1, le=100, description="tries in all, the first included")
+    attempts: StrictInt = Field(1, ge=1, le=100, description="tries in all, the first included")
     backoff: float = Field(1.0, ge=0.0, le=MAX_WAIT, description="seconds before the first retry")
     factor: float = Field(2.0, ge=1.0, le=10.0, description="each later wait is this many times longer")
 
@@ -116,8 +133,10 @@ class NodeSpec(BaseModel):
     instruction: str | None = Field(None, description="an inline one-paraphrase instruction")
     answer: AnswerForm | None = Field(None, description="answer form of an inline instruction")
     labels: list[str] | None = Field(None, description="label set of an inline label answer")
-    paraphrase: int | None = Field(None, ge=0, description="paraphrase index (default 0)")
-    paraphrase_seed: int | None = Field(None, description="pick the paraphrase at random")
+    paraphrase: StrictInt | None = Field(None, ge=0, le=MAX_SEED, description="paraphrase index (default 0)")
+    paraphrase_seed: StrictInt | None = Field(
+        None, ge=0, le=MAX_SEED, description="pick the paraphrase at random"
+    )
     inputs: dict[str, Any] = Field(default_factory=dict)
     model: ModelRef | None = Field(
         None,
@@ -137,6 +156,14 @@ class NodeSpec(BaseModel):
     )
     cache: bool = Field(True, description="reuse answers from the on-disk cache")
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value: list[str] | None) -> list[str] | None:
+        repeated = [label for i, label in enumerate(value or []) if label in (value or [])[:i]]
+        if repeated:
+            raise ValueError(f"the label {repeated[0]!r} is given twice; each label once")
+        return value
+
     @model_validator(mode="after")
     def _one_instruction(self) -> NodeSpec:
         if (self.template is None) == (self.instruction is None):
@@ -153,7 +180,7 @@ class WorkflowSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="the workflow's name (no / or \\, not . or ..)")
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict, description="named models")
@@ -170,6 +197,14 @@ class WorkflowSpec(BaseModel):
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="plugin name -> its settings (validated by the plugin)"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_path_part(cls, value: str) -> str:
+        # The service lists and addresses workflows by name, as one part of a URL path.
+        if "/" in value or "\\" in value or value in (".", ".."):
+            raise ValueError(f"{value!r}: a name has no / or \\ and is not . or ..; rename it")
+        return value
 
     @field_validator("nodes", mode="before")
     @classmethod
