@@ -1,143 +1,338 @@
-"""What batching across requests buys a served workflow: N clients at once against the same N
-requests one at a time, on ``ift serve`` (uvicorn on loopback) with the embedded
-SmolLM2-135M-Instruct and workflows/summarize.yaml (two nodes, 60 and 16 new tokens).
+"""Serving under concurrent load: ``ift serve`` beside ``transformers serve --continuous-batching``
+on the same model folder and the same chat requests, on loopback, bounded.
 
-    python benchmarks/bench_serve.py [--clients 16] [--rounds 2] [--max-wait-ms 50]
+    python benchmarks/bench_serve.py [--rounds 2] [--concurrency 1 4 16] [--max-tokens 48]
+                                     [--device cpu] [--quick]
 
-Greedy decoding, answer cache off. The two ways alternate round by round in one run, so machine
-drift hits both alike. Prints a table and writes benchmarks/results/serve-<cpu|gpu>.{json,md}:
-throughput, p50/p95 latency, failures, and how many concurrent answers equal the sequential ones.
+Servers, each its own process, all started first: the peer; ``ift serve`` on the PyTorch model;
+``ift serve`` on its int8 and int4 exports. Each round sends, at each concurrency, the same
+distinct chat requests (greedy, at most ``--max-tokens`` new tokens, streamed with
+``include_usage``) to each server in turn, the order rotated round by round, so machine drift
+hits all alike. Per server and concurrency: generated tokens/s, p50/p95 latency, p50 time to
+first token. The int4 export's own batched speed (``generate`` on all prompts at once, in this
+process, between rounds) is the ceiling the service is held against. A two-node workflow
+(summarize.yaml) runs concurrently and one request at a time on the int4 server.
+
+Prints a table and writes benchmarks/results/serve-<cpu|gpu>.{json,md}. ``--quick`` is a
+smoke run (tiny counts) that the test suite uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from machine import describe_machine, markdown_table, save_results
 
-from ift_engine.serve import ServeConfig, create_app
-from ift_engine.serve.live import serving
-from ift_engine.workflow import Workflow
-
-SUMMARIZE = Path(__file__).parent.parent / "workflows" / "summarize.yaml"
+ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results"
-TEXTS = [
-    "Honeybees tell each other where flowers are by dancing: the angle of the waggle run gives the direction and its length the distance.",
-    "The sky looks blue because air molecules scatter short blue wavelengths of sunlight much more than long red ones.",
-    "Early bicycles had no pedals; riders pushed along the ground with their feet until cranks were added in the 1860s.",
-    "Vaccines show the immune system a harmless piece of a germ, so it can build antibodies and memory cells before a real infection.",
-    "Tomatoes grow well on a sunny balcony in large pots, with daily watering in summer and a stake to hold the stems.",
-    "Adults sleep best with a regular bedtime, a dark cool room, and no screens or caffeine in the hours before bed.",
-    "A refrigerator pumps heat out of its cabinet: a refrigerant evaporates inside, absorbing heat, and condenses outside, releasing it.",
-    "Water evaporates from seas and lakes, condenses into clouds, falls as rain or snow, and flows back through rivers and ground.",
-    "Adults can learn a second language well by speaking every day, reading things they enjoy, and not fearing mistakes.",
-    "Bridges carry heavy loads by spreading forces: arches push outward, suspension cables pull, and beams bend a little.",
-    "Cats purr by twitching their larynx muscles many times a second, both when content and sometimes when hurt or stressed.",
-    "Compound interest pays interest on earlier interest, so savings grow faster the longer they are left untouched.",
-    "Volcanoes form where molten rock rises through cracks in the crust, often at the edges of tectonic plates.",
-    "A clear email states its purpose in the first line, keeps to one topic, and ends with the action it asks for.",
-    "In winter a honeybee colony clusters tightly and shivers its flight muscles to keep the queen warm until spring.",
-    "Solar panels turn sunlight into electricity when light frees electrons in silicon cells, driving a current through a circuit.",
+SUMMARIZE = ROOT / "workflows" / "summarize.yaml"
+TOPICS = [
+    "how honeybees tell each other where flowers are",
+    "why the sky looks blue",
+    "how early bicycles worked",
+    "how vaccines train the immune system",
+    "growing tomatoes on a balcony",
+    "sleeping well",
+    "how a refrigerator moves heat",
+    "the water cycle",
+    "learning a second language as an adult",
+    "how bridges carry loads",
+    "why cats purr",
+    "compound interest",
+    "how volcanoes form",
+    "writing a clear email",
+    "how bees survive the winter",
+    "how solar panels make electricity",
 ]
 
 
-async def timed(http: httpx.AsyncClient, text: str) -> tuple[float, dict[str, Any] | None]:
+def prompts(count: int) -> list[str]:
+    return [f"Explain {TOPICS[i % len(TOPICS)]} in three sentences (request {i})." for i in range(count)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], health: str, model: str) -> None:
+        self.name, self.command, self.health, self.model = name, command, health, model
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+
+    def start(self) -> None:
+        args = [a.replace("PORT", str(self.port)) for a in self.command]
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited; see {self.log.name}")
+            try:
+                response = httpx.get(self.url + self.health, timeout=2)
+                if response.status_code == 200 and "loading" not in response.text:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise SystemExit(f"{self.name} not ready after {seconds:.0f} s; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+
+
+@contextmanager
+def running(servers: list[Server]) -> Iterator[None]:
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready(900)
+        yield
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def chat(http: httpx.AsyncClient, server: Server, text: str, max_tokens: int) -> dict[str, Any]:
+    """One streamed chat completion: latency, time to first token, tokens, text."""
+    body = {
+        "model": server.model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
-    response = await http.post("/v1/workflows/summarize/run", json={"inputs": {"text": text}})
-    body = response.json() if response.status_code == 200 else None
-    return time.perf_counter() - started, body["outputs"] if body else None
-
-
-async def concurrently(url: str, texts: list[str]) -> list[tuple[float, dict[str, Any] | None]]:
-    async with httpx.AsyncClient(base_url=url, timeout=600) as http:
-        return list(await asyncio.gather(*(timed(http, t) for t in texts)))
-
-
-async def one_at_a_time(url: str, texts: list[str]) -> list[tuple[float, dict[str, Any] | None]]:
-    async with httpx.AsyncClient(base_url=url, timeout=600) as http:
-        return [await timed(http, t) for t in texts]
-
-
-def summary_row(way: str, runs: list[tuple[float, list[tuple[float, Any]]]]) -> dict[str, Any]:
-    latencies = sorted(latency for _, results in runs for latency, _ in results)
-    requests = sum(len(results) for _, results in runs)
-    wall = sum(seconds for seconds, _ in runs)
+    first, pieces, tokens = None, [], None
+    async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            for choice in chunk.get("choices", []):
+                content = choice.get("delta", {}).get("content")
+                if content:
+                    first = first or time.perf_counter()
+                    pieces.append(content)
+    ended = time.perf_counter()
     return {
-        "way": way,
-        "requests": requests,
-        "failed": sum(1 for _, results in runs for _, out in results if out is None),
-        "seconds": wall,
-        "throughput": requests / wall,
+        "latency": ended - started,
+        "ttft": (first or ended) - started,
+        "tokens": tokens,
+        "text": "".join(pieces),
+        "ok": response.status_code == 200,
+    }
+
+
+async def load(server: Server, texts: list[str], concurrency: int, max_tokens: int) -> tuple[float, list[Any]]:
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=server.url, timeout=900) as http:
+
+        async def one(text: str) -> dict[str, Any]:
+            async with limit:
+                return await chat(http, server, text, max_tokens)
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(t) for t in texts))
+        return time.perf_counter() - started, list(results)
+
+
+def count_tokens(tokenizer: Any, results: list[dict[str, Any]]) -> int:
+    """Generated tokens: the server's usage where it reports one, else the text re-tokenized."""
+    return sum(r["tokens"] if r["tokens"] is not None else len(tokenizer(r["text"])["input_ids"]) for r in results)
+
+
+def summary(server: str, concurrency: int, runs: list[tuple[float, list[Any]]], tokenizer: Any) -> dict[str, Any]:
+    results = [r for _, rs in runs for r in rs]
+    latencies = sorted(r["latency"] for r in results)
+    return {
+        "server": server,
+        "concurrency": concurrency,
+        "requests": len(results),
+        "failed": sum(not r["ok"] for r in results),
+        "tok_s": sum(count_tokens(tokenizer, rs) for _, rs in runs) / sum(s for s, _ in runs),
         "p50": statistics.median(latencies),
         "p95": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+        "ttft_p50": statistics.median(r["ttft"] for r in results),
     }
+
+
+def backend_batched(folder: Path, texts: list[str], max_tokens: int, device: str) -> float:
+    """The int4 export's own tokens/s, all prompts in one ``generate`` call, in this process."""
+    from ift_engine.models.base import GenerationSettings
+    from ift_engine.models.onnx import OnnxModel
+    from ift_engine.models.ort import OnnxOptions
+
+    options = OnnxOptions(quantize="int4", device=device, batch_size=len(texts))
+    model = OnnxModel.load("int4", OnnxModel.prepare(str(folder), options), options)
+    settings = GenerationSettings(max_new_tokens=max_tokens)
+    chats = [[{"role": "user", "content": t}] for t in texts]
+    model.generate(chats[:1], settings)
+    started = time.perf_counter()
+    answers = model.generate(chats, settings)
+    seconds = time.perf_counter() - started
+    tokenizer: Any = model.tokenizer  # type: ignore[attr-defined]
+    return sum(len(tokenizer(a)["input_ids"]) for a in answers) / seconds
+
+
+def servers_for(folder: Path, workdir: Path, device: str) -> list[Server]:
+    scripts = Path(sys.executable).parent
+    ift = [str(scripts / "ift"), "serve", "--port", "PORT", "--no-cache"]
+    servers = [
+        Server(
+            "transformers serve --continuous-batching",
+            [str(scripts / "transformers"), "serve", "--continuous-batching",
+             str(folder), "--host", "127.0.0.1", "--port", "PORT", "--device", device],
+            "/health",
+            str(folder),
+        )
+    ]
+    for name, options in (("pytorch", {}), ("int8", {"quantize": "int8"}), ("int4", {"quantize": "int4"})):
+        model: dict[str, Any] = {"name": str(folder), "options": {"device": device, **options}}
+        if options:
+            model["backend"] = "onnx"
+        flows = workdir / name
+        flows.mkdir()
+        chat_flow = {"name": "chat", "inputs": {"text": "string"}, "model": model,
+                     "nodes": [{"id": "answer", "instruction": "{text}", "inputs": {"text": "$input.text"}}]}
+        (flows / "chat.yaml").write_text(json.dumps(chat_flow))
+        summarize = json.loads(json.dumps(yaml_dict(SUMMARIZE)))
+        summarize["model"] = model
+        (flows / "summarize.yaml").write_text(json.dumps(summarize))
+        servers.append(Server(f"ift serve, {name}", [*ift, str(flows)], "/healthz", str(folder)))
+    return servers
+
+
+def yaml_dict(path: Path) -> dict[str, Any]:
+    import yaml
+
+    return dict(yaml.safe_load(path.read_text()))
+
+
+async def workflow_runs(server: Server, count: int, concurrent: bool) -> float:
+    """Seconds for ``count`` summarize.yaml runs, all at once or one after another."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=900) as http:
+
+        async def one(i: int) -> None:
+            response = await http.post("/v1/workflows/summarize/run", json={"inputs": {"text": prompts(count)[i]}})
+            response.raise_for_status()
+
+        started = time.perf_counter()
+        if concurrent:
+            await asyncio.gather(*(one(i) for i in range(count)))
+        else:
+            for i in range(count):
+                await one(i)
+        return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--max-wait-ms", type=float, default=50)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--model", help="a model folder (default: the embedded SmolLM2, converted once)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, 2 tokens, concurrency 1 and 2")
     args = parser.parse_args()
-    texts = (TEXTS * (args.clients // len(TEXTS) + 1))[: args.clients]
-    config = ServeConfig(cache=False, max_batch=args.clients, max_wait_ms=args.max_wait_ms)
-    # The backend's batch_size option caps prompts per forward pass (default 8): let a batch through.
-    doc = Workflow.from_yaml(SUMMARIZE).to_dict()
-    doc["model"] = {"name": doc["model"], "options": {"batch_size": args.clients}}
-    workflow = Workflow.from_dict(doc, source=str(SUMMARIZE))
-    runs: dict[str, list[tuple[float, list[tuple[float, Any]]]]] = {"one at a time": [], "concurrent": []}
-    with serving(create_app(config, {workflow.spec.name: workflow})) as url:
-        asyncio.run(one_at_a_time(url, texts[:1]))  # loads the model before any clock starts
-        for round_ in range(args.rounds):
-            for way, client in (("one at a time", one_at_a_time), ("concurrent", concurrently)):
-                started = time.perf_counter()
-                results = asyncio.run(client(url, texts))
-                runs[way].append((time.perf_counter() - started, results))
-                print(f"round {round_ + 1}: {way}: {runs[way][-1][0]:.1f} s", file=sys.stderr)
-    rows = [summary_row(way, data) for way, data in runs.items()]
-    ratio = rows[1]["throughput"] / rows[0]["throughput"]
-    same = sum(
-        a[1] == b[1]
-        for (_, seq), (_, con) in zip(runs["one at a time"], runs["concurrent"])
-        for a, b in zip(seq, con)
-    )
-    table = markdown_table(
-        rows,
-        [
-            ("way", "way"),
-            ("requests", "requests"),
-            ("failed", "failed"),
-            ("seconds", "seconds"),
-            ("throughput", "requests/s"),
-            ("p50", "p50 latency s"),
-            ("p95", "p95 latency s"),
-        ],
-    )
-    machine = describe_machine()
-    summary = [
-        f"{args.clients} concurrent clients: {ratio:.2f}x the throughput of the same requests one at a time "
-        f"(target 4x), {rows[1]['failed'] + rows[0]['failed']} failed",
-        f"{same} of {rows[1]['requests']} concurrent answers equal the one-at-a-time answers (greedy)",
+    if args.quick:
+        args.rounds, args.concurrency, args.max_tokens = 1, [1, 2], 2
+    from transformers import AutoTokenizer
+
+    from ift_engine.plugins import components
+
+    folder = Path(args.model) if args.model else components().model_aliases.get("smollm2-135m-instruct").locate()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    runs: dict[tuple[str, int], list[tuple[float, list[Any]]]] = {}
+    ceiling: list[float] = []
+    flows: dict[str, list[float]] = {"concurrent": [], "one at a time": []}
+    with tempfile.TemporaryDirectory() as workdir:
+        servers = servers_for(folder, Path(workdir), args.device)
+        with running(servers):
+            for server in servers:
+                asyncio.run(load(server, prompts(1), 1, args.max_tokens))  # warm: first calls compile kernels
+            for round_ in range(args.rounds):
+                order = servers[round_ % len(servers) :] + servers[: round_ % len(servers)]
+                for concurrency in args.concurrency:
+                    texts = prompts(max(4, concurrency) if not args.quick else concurrency)
+                    for server in order:
+                        result = asyncio.run(load(server, texts, concurrency, args.max_tokens))
+                        runs.setdefault((server.name, concurrency), []).append(result)
+                        print(f"round {round_ + 1}, {concurrency} at once, {server.name}: {result[0]:.1f} s", file=sys.stderr)
+                top = max(args.concurrency)
+                ceiling.append(backend_batched(folder, prompts(top), args.max_tokens, args.device))
+                int4 = servers[-1]
+                flows["concurrent"].append(asyncio.run(workflow_runs(int4, top, True)))
+                flows["one at a time"].append(asyncio.run(workflow_runs(int4, top, False)))
+    rows = [summary(name, c, data, tokenizer) for (name, c), data in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+    report(args, rows, max(ceiling), flows)
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float, flows: dict[str, list[float]]) -> None:
+    def at(server: str, concurrency: int) -> dict[str, Any]:
+        return next(r for r in rows if r["server"].endswith(server) and r["concurrency"] == concurrency)
+
+    top = max(args.concurrency)
+    peer = at("--continuous-batching", top)
+    lines = [
+        f"{top} at once, int4 export: {at('int4', top)['tok_s'] / peer['tok_s']:.2f}x the peer's tokens/s (target 2x), "
+        f"p50 latency {at('int4', top)['p50']:.2f} s vs the peer's {peer['p50']:.2f} s",
+        f"{top} at once, PyTorch: {at('pytorch', top)['tok_s'] / peer['tok_s']:.2f}x the peer's tokens/s (target 1.0x)",
+        f"{top} at once, int4 export: {at('int4', top)['tok_s'] / ceiling:.2f}x the backend's own batched "
+        f"{ceiling:.1f} tokens/s (target 0.8x)",
     ]
+    if 4 in args.concurrency and 1 in args.concurrency:
+        for name in ("pytorch", "int8", "int4"):
+            lines.append(f"{name}: p50 latency at 4 at once {at(name, 4)['p50'] / at(name, 1)['p50']:.2f}x the one-request latency (target <= 1.5x)")
+    flow_ratio = sum(flows["one at a time"]) / sum(flows["concurrent"])
+    lines.append(f"summarize.yaml (two nodes) on the int4 server: {top} requests at once {flow_ratio:.2f}x faster than one at a time")
+    columns = [
+        ("server", "server"), ("concurrency", "at once"), ("requests", "requests"), ("failed", "failed"),
+        ("tok_s", "tokens/s"), ("p50", "p50 latency s"), ("p95", "p95 latency s"), ("ttft_p50", "p50 first token s"),
+    ]
+    table = markdown_table(rows, columns)
     print(table)
-    print("\n".join(summary))
+    print("\n".join(lines))
+    machine = describe_machine()
     save_results(
-        RESULTS / f"serve-{'gpu' if machine['gpu'] else 'cpu'}",
-        "Batching across requests: ift serve",
-        f"summarize.yaml on SmolLM2-135M-Instruct (greedy, cache off, model batch_size {args.clients}), "
-        f"{args.clients} requests per round, "
-        f"{args.rounds} rounds alternating, max wait {args.max_wait_ms:g} ms, loopback.",
+        RESULTS / f"serve-{'gpu' if args.device == 'cuda' else 'cpu'}{'-quick' if args.quick else ''}",
+        "Serving under concurrent load: ift serve and transformers serve --continuous-batching",
+        f"SmolLM2-135M-Instruct (the embedded model), distinct chat requests, greedy, at most {args.max_tokens} "
+        f"new tokens, streamed; {args.rounds} rounds, servers in rotated order; loopback; device {args.device}.",
         table,
-        summary,
+        lines,
         machine,
-        {"rows": rows, "ratio": ratio, "same_answers": same},
+        {"rows": rows, "backend_batched_tok_s": ceiling, "workflow_seconds": flows},
     )
 
 

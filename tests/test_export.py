@@ -77,6 +77,29 @@ def test_onnx_generation_matches_pytorch_batched_and_unbatched(tiny_causal_dir, 
     np.testing.assert_allclose(onnx.classify(PROMPTS, labels), reference.classify(PROMPTS, labels), atol=1e-4)
 
 
+def test_onnx_worker_cohorts_give_one_at_a_time_answers_and_let_cancelled_rows_go(causal_export):
+    import time
+
+    from ift_engine.models.worker import ModelWorker
+
+    onnx = OnnxModel.load("ort", str(causal_export), CPU)
+    settings = GREEDY.model_copy(update={"repetition_penalty": 1.3})
+    alone = [onnx.generate([p], settings)[0] for p in PROMPTS]
+    worker = ModelWorker(onnx)
+    try:
+        short = worker.generate([PROMPTS[0]], settings.model_copy(update={"max_new_tokens": 1}))
+        first = worker.generate(PROMPTS[:2], settings)
+        gone = worker.generate([PROMPTS[1]], settings.model_copy(update={"max_new_tokens": 500}))
+        time.sleep(0.02)  # later rows start in a cohort of their own, beside the running one
+        later = [worker.generate([p], settings) for p in PROMPTS[2:]]
+        assert gone.cancel()
+        answers = [c.text for c in first.result(60)] + [f.result(60)[0].text for f in later]
+        assert short.result(60)[0].finish in ("length", "stop")
+    finally:
+        worker.close()
+    assert answers == alone
+
+
 def test_onnx_streams_the_answers_it_returns(causal_export):
     onnx = OnnxModel.load("ort", str(causal_export), CPU)
     pieces: dict[int, str] = {}

@@ -64,9 +64,10 @@ class Row:
 
 
 class Cohort(Protocol):
-    """Rows decoded together. ``step`` chooses every live row's next token and returns the rows
-    that finished with it; ``drop`` ends rows early (cancelled, past their deadline); ``merge``
-    takes another cohort's rows into this one where the backend can (else returns False)."""
+    """Rows decoded together; ``rows`` are those still running. ``step`` chooses every running
+    row's next token and returns the rows that finished with it; ``drop`` ends rows early
+    (cancelled); ``merge`` takes another cohort's rows into this one where the backend can
+    (else returns False)."""
 
     rows: list[Row]
 

@@ -220,12 +220,12 @@ class GenaiCohort(Cohort):
     that end stay in it unseen until the last one ends, and cohorts do not merge."""
 
     def __init__(self, model: GenaiCausalLM, rows: Sequence[Row]) -> None:
-        self.model, self.rows = model, list(rows)
-        prompts = [chat_ids(model.tokenizer, row.prompt) for row in self.rows]
-        for row, prompt in zip(self.rows, prompts):
+        self.model, self.slots, self.rows = model, list(rows), list(rows)  # slots: the generator's rows
+        prompts = [chat_ids(model.tokenizer, row.prompt) for row in self.slots]
+        for row, prompt in zip(self.slots, prompts):
             row.prompt_tokens = len(prompt)
-        longest = max(row.settings.max_new_tokens for row in self.rows)
-        settings = self.rows[0].settings.model_copy(update={"max_new_tokens": longest})
+        longest = max(row.settings.max_new_tokens for row in self.slots)
+        settings = self.slots[0].settings.model_copy(update={"max_new_tokens": longest})
         self.generator = model._generator(prompts, settings)
         self.ended: set[int] = set()
 
@@ -236,11 +236,11 @@ class GenaiCohort(Cohort):
         tokenizer, stop_ids = self.model.tokenizer, self.model.stop_ids
         finished = [
             row
-            for i, (row, token) in enumerate(zip(self.rows, tokens))
+            for i, (row, token) in enumerate(zip(self.slots, tokens))
             if i not in self.ended and row.push(token, tokenizer, stop_ids)
         ]
         if self.generator.is_done():  # the context is full: every row still running ends here
-            finished += [r for i, r in enumerate(self.rows) if i not in self.ended and r not in finished]
+            finished += [r for i, r in enumerate(self.slots) if i not in self.ended and r not in finished]
             for row in finished:
                 row.finish = row.finish or "length"
         self.drop(finished)
@@ -248,9 +248,8 @@ class GenaiCohort(Cohort):
 
     def drop(self, rows: Iterable[Row]) -> None:
         leaving = {id(row) for row in rows}
-        self.ended.update(i for i, row in enumerate(self.rows) if id(row) in leaving)
-        if len(self.ended) == len(self.rows):
-            self.rows = []
+        self.ended.update(i for i, row in enumerate(self.slots) if id(row) in leaving)
+        self.rows = [row for i, row in enumerate(self.slots) if i not in self.ended]
 
     def merge(self, other: Cohort) -> bool:
         return False

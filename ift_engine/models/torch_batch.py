@@ -119,13 +119,14 @@ class TorchCohort(Cohort):
     def __init__(self, model: HFCausalLM, rows: Sequence[Row]) -> None:
         import torch
 
-        self.model, self.rows = model, list(rows)
-        prompts = [chat_ids(model.tokenizer, row.prompt) for row in self.rows]
-        for row, prompt in zip(self.rows, prompts):
+        self.model = model
+        self.slots, self.rows = list(rows), list(rows)  # slots: the batch's rows; rows: still running
+        prompts = [chat_ids(model.tokenizer, row.prompt) for row in self.slots]
+        for row, prompt in zip(self.slots, prompts):
             row.prompt_tokens = len(prompt)
         self.batch = KVBatch(model, prompts)
-        self.chooser = TokenChooser(self.rows[0].settings)
-        self.generators = [self.chooser.generator(row.settings) for row in self.rows]
+        self.chooser = TokenChooser(self.slots[0].settings)
+        self.generators = [self.chooser.generator(row.settings) for row in self.slots]
         self.seen = torch.zeros(self.batch.logits.shape, dtype=torch.bool)
         for i, prompt in enumerate(prompts):
             self.seen[i, prompt] = True
@@ -140,10 +141,10 @@ class TorchCohort(Cohort):
         tokenizer, stop_ids = self.model.tokenizer, self.model.stop_ids
         ending = [
             i
-            for i, (row, token) in enumerate(zip(self.rows, chosen.tolist()))
+            for i, (row, token) in enumerate(zip(self.slots, chosen.tolist()))
             if i not in self.ended and row.push(token, tokenizer, stop_ids)
         ]
-        finished = [self.rows[i] for i in ending]
+        finished = [self.slots[i] for i in ending]
         kept = self._remove(ending)
         if self.rows:
             self.batch.forward(chosen[kept])
@@ -151,18 +152,17 @@ class TorchCohort(Cohort):
 
     def drop(self, rows: Iterable[Row]) -> None:
         leaving = {id(row) for row in rows}
-        self._remove([i for i, row in enumerate(self.rows) if id(row) in leaving])
+        self._remove([i for i, row in enumerate(self.slots) if id(row) in leaving])
 
     def _remove(self, indices: Sequence[int]) -> list[int]:
         """End the rows at ``indices``; the positions of the rows the batch keeps."""
         if not self.editable:  # they stay in the cache, ignored; the cohort ends with its last row
             self.ended.update(indices)
-            if len(self.ended) == len(self.rows):
-                self.rows = []
-            return list(range(len(self.rows)))
-        keep = [i for i in range(len(self.rows)) if i not in set(indices)]
-        if len(keep) < len(self.rows):
-            self.rows = [self.rows[i] for i in keep]
+            self.rows = [row for i, row in enumerate(self.slots) if i not in self.ended]
+            return list(range(len(self.slots)))
+        keep = [i for i in range(len(self.slots)) if i not in set(indices)]
+        if len(keep) < len(self.slots):
+            self.slots = self.rows = [self.slots[i] for i in keep]
             self.generators = [self.generators[i] for i in keep]
             self.seen = self.seen[keep]
             if keep:
@@ -175,7 +175,7 @@ class TorchCohort(Cohort):
         import torch
 
         self.batch.merge(other.batch)
-        self.rows += other.rows
+        self.slots = self.rows = self.slots + other.slots
         self.generators += other.generators
         self.seen = torch.cat([self.seen, other.seen])
         return True

@@ -24,6 +24,7 @@ thread, so its team is made once (measured: the same speed as the main thread).
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 from collections import deque
@@ -37,6 +38,7 @@ from .base import DecodesSteps, DecodingSteps, GenerationSettings, Model, Prompt
 from .decoding import BatchesContinuously, Cohort, Row
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,23 @@ class ModelWorker:
     def _run(self) -> None:
         with self.model.inference():
             while self._take():
-                self._forget_cancelled()
-                self._start_rows()
-                self._run_batched_call()
-                for cohort in list(self._cohorts):
-                    self._step(cohort)
+                try:
+                    self._forget_cancelled()
+                    self._start_rows()
+                    self._run_batched_call()
+                    for cohort in list(self._cohorts):
+                        self._step(cohort)
+                except Exception as exc:  # noqa: BLE001 - a bug here must fail the work, not hang it
+                    log.exception("model '%s': the worker failed", self.model.name)
+                    self._fail_everything(Failure(f"internal error in the worker: {exc!r}; this is a bug"))
+
+    def _fail_everything(self, failure: Failure) -> None:
+        for job, index in [*self._rows, *self._owner.values()]:
+            job.deliver(index, failure)
+        for job in self._jobs:
+            for index in range(len(job.prompts)):
+                job.deliver(index, failure)
+        self._rows, self._jobs, self._cohorts, self._owner = deque(), [], [], {}
 
     def _busy(self) -> bool:
         return bool(self._cohorts or self._rows or self._jobs)
