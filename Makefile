@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOPIC ?= How honeybees communicate
 
-.PHONY: setup setup-dev run test test-plugins bench bench-workflow lint clean
+.PHONY: setup setup-dev run test test-plugins bench bench-workflow lint clean gpu-carry
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,15 @@ lint: setup-dev
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# What benchmarks/gpu_check.sh needs on a lent GPU machine, which reaches no registry and runs
+# its own Python 3.12: wheels of the small pure-Python dependencies its image lacks, and the
+# embedded model's config and tokenizer. Carry .gpu-carry with the device tool.
+GPU_WHEELS := pydantic pydantic-core annotated-types typing-inspection
+gpu-carry: setup
+	rm -rf .gpu-carry && mkdir -p .gpu-carry/wheels .gpu-carry/model
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux_2_17_x86_64 -d .gpu-carry/wheels $(GPU_WHEELS)
+	$(BIN)/python -c "import shutil; from pathlib import Path; from ift_engine.plugins import components; \
+		src = components().model_aliases.get('smollm2-135m-instruct').locate(); \
+		[shutil.copy(f, '.gpu-carry/model') for f in Path(src).iterdir() if f.suffix in ('.json', '.txt')]"
