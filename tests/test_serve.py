@@ -337,3 +337,56 @@ def test_chat_settings_do_not_grow_the_workers(client: TestClient) -> None:
         body = {"model": "writer", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "seed": seed}
         assert client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"] == "hello"
     assert len(pool._workers) == before  # the workflow's model already has its worker, whatever the settings
+
+
+# -- OpenAI replies, run options -------------------------------------------------------------------------------
+
+
+def tiny_flow(folder: Path) -> dict[str, Any]:
+    return {
+        "name": "tiny",
+        "inputs": {"text": "string"},
+        "model": {"name": str(folder), "options": {"device": "cpu"}},
+        "generation": {"max_new_tokens": 12},
+        "nodes": [{"id": "answer", "instruction": "{text}", "inputs": {"text": "$input.text"}}],
+    }
+
+
+def test_chat_replies_carry_usage_and_finish_reason(tiny_causal_dir: Path) -> None:
+    with TestClient(app_for(tiny_flow(tiny_causal_dir))) as client:
+        base = {"model": str(tiny_causal_dir), "messages": [{"role": "user", "content": "Bees dance."}]}
+        cut = client.post("/v1/chat/completions", json={**base, "max_tokens": 2}).json()
+        assert cut["choices"][0]["finish_reason"] == "length"
+        assert cut["usage"]["completion_tokens"] == 2 and cut["usage"]["prompt_tokens"] > 2
+        assert cut["usage"]["total_tokens"] == cut["usage"]["prompt_tokens"] + 2
+        stream = client.post(
+            "/v1/chat/completions", json={**base, "max_tokens": 2, "stream": True, "stream_options": {"include_usage": True}}
+        ).text
+        chunks = [json.loads(line[6:]) for line in stream.splitlines() if line.startswith("data: {")]
+        assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == cut["usage"]
+        assert stream.rstrip().endswith("data: [DONE]")
+        for bad, field in (({"n": 3}, "n"), ({"seed": 2**70}, "seed"), ({"max_tokens": -5}, "max_new_tokens")):
+            response = client.post("/v1/chat/completions", json={**base, **bad})
+            assert response.status_code == 422 and response.json()["error"]["param"] == field, response.text
+        workflow = {**base, "model": "tiny"}
+        assert client.post("/v1/chat/completions", json={**workflow, "max_tokens": -5}).status_code == 422
+        short = client.post("/v1/chat/completions", json={**workflow, "max_tokens": 1}).json()
+        whole = client.post("/v1/chat/completions", json=workflow).json()
+        assert len(short["choices"][0]["message"]["content"]) < len(whole["choices"][0]["message"]["content"])
+
+
+def test_the_run_endpoint_takes_generation_overrides_and_cache_false(tiny_causal_dir: Path) -> None:
+    with TestClient(app_for(tiny_flow(tiny_causal_dir), cache=True)) as client:
+        run = "/v1/workflows/tiny/run"
+        inputs = {"inputs": {"text": "Bees dance."}}
+        whole = client.post(run, json=inputs).json()
+        assert client.post(run, json=inputs).json()["nodes"]["answer"]["cached"] is True
+        fresh = client.post(run, json={**inputs, "cache": False}).json()
+        assert fresh["nodes"]["answer"]["cached"] is False and fresh["outputs"] == whole["outputs"]
+        short = client.post(run, json={**inputs, "generation": {"max_new_tokens": 1}}).json()
+        assert len(short["outputs"]["answer"]) < len(whole["outputs"]["answer"])
+        bad = client.post(run, json={**inputs, "generation": {"max_new_tokens": 0}})
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "generation.max_new_tokens"
+        unknown = client.post(run, json={**inputs, "generation": {"beams": 4}})
+        assert unknown.status_code == 422 and "generation.beams" in unknown.json()["error"]["message"]

@@ -25,7 +25,7 @@ class GenerationSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1, le=32768)
     temperature: float = Field(0.0, ge=0.0, le=10.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="what native samplers take")
     #: >1 discourages repeating tokens (small models loop without it under greedy decoding).
     repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
 

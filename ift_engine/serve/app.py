@@ -28,9 +28,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import IftError, ModelError, WorkflowError
 from ..files import json_text
+from ..models.base import GenerationSettings
 from ..models.worker import Completion
 from ..templates import to_text
 from ..workflow import RunResult, Workflow
+from ..workflow.results import RunOptions
 from . import openai_api
 from .metrics import Metrics
 from .service import Service, input_schema, load_workflows
@@ -106,6 +108,22 @@ class RunRequest(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     trace: bool = False
     stream: bool = False
+    #: Overrides of every node's generation settings, e.g. {"max_new_tokens": 32}.
+    generation: dict[str, Any] = Field(default_factory=dict)
+    cache: bool = True
+
+    def options(self) -> RunOptions:
+        return RunOptions(checked(self.generation, "generation"), self.cache)
+
+
+def checked(given: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Generation overrides, checked; a value out of range is a 422 naming the field."""
+    try:
+        return openai_api.checked_overrides(given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join([where, *map(str, first["loc"])]).removeprefix(".")
+        raise ApiError(422, f"{field}: {first['msg']}", "invalid_request_error", field) from None
 
 
 def result_body(result: RunResult, trace: bool) -> dict[str, Any]:
@@ -243,8 +261,8 @@ def add_workflow_routes(app: FastAPI, service: Service) -> None:
         except WorkflowError as exc:
             raise ApiError(422, str(exc), "invalid_request_error", "inputs") from None
         if body.stream or "text/event-stream" in request.headers.get("accept", ""):
-            return EventSourceResponse(stream_run(service, name, inputs, body.trace))
-        result = await service.run_workflow(name, inputs)
+            return EventSourceResponse(stream_run(service, name, inputs, body.trace, body.options()))
+        result = await service.run_workflow(name, inputs, options=body.options())
         raise_for_item(result)
         return JSON(result_body(result, body.trace))
 
@@ -259,7 +277,7 @@ def describe(workflow: Workflow) -> dict[str, Any]:
 
 
 async def stream_run(
-    service: Service, name: str, inputs: dict[str, Any], trace: bool
+    service: Service, name: str, inputs: dict[str, Any], trace: bool, options: RunOptions
 ) -> AsyncIterator[dict[str, str]]:
     """Server-sent events of one run: node_started, node_finished, then done or error. A client
     that goes away cancels its request (dropped if it still waits for a batch)."""
@@ -269,7 +287,7 @@ async def stream_run(
     def sink(event: dict[str, Any]) -> None:  # called on the model thread
         loop.call_soon_threadsafe(events.put_nowait, event)
 
-    task = asyncio.create_task(service.run_workflow(name, inputs, sink))
+    task = asyncio.create_task(service.run_workflow(name, inputs, sink, options))
     try:
         while not task.done() or not events.empty():
             getter = asyncio.ensure_future(events.get())
@@ -299,8 +317,9 @@ def add_openai_routes(app: FastAPI, service: Service) -> None:
         return openai_api.model_list(list(dict.fromkeys([*service.workflows, *service.chat_models])))
 
     @app.post("/v1/chat/completions")
-    async def chat(body: openai_api.ChatRequest) -> Response:
-        reply = ChatReply(service, body)  # checks the model and settings before any answer starts
+    async def chat(body: openai_api.ChatRequest, request: Request) -> Response:
+        cache = "no-cache" not in request.headers.get("cache-control", "")
+        reply = ChatReply(service, body, cache)  # checks the model and settings before any answer starts
         if body.stream:
             return StreamingResponse(reply.stream(), media_type="text/event-stream")
         return JSON(openai_api.completion(body.model, await reply.text()))
@@ -310,8 +329,10 @@ class ChatReply:
     """The reply to a chat request: a workflow's answer to the last user message (its output
     node's text streams as it is generated), or a model's to the whole chat."""
 
-    def __init__(self, service: Service, body: openai_api.ChatRequest) -> None:
+    def __init__(self, service: Service, body: openai_api.ChatRequest, cache: bool = True) -> None:
         self.service, self.body = service, body
+        overrides = checked(body.overrides())
+        self.options = RunOptions(overrides, cache)
         self.workflow = body.model in service.workflows
         if self.workflow:
             try:
@@ -323,12 +344,7 @@ class ChatReply:
             if body.model not in service.chat_models:
                 known = ", ".join([*service.workflows, *service.chat_models])
                 raise ApiError(404, f"unknown model '{body.model}' (known: {known})", "not_found", "model")
-            try:
-                self.settings = body.settings()
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                field = str(first["loc"][0])
-                raise ApiError(422, f"{field}: {first['msg']}", "invalid_request_error", field) from None
+            self.settings = GenerationSettings(**overrides)
 
     async def text(self, on_text: Callable[[str], None] | None = None) -> Completion:
         """The reply; ``on_text(new text)`` (called on a model's thread) as it grows."""
@@ -341,7 +357,7 @@ class ChatReply:
                         on_text(event["text"])
 
             result = await self.service.run_workflow(
-                body.model, {self.text_input: body.last_user_text()}, events
+                body.model, {self.text_input: body.last_user_text()}, events, self.options
             )
             raise_for_item(result)
             return Completion(to_text(result.outputs[self.output]))

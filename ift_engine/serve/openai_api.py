@@ -43,19 +43,23 @@ class ChatRequest(BaseModel):
     top_p: float | None = None
     seed: int | None = None
 
-    def settings(self) -> GenerationSettings:
-        """The generation settings asked for (range-checked: a bad one is a 422)."""
-        given = {
-            "max_new_tokens": self.max_completion_tokens or self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-        }
-        return GenerationSettings(**{k: v for k, v in given.items() if v is not None})
+    def overrides(self) -> dict[str, Any]:
+        """The generation settings the request names, as overrides of a model's or a
+        workflow's own (not yet checked: see ``checked_overrides``)."""
+        limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        given = {"max_new_tokens": limit, "temperature": self.temperature, "top_p": self.top_p}
+        given["seed"] = self.seed
+        return {k: v for k, v in given.items() if v is not None}
 
     def last_user_text(self) -> str:
         users = [m.content for m in self.messages if m.role == "user"]
         return users[-1] if users else self.messages[-1].content
+
+
+def checked_overrides(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` generation settings, checked against ``GenerationSettings`` (names and bounds:
+    ``ValidationError`` when wrong)."""
+    return GenerationSettings(**given).model_dump(include=set(given))
 
 
 def usage(reply: Completion) -> dict[str, int] | None:

@@ -21,7 +21,7 @@ from ..models.resolve import ModelPool, ModelSpec
 from ..models.worker import Completion, Failure, WorkerStats
 from ..workflow import RunResult, Workflow
 from ..workflow.loops import AsyncioLoop
-from ..workflow.runner import NodeResult, RunEvents, Runner
+from ..workflow.runner import NodeResult, RunEvents, Runner, RunOptions
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -160,7 +160,11 @@ class Service:
             raise WorkflowError(str(exc).removeprefix(f"{runner.graph.source}: ")) from None
 
     async def run_workflow(
-        self, name: str, inputs: Mapping[str, Any], events: EventSink | None = None
+        self,
+        name: str,
+        inputs: Mapping[str, Any],
+        events: EventSink | None = None,
+        options: RunOptions | None = None,
     ) -> RunResult:
         """One run of workflow ``name``; ``events(event)`` hears its nodes start and finish and
         its tokens (from the model threads too)."""
@@ -172,7 +176,8 @@ class Service:
             if not done.done():
                 done.set_result(result)
 
-        run = self.runners[name].start([(None, values)], AsyncioLoop(loop), run_events(events), finished)
+        runner = self.runners[name]
+        run = runner.start([(None, values)], AsyncioLoop(loop), run_events(events), finished, options)
         try:
             return await done
         finally:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..ensemble import LabelEnsembleModel, TextEnsembleModel
-from ..models.base import Model, Prompt, TextSink
+from ..models.base import GenerationSettings, Model, Prompt, TextSink
 from ..models.resolve import ModelPool
 from ..models.worker import Completion, Failure
 from ..templates import AnswerForm
@@ -69,11 +69,15 @@ def classify_answers(model: Model, prompts: Sequence[Prompt], labels: Sequence[s
 
 
 def submit(
-    bound: BoundNode, pool: ModelPool, prompts: list[Messages], on_text: TextSink | None
+    bound: BoundNode,
+    settings: GenerationSettings,
+    pool: ModelPool,
+    prompts: list[Messages],
+    on_text: TextSink | None,
 ) -> Future[Any]:
     """The node's prompts to its model's worker: labels scored where the model can classify,
-    an ensemble's answers with its members', else generated text."""
-    template, settings = bound.template, bound.generation
+    an ensemble's answers with its members', else text generated under ``settings``."""
+    template = bound.template
     worker = pool.worker(bound.model)
     model = worker.model
     if template.answer is AnswerForm.LABEL and model.can("classify"):
@@ -99,12 +103,14 @@ class NodeCall:
     def __init__(
         self,
         bound: BoundNode,
+        settings: GenerationSettings,
         pool: ModelPool,
         loop: Loop,
         cache: tuple[AnswerCache, dict[str, Any]] | None,
         done: Callable[[list[Outcome]], None],
     ) -> None:
-        self.bound, self.pool, self.loop, self.cache, self.done = bound, pool, loop, cache, done
+        self.bound, self.settings, self.pool, self.loop = bound, settings, pool, loop
+        self.cache, self.done = cache, done
         self.outcomes: list[Outcome | None] = []
         self.keys: list[str] = []
         self.attempt = 0
@@ -133,7 +139,7 @@ class NodeCall:
         sink = self.on_text
         shifted = None if sink is None else (lambda index, text: sink(places[index], text))
         try:
-            future = submit(self.bound, self.pool, [self.prompts[i] for i in places], shifted)
+            future = submit(self.bound, self.settings, self.pool, [self.prompts[i] for i in places], shifted)
         except Exception as exc:  # noqa: BLE001 - loading failed: every prompt reports it
             self._answered(places, [Failure.of(exc)] * len(places))
             return

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IftError, WorkflowError
-from ..models.base import TextSink
+from ..models.base import GenerationSettings, TextSink
 from ..models.resolve import ModelPool
 from ..settings import using_settings
 from .cache import AnswerCache
 from .calls import Answer, NodeCall, Outcome
 from .graph import BoundNode, WorkflowGraph
 from .loops import Loop
-from .results import ItemError, NodeResult, RunEvents, RunResult
+from .results import ItemError, NodeResult, RunEvents, RunOptions, RunResult
 from .spec import reference
 
-CacheParts = Callable[[BoundNode], "tuple[AnswerCache, dict[str, Any]] | None"]
+CacheParts = Callable[[BoundNode, GenerationSettings], "tuple[AnswerCache, dict[str, Any]] | None"]
 
 
 @dataclass
@@ -49,8 +49,10 @@ class GraphRun:
         cache_parts: CacheParts,
         results: list[RunResult],
         loop: Loop,
+        options: RunOptions,
     ) -> None:
         self.graph, self.pool, self.cache_parts, self.loop = graph, pool, cache_parts, loop
+        self.options = options
         self.results = results
         self.events = RunEvents()
         self.on_result: Callable[[RunResult], None] | None = None
@@ -107,7 +109,9 @@ class GraphRun:
             self._calls.remove(call)
             self._answered(node_id, submitted, prompts, outcomes, began)
 
-        call = NodeCall(bound, self.pool, self.loop, self.cache_parts(bound), answered)
+        settings = bound.generation.model_copy(update=self.options.generation)
+        cache = self.cache_parts(bound, settings) if self.options.cache else None
+        call = NodeCall(bound, settings, self.pool, self.loop, cache, answered)
         self._calls.append(call)
         call.start([p.messages for p in prompts], self._sink(node_id, prompts))
 

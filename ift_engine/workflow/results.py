@@ -84,6 +84,15 @@ class RunResult:
         }
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Per-run choices: ``generation`` settings that override every node's (checked by the
+    caller, e.g. ``{"max_new_tokens": 32}``), and whether the answer cache is used."""
+
+    generation: dict[str, Any] = field(default_factory=dict)
+    cache: bool = True
+
+
 @dataclass
 class RunEvents:
     """What a caller hears of a run as it goes (see ``Runner.run_batch``)."""

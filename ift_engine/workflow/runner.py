@@ -13,15 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import ModelError, NodeError, WorkflowError
+from ..models.base import GenerationSettings
 from ..models.resolve import ModelPool
 from ..templates import AnswerForm
 from .cache import AnswerCache, model_identity
 from .flow import GraphRun
 from .graph import BoundNode, WorkflowGraph
 from .loops import LocalLoop, Loop
-from .results import ItemError, NodeResult, RunEvents, RunResult, TextEvents
+from .results import ItemError, NodeResult, RunEvents, RunOptions, RunResult, TextEvents
 
-__all__ = ["ItemError", "NodeResult", "RunEvents", "RunResult", "Runner", "TextEvents"]
+__all__ = ["ItemError", "NodeResult", "RunEvents", "RunOptions", "RunResult", "Runner", "TextEvents"]
 
 class Runner:
     """Runs a graph for one input (``run``) or a batch of inputs (``run_batch``)."""
@@ -110,17 +111,20 @@ class Runner:
         loop: Loop,
         events: RunEvents | None = None,
         on_result: Callable[[RunResult], None] | None = None,
+        options: RunOptions | None = None,
     ) -> GraphRun:
         """Start a run of ``items`` on ``loop`` and return at once; ``on_result(item)`` is
         called on the loop as each item finishes."""
         results = [RunResult(self.graph.spec.name, values, id=item_id) for item_id, values in items]
-        run = GraphRun(self.graph, self.pool, self.cache_parts, results, loop)
+        run = GraphRun(self.graph, self.pool, self.cache_parts, results, loop, options or RunOptions())
         run.start(events or RunEvents(), on_result)
         return run
 
-    def cache_parts(self, bound: BoundNode) -> tuple[AnswerCache, dict[str, Any]] | None:
-        """The cache and what besides the prompt keys this node's answers, or None: not cached."""
-        settings = bound.generation
+    def cache_parts(
+        self, bound: BoundNode, settings: GenerationSettings
+    ) -> tuple[AnswerCache, dict[str, Any]] | None:
+        """The cache and what besides the prompt keys this node's answers under ``settings``,
+        or None: not cached."""
         if self.cache is None or not bound.spec.cache:
             return None
         scored = bound.template.answer is AnswerForm.LABEL and self.pool.get(bound.model).can("classify")
