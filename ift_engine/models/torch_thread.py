@@ -1,15 +1,14 @@
-"""Every PyTorch operation of the engine runs on one thread for the life of the process.
+"""Training, dry runs and GGUF conversion run their PyTorch work on one long-lived thread.
 
-PyTorch's CPU kernels run on an OpenMP team that belongs to the thread that first used it. Driven
-from any other thread, a model got about one core's worth of speed on the 2-core development
-machines (measured on an AMD EPYC: batch-16 generation 28% slower from a second thread; on an
-Intel Xeon a node of the runner ran 1.7x slower), and setting the thread count there does not
-help. So model loading, generation, scoring, classification and training are handed to one
-long-lived thread, whatever thread asks; calls from that thread itself run directly. This also
-serialises the models' calls, as a lock per model did before.
+PyTorch's CPU kernels run on an OpenMP team that belongs to the calling thread; a thread that
+lives only for one call pays for a new team each time (a node thread of the old runner ran a
+model 1.7x slower on an Intel Xeon). So this work goes to one thread that lives as long as the
+process, whatever thread asks; calls from that thread itself run directly. Loaded models do
+not come here: each has a long-lived worker of its own (``worker.py``; measured on a 2-core AMD
+EPYC: batch-16 generation on a worker thread within 5% of the main thread).
 
 A small daemon thread rather than ``ThreadPoolExecutor(1)``: the executor's thread is joined at
-interpreter exit, so a Ctrl-C during a long generation would wait for it to finish.
+interpreter exit, so a Ctrl-C during a long job would wait for it to finish.
 """
 
 from __future__ import annotations
