@@ -56,8 +56,8 @@ class Ensembler(ABC):
 def check_weights(weights: Sequence[float], members: int) -> None:
     if len(weights) != members:
         raise ModelError(f"{len(weights)} weights for {members} members: give one weight per member")
-    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise ModelError("weights must be non-negative numbers with a positive sum")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or not 0 < sum(weights) < math.inf:
+        raise ModelError("weights must be non-negative numbers with a positive, finite sum")
 
 
 class EnsembleModel(Model):

@@ -245,3 +245,11 @@ def test_rerank_picks_the_best_scored_candidate(tiny, tiny_causal_dir):
     details = result.nodes["n"].members["details"]
     assert len(details["candidates"]) == 2 and len(details["scores"]) == 2
     assert result.nodes["n"].raw == details["candidates"][details["winner"]]
+
+
+def test_weights_whose_sum_overflows_are_refused() -> None:
+    from ift_engine.ensemble import check_weights
+    from ift_engine.errors import ModelError
+
+    with pytest.raises(ModelError, match="positive, finite sum"):
+        check_weights([1e308, 1e308], 2)

@@ -390,3 +390,29 @@ def test_the_run_endpoint_takes_generation_overrides_and_cache_false(tiny_causal
         assert bad.status_code == 422 and bad.json()["error"]["param"] == "generation.max_new_tokens"
         unknown = client.post(run, json={**inputs, "generation": {"beams": 4}})
         assert unknown.status_code == 422 and "generation.beams" in unknown.json()["error"]["message"]
+
+
+def test_bodies_over_the_limit_are_413_however_they_are_sent_and_bad_json_is_named(client: TestClient) -> None:
+    def chunks() -> Any:
+        for _ in range(32):
+            yield b"x" * 65536  # 2 MiB in chunks, no Content-Length
+
+    response = client.post("/v1/workflows/echo/run", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["type"] == "too_large"
+    broken = client.post("/v1/workflows/echo/run", content=b'{"inputs": {"text": ', headers={"Content-Type": "application/json"})
+    assert broken.status_code == 422 and broken.json()["error"]["message"] == "the body is not valid JSON; send a JSON object"
+    small = client.post("/v1/workflows/echo/run", content=json.dumps({"inputs": {"text": "hi"}}).encode(), headers={"Content-Type": "application/json"})
+    assert small.status_code == 200  # a body within the limit reaches the app whole
+
+
+def test_a_busy_port_is_a_one_line_error_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow()))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "ift_engine.cli", "serve", str(tmp_path), "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 2 and f"--port {port}: cannot listen" in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -33,13 +33,16 @@ ARGS = [
 
 
 def test_the_page_runs_a_workflow_and_shows_each_node(tmp_path: Path) -> None:
-    app = app_for(mock_flow(delay=0.2, answers={"Say": "- Bees dance\n- Bees smell"}))
+    long_line = "z" * 3000  # one unbroken line: it must wrap, not widen the page
+    app = app_for(mock_flow(delay=0.2, answers={"Say": "- Bees dance\n- Bees smell", "Polish": long_line}))
     with serving(app) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            missing: list[str] = []
+            page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
             page.goto(url)
             page.get_by_role("button", name="echo").click()
             page.wait_for_selector("#graph svg")
@@ -47,13 +50,16 @@ def test_the_page_runs_a_workflow_and_shows_each_node(tmp_path: Path) -> None:
             page.click("#run")
             page.wait_for_selector("#node-final[data-seconds]", timeout=20_000)
             assert page.inner_text("#node-draft pre") == "- Bees dance\n- Bees smell"
-            assert page.inner_text("#node-final pre") == "hello"
+            assert page.inner_text("#node-final pre") == long_line
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1100
+            marked = page.eval_on_selector_all("#graph g[id^='dag-']", "gs => gs.filter(g => g.classList.contains('done')).map(g => g.id)")
+            assert sorted(marked) == ["dag-draft", "dag-final"]  # the DAG shows which nodes ran
             assert page.inner_text("#status").startswith("Done in")
-            assert page.inner_text("#outputs pre.output") == "hello"
+            assert page.inner_text("#outputs pre.output") == long_line
             assert page.get_attribute("#trace", "href").startswith("blob:")
             widths = page.eval_on_selector_all(".node .bar", "bars => bars.map(b => b.style.width)")
             assert len(widths) == 2 and all(w.endswith("%") for w in widths)
-            assert errors == []
+            assert errors == [] and missing == []  # no favicon 404 either
             if os.environ.get("IFT_ENGINE_SCREENSHOT"):  # refresh the README's picture
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:

@@ -13,7 +13,7 @@ from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
 from .decoding import Row, decode_to_end, sampling_key
 from .torch_batch import TorchCohort, TorchSteps
-from .torch_utils import Device, DType, inference_mode, kv_cache_argument, load_pretrained
+from .torch_utils import Device, DType, inference_mode, load_pretrained
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
     from transformers import PreTrainedTokenizerBase
@@ -152,7 +152,7 @@ class HFCausalLM(StreamingModel):
             use_cache=True,
         )
         first = out.logits[:, -1].float().log_softmax(-1).cpu()  # predicts each choice's first token
-        past = repeat_cache(out.past_key_values, n_choices)
+        past = repeat_cache(out.cache, n_choices)
         # Then every choice after every prompt (row p * n_choices + c), right-padded.
         length = max(len(c) for c in choices)
         choice = torch.full((n_choices, length), pad, dtype=torch.long)
@@ -160,18 +160,17 @@ class HFCausalLM(StreamingModel):
         for row, c in enumerate(choices):
             choice[row, : len(c)] = torch.tensor(c)
             choice_mask[row, : len(c)] = 1
-        with kv_cache_argument():
-            out = self.model(
-                input_ids=choice.repeat(n_prompts, 1).to(self.device),
-                attention_mask=torch.cat(
-                    [mask.repeat_interleave(n_choices, 0), choice_mask.repeat(n_prompts, 1)], 1
-                ).to(self.device),
-                position_ids=(
-                    positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(length)
-                ).to(self.device),
-                past_key_values=past,
-                use_cache=True,
-            )
+        out = self.model(
+            input_ids=choice.repeat(n_prompts, 1).to(self.device),
+            attention_mask=torch.cat(
+                [mask.repeat_interleave(n_choices, 0), choice_mask.repeat(n_prompts, 1)], 1
+            ).to(self.device),
+            position_ids=(
+                positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(length)
+            ).to(self.device),
+            cache=past,
+            use_cache=True,
+        )
         steps = out.logits.float().log_softmax(-1).cpu()
         rows: list[list[float]] = []
         for p in range(n_prompts):

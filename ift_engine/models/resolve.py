@@ -137,10 +137,11 @@ MODEL_FOLDER_FILES = ("config.json", "adapter_config.json", MANIFEST)
 
 def read_json_object(path: Path) -> dict[str, Any]:
     """A model folder's JSON file (config, manifest) as a mapping; ``ModelError`` when it is not."""
+    from ..documents import read_bytes
+
+    data = read_bytes(path, "model file", ModelError)  # bounded: a device or FIFO is refused
     try:
-        value = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read it: {exc.strerror}") from None
+        value = json.loads(data)
     except (ValueError, RecursionError):
         raise ModelError(f"{path}: not valid JSON; restore the file or export the model again") from None
     if not isinstance(value, dict):

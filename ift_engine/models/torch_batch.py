@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from .base import Prompt
 from .chat import chat_ids
 from .decoding import Cohort, Row, TokenChooser
-from .torch_utils import kv_cache_argument
 
 if TYPE_CHECKING:
     from .hf_causal import HFCausalLM
@@ -50,15 +49,14 @@ class KVBatch:
 
     def _run(self, ids: Any, positions: Any) -> Any:
         device = self.model.device
-        with kv_cache_argument():
-            out = self.model.model(
-                input_ids=ids.to(device),
-                attention_mask=self.mask.to(device),
-                position_ids=positions.to(device),
-                past_key_values=self.past,
-                use_cache=True,
-            )
-        self.past = out.past_key_values
+        out = self.model.model(
+            input_ids=ids.to(device),
+            attention_mask=self.mask.to(device),
+            position_ids=positions.to(device),
+            cache=self.past,
+            use_cache=True,
+        )
+        self.past = out.cache
         return out.logits[:, -1, :].float().cpu()
 
     def forward(self, chosen: Any) -> Any:

@@ -6,9 +6,7 @@ must not pay the seconds it takes to import torch and transformers.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ModelError
@@ -25,16 +23,6 @@ def inference_mode() -> AbstractContextManager[Any]:
     import torch
 
     return torch.inference_mode()
-
-
-@contextmanager
-def kv_cache_argument() -> Iterator[None]:
-    """transformers 5.23 warns that ``past_key_values`` will become ``cache`` in 5.40, yet
-    LlamaForCausalLM.forward ignores ``cache=`` (checked: the logits equal a run without a
-    cache). Calls that pass a KV cache keep the working argument, without the warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*`past_key_values` is deprecated.*")
-        yield
 
 
 def pick_device(device: Device) -> torch.device:

@@ -15,6 +15,27 @@ def app_from_environment() -> object:
     return create_app(ServeConfig(**json.loads(os.environ[CONFIG_VARIABLE])))
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A port another program holds is a one-line error before any model loads."""
+    import socket
+
+    from ..errors import IftError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise IftError(f"--host {host}: cannot resolve it ({exc.strerror or exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise IftError(
+                f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); choose another port"
+            ) from None
+
+
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the service with uvicorn until SIGTERM or Ctrl-C (in-flight requests finish first)."""
     import dataclasses
@@ -25,6 +46,7 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
 
     if not 1 <= workers <= 64:
         raise IftError(f"--workers must be between 1 and 64, not {workers}")
+    check_port_free(host, port)
     common = {"host": host, "port": port, "timeout_graceful_shutdown": 60, "log_level": "info"}
     if workers == 1:
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]

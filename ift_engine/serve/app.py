@@ -57,10 +57,6 @@ class ApiError(Exception):
         self.status, self.message, self.kind, self.param, self.node = status, message, kind, param, node
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class JSON(JSONResponse):
     """JSON that never fails to encode: text UTF-8 cannot hold goes out as JSON escapes."""
 
@@ -76,7 +72,8 @@ def error_response(
 
 
 class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes (413), declared or streamed."""
+    """Refuses request bodies over ``limit`` bytes (413), declared or sent in chunks: the body
+    is read here first (it is small), so the app never sees a cut one."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -84,22 +81,27 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        too_large = error_response(413, f"the body is over {self.limit} bytes", "too_large")
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await error_response(413, f"the body is over {self.limit} bytes", "too_large")(
-                scope, receive, send
-            )
+            return await too_large(scope, receive, send)
+        messages: list[Message] = []
         seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise BodyTooLarge()
-            return message
+                return await too_large(scope, receive, send)
+            if not message.get("more_body", False):
+                break
 
-        await self.app(scope, counted, send)
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class RunRequest(BaseModel):
@@ -203,13 +205,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.kind, exc.param, exc.node)
 
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
-        return error_response(413, "the body is over the size limit", "too_large")
-
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            return error_response(
+                422, "the body is not valid JSON; send a JSON object", "invalid_request_error", "body"
+            )
         param = ".".join(str(p) for p in first["loc"] if p != "body")
         return error_response(
             422, f"{param or 'body'}: {first['msg']}", "invalid_request_error", param or None

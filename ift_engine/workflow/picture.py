@@ -61,7 +61,11 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str
     positions = nx.multipartite_layout(graph, subset_key="layer", align="horizontal", scale=-1)
     colours = {"input": "#cfe8ff", "node": "#ffe7b3", "output": "#d4f5d0"}
     height = 1.6 * (max(nx.get_node_attributes(graph, "layer").values()) + 1)
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(workflow.spec.nodes)), height + 1))
+    layers: dict[int, int] = {}
+    for layer in nx.get_node_attributes(graph, "layer").values():
+        layers[layer] = layers.get(layer, 0) + 1
+    width = max(6.0, 2.4 * max(layers.values()))  # as wide as the widest layer, not the node count
+    fig, ax = plt.subplots(figsize=(width, height + 1))
     nx.draw_networkx_edges(graph, positions, ax=ax, arrows=True, arrowsize=14, node_size=3000)
     for node, (x, y) in positions.items():
         data = graph.nodes[node]
@@ -71,8 +75,9 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str
             data.get("label", node),
             ha="center",
             va="center",
-            fontsize=8,
+            fontsize=11,
             parse_math=False,  # names are drawn as written: "$x$" is no formula
+            gid=f"dag-{node}",  # the page marks the running node by this SVG id
             bbox={"boxstyle": "round,pad=0.4", "fc": colours[data["kind"]], "ec": "#555"},
         )
     ax.set_title(workflow.spec.name, parse_math=False)

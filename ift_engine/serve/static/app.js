@@ -119,11 +119,17 @@ function showTimings() {
   for (const box of boxes) box.querySelector(".bar").style.width = (100 * Number(box.dataset.seconds) / longest) + "%";
 }
 
+function markGraph(node, state) {
+  const shape = document.getElementById("dag-" + node);  // the node's box in the DAG picture
+  if (shape) { shape.classList.remove("running", "done"); shape.classList.add(state); }
+}
+
 function handle(event, data) {
-  if (event === "node_started") nodeBox(data.node);
+  if (event === "node_started") { nodeBox(data.node); markGraph(data.node, "running"); }
   if (event === "token" && data.element === null) nodeBox(data.node).querySelector("pre").textContent += data.text;
   if (event === "node_finished") {
     const box = nodeBox(data.node);
+    markGraph(data.node, "done");
     box.classList.remove("running");
     box.dataset.seconds = data.seconds;
     box.querySelector("small").textContent = data.seconds.toFixed(2) + " s" + (data.cached ? " (cached)" : "");
