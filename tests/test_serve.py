@@ -416,3 +416,18 @@ def test_a_busy_port_is_a_one_line_error_with_exit_2(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=60,
         )
     assert done.returncode == 2 and f"--port {port}: cannot listen" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_metrics_time_streams_to_their_last_byte_and_answers_to_their_first_token(tiny_causal_dir: Path) -> None:
+    with TestClient(app_for(mock_flow(delay=0.3), tiny_flow(tiny_causal_dir))) as client:
+        client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "stream": True})
+        client.get("/static/app.js")
+        model = str(tiny_causal_dir)
+        client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+        text = client.get("/metrics").text
+    seconds = next(line for line in text.splitlines() if line.startswith('ift_request_seconds_sum{route="/v1/workflows/{name}/run"}'))
+    assert float(seconds.split()[-1]) >= 0.6  # two nodes of 0.3 s each, streamed: timed to the end
+    assert 'ift_requests_total{route="/static",status="200"} 1.0' in text
+    assert f'ift_time_to_first_token_seconds_count{{model="{model}"}} 1.0' in text
+    assert f'ift_time_per_output_token_seconds_count{{model="{model}"}} 1.0' in text
+    assert f'ift_generated_tokens_total{{model="{model}"}}' in text

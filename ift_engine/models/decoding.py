@@ -11,6 +11,7 @@ deadline. ``generate`` on such a backend is the same machinery run to the end
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +27,8 @@ class Row:
         self, prompt: Prompt, settings: GenerationSettings, on_text: Callable[[str], None] | None = None
     ) -> None:
         self.prompt, self.settings, self.on_text = prompt, settings, on_text
+        self.submitted = time.perf_counter()
+        self.first_token: float | None = None  # when its first token was chosen
         self.tokens: list[int] = []
         self.prompt_tokens = 0
         self.finish: str | None = None
@@ -35,6 +38,8 @@ class Row:
     def push(self, token: int, tokenizer: Any, stop_ids: Iterable[int]) -> bool:
         """Add the token chosen for this row; True when the row has just finished."""
         self._tokenizer = tokenizer
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
         if token in stop_ids:
             self.finish = "stop"
             self._send(final=True)

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -76,6 +77,9 @@ class WorkerStats:
     on_batch: Callable[[int], None] = lambda size: None
     on_depth: Callable[[int], None] = lambda depth: None
     on_tokens: Callable[[int], None] = lambda count: None
+    #: For each generated answer: seconds from submission to its first token, and seconds per
+    #: output token after that.
+    on_answer: Callable[[float, float], None] = lambda first_token, per_token: None
 
 
 @dataclass
@@ -288,9 +292,16 @@ class ModelWorker:
         self.stats.on_tokens(len(cohort.rows) + len(finished))
         for row in finished:
             job, index = self._owner.pop(id(row))
+            self._time(row)
             job.deliver(index, _completion(row))
         if not cohort.rows:
             self._cohorts.remove(cohort)
+
+    def _time(self, row: Row) -> None:
+        first = row.first_token or time.perf_counter()
+        later = len(row.tokens) - 1
+        per_token = (time.perf_counter() - first) / later if later > 0 else 0.0
+        self.stats.on_answer(first - row.submitted, per_token)
 
     # -- batched calls --------------------------------------------------------------------------
 

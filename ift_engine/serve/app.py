@@ -191,13 +191,34 @@ def install_middleware(app: FastAPI, config: ServeConfig, metrics: Metrics) -> N
                 metrics.observe("unauthorized", 401, time.perf_counter() - started)
                 return response
         response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.observe(
-            getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - started
-        )
-        return response
+        matched = getattr(request.scope.get("route"), "path", "unmatched")
+        route = "/static" if path.startswith("/static/") else matched
+
+        def observe() -> None:
+            metrics.observe(route, response.status_code, time.perf_counter() - started)
+
+        return timed_to_last_byte(response, observe)
 
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+
+
+def timed_to_last_byte(response: Response, observe: Callable[[], None]) -> Response:
+    """``response``, calling ``observe()`` once its last byte is sent (or the client left), so a
+    streamed reply is timed whole."""
+    body = getattr(response, "body_iterator", None)
+    if body is None:
+        observe()
+        return response
+
+    async def timed() -> AsyncIterator[Any]:
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            observe()
+
+    response.body_iterator = timed()  # type: ignore[attr-defined]
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:
