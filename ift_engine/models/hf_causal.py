@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,7 @@ class HFCausalLM(StreamingModel):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.device = model.device
+        self.keeps_last_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.stop_ids = end_of_turn_ids(tokenizer, generation_eos(model))
         if not self.stop_ids:
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")

@@ -49,12 +49,16 @@ class KVBatch:
 
     def _run(self, ids: Any, positions: Any) -> Any:
         device = self.model.device
+        # Only the last position's logits are needed: for a prompt, the LM head over every
+        # position would cost more than the rest of the prefill (as generate, logits_to_keep=1).
+        last = {"logits_to_keep": 1} if self.model.keeps_last_logits else {}
         out = self.model.model(
             input_ids=ids.to(device),
             attention_mask=self.mask.to(device),
             position_ids=positions.to(device),
             cache=self.past,
             use_cache=True,
+            **last,
         )
         self.past = out.cache
         return out.logits[:, -1, :].float().cpu()
