@@ -350,3 +350,15 @@ def test_pool_is_shared_so_models_load_once() -> None:
         "Outline b",
         "Write b from:\nx",
     ]
+
+
+def test_run_file_refuses_an_output_that_is_its_inputs(tmp_path: Path) -> None:
+    from ift_engine.errors import IftError
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"topic": "bees"}\n')
+    (tmp_path / "link.jsonl").symlink_to(inputs)
+    wf = two_step(mock_spec(default="ok"))
+    with pytest.raises(IftError, match="the output is the inputs file"):
+        wf.run_file(inputs, tmp_path / "link.jsonl", resume=True)
+    assert inputs.read_text() == '{"topic": "bees"}\n'

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import WorkflowError
-from .rows import BadLine, Item, RowFile, completed_ids, id_key, open_inputs, read_inputs
+from .rows import BadLine, Item, RowFile, check_not_inputs, completed_ids, id_key, open_inputs, read_inputs
 from .runner import ItemError, Runner, RunResult
 
 
@@ -123,6 +123,7 @@ def run_file(
 ) -> BatchReport:
     """Run every line of ``inputs`` (a file, a pipe, or ``-`` for standard input) and append
     one row per input to ``output`` (see ``rows.RowFile`` for what is guaranteed)."""
+    check_not_inputs(output, inputs)
     stream = open_inputs(inputs)  # before the output is touched: a missing file creates nothing
     try:
         rows = RowFile(output, resume)
