@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 
 from .app import ServeConfig, create_app
 
@@ -47,6 +49,9 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
     if not 1 <= workers <= 64:
         raise IftError(f"--workers must be between 1 and 64, not {workers}")
     check_port_free(host, port)
+    # uvicorn drains, then raises the SIGTERM it caught again: this handler makes that a clean
+    # exit (status 0), as a service manager expects of a stop it asked for.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     common = {"host": host, "port": port, "timeout_graceful_shutdown": 60, "log_level": "info"}
     if workers == 1:
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
