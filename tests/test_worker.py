@@ -127,3 +127,49 @@ def test_batched_calls_merge_by_key_and_errors_stay_with_their_prompt() -> None:
     prompts = [call.prompts for call in model.calls]
     assert prompts[0] == ("a", "poison", "b")  # one merged call; then each prompt alone
     assert ("d",) not in prompts  # the cancelled job never ran
+
+
+def test_a_closed_worker_refuses_new_work_and_fails_what_was_left() -> None:
+    from ift_engine.errors import IftError
+
+    worker = ModelWorker(MockModel("m", default="ok", delay=0.2))
+    busy = worker.generate([chat("a")], GenerationSettings())
+    time.sleep(0.05)
+    worker.close()  # after the work already submitted
+    assert texts(busy.result(5)) == ["ok"]
+    with pytest.raises(IftError, match="closed"):
+        worker.run(lambda: None)
+    with pytest.raises(IftError, match="closed"):
+        worker.generate([chat("b")], GenerationSettings())
+
+
+def test_a_call_that_answers_too_few_prompts_fails_them_instead_of_hanging() -> None:
+    worker = ModelWorker(MockModel("m"))
+    try:
+        [outcome, _] = worker.submit("short", lambda m, p, _: [], [chat("a"), chat("b")]).result(5)
+    finally:
+        worker.close()
+    assert isinstance(outcome, Failure) and "returned 0 answers for 1 prompts" in outcome.message
+
+
+def test_a_large_job_goes_over_several_turns_of_batch_size() -> None:
+    model = MockModel("m", default="ok")
+    worker = ModelWorker(model)
+    try:
+        labels = ("yes", "no")
+        rows = worker.submit("classify", lambda m, p, _: m.classify(p, labels), [chat(str(i)) for i in range(40)]).result(10)
+    finally:
+        worker.close()
+    assert len(rows) == 40 and [len(call.prompts) for call in model.calls] == [16, 16, 8]
+
+
+def test_a_row_ends_with_length_where_the_model_has_no_more_positions(tiny: HFCausalLM) -> None:
+    limit = tiny.model.config.max_position_embeddings
+    endless = HFCausalLM("endless", tiny.model, tiny.tokenizer)
+    endless.stop_ids = [10**9]  # no token ends its answers: only the context can
+    worker = ModelWorker(endless)
+    try:
+        [long] = worker.generate([chat("Tell a story.")], GenerationSettings(max_new_tokens=2 * limit)).result(120)
+    finally:
+        worker.close()
+    assert long.finish == "length" and long.prompt_tokens + long.completion_tokens == limit

@@ -11,11 +11,14 @@ deadline. ``generate`` on such a backend is the same machinery run to the end
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .base import GenerationSettings, Prompt, TextSink
+
+log = logging.getLogger(__name__)
 
 
 class Row:
@@ -52,6 +55,11 @@ class Row:
         self._send(final=False)
         return False
 
+    def end(self, reason: str) -> None:
+        """Finish the row early (``"length"``: the model's context is full)."""
+        self.finish = reason
+        self._send(final=True)
+
     def text(self) -> str:
         if self._tokenizer is None:
             return ""
@@ -64,7 +72,11 @@ class Row:
         text = self.text()
         if (text.endswith("\ufffd") and not final) or not text.startswith(self._sent) or text == self._sent:
             return
-        self.on_text(text[len(self._sent) :])
+        try:
+            self.on_text(text[len(self._sent) :])
+        except Exception:  # noqa: BLE001 - a listener that fails (its client gone) stops listening
+            log.warning("a text stream failed; its answer goes on without it", exc_info=True)
+            self.on_text = None
         self._sent = text
 
 
@@ -75,6 +87,8 @@ class Cohort(Protocol):
     (else returns False)."""
 
     rows: list[Row]
+    #: The rows the batch computes: ``rows`` and, where the backend cannot drop them, ended ones.
+    slots: list[Row]
 
     def step(self) -> list[Row]: ...
 

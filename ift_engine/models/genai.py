@@ -240,9 +240,10 @@ class GenaiCohort(Cohort):
             if i not in self.ended and row.push(token, tokenizer, stop_ids)
         ]
         if self.generator.is_done():  # the context is full: every row still running ends here
-            finished += [r for i, r in enumerate(self.slots) if i not in self.ended and r not in finished]
-            for row in finished:
-                row.finish = row.finish or "length"
+            cut = [r for i, r in enumerate(self.slots) if i not in self.ended and r not in finished]
+            for row in cut:
+                row.end("length")
+            finished += cut
         self.drop(finished)
         return finished
 

@@ -74,6 +74,8 @@ class HFCausalLM(StreamingModel):
         self.batch_size = batch_size
         self.device = model.device
         self.keeps_last_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        positions = getattr(model.config, "max_position_embeddings", None)
+        self.context_length: int | None = positions if isinstance(positions, int) else None
         self.stop_ids = end_of_turn_ids(tokenizer, generation_eos(model))
         if not self.stop_ids:
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")

@@ -305,7 +305,7 @@ class ModelPool:
         """Stop every worker, after the work already submitted."""
         with self._guard:
             workers, self._workers = list(self._workers.values()), {}
-        for worker in workers:
+        for worker in reversed(workers):  # an ensemble before its members, made before it
             worker.close()
 
     def _load(self, spec: ModelSpec | EnsembleSpec) -> Model:

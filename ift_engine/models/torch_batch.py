@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ModelError
 from .base import Prompt
 from .chat import chat_ids
 from .decoding import Cohort, Row, TokenChooser
@@ -124,8 +125,14 @@ class TorchCohort(Cohort):
         self.model = model
         self.slots, self.rows = list(rows), list(rows)  # slots: the batch's rows; rows: still running
         prompts = [chat_ids(model.tokenizer, row.prompt) for row in self.slots]
+        limit = model.context_length
         for row, prompt in zip(self.slots, prompts):
             row.prompt_tokens = len(prompt)
+            if limit is not None and len(prompt) >= limit:
+                raise ModelError(
+                    f"model '{model.name}': a prompt of {len(prompt)} tokens does not fit its context of "
+                    f"{limit}; shorten the input"
+                )
         self.batch = KVBatch(model, prompts)
         self.chooser = TokenChooser(self.slots[0].settings)
         self.generators = [self.chooser.generator(row.settings) for row in self.slots]
@@ -144,13 +151,21 @@ class TorchCohort(Cohort):
         ending = [
             i
             for i, (row, token) in enumerate(zip(self.slots, chosen.tolist()))
-            if i not in self.ended and row.push(token, tokenizer, stop_ids)
+            if i not in self.ended and (row.push(token, tokenizer, stop_ids) or self._context_full(row))
         ]
         finished = [self.slots[i] for i in ending]
         kept = self._remove(ending)
         if self.rows:
             self.batch.forward(chosen[kept])
         return finished
+
+    def _context_full(self, row: Row) -> bool:
+        """End a row whose next token would pass the model's positions."""
+        limit = self.model.context_length
+        if limit is None or row.prompt_tokens + len(row.tokens) < limit:
+            return False
+        row.end("length")
+        return True
 
     def drop(self, rows: Iterable[Row]) -> None:
         leaving = {id(row) for row in rows}

@@ -25,6 +25,7 @@ of the main thread's speed).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import queue
 import threading
@@ -94,6 +95,7 @@ class _Job:
     outcomes: list[Any] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     left: int = 0
+    taken: int = 0  # prompts already handed to a batched call
 
     def deliver(self, index: int, outcome: Any) -> None:
         self.outcomes[index] = outcome
@@ -123,7 +125,10 @@ class ModelWorker:
         self._jobs: list[_Job] = []  # batched calls waiting
         self._cohorts: list[Cohort] = []
         self._owner: dict[int, tuple[_Job, int]] = {}  # id(row) -> its job and place
+        self._starting: list[tuple[_Job, int]] = []  # rows taken from the queue, not yet in a cohort
         self._closed = False
+        self._closing = threading.Lock()
+        self._cancellations = False
         self._thread = threading.Thread(target=self._run, name=f"ift-model:{model.name}", daemon=True)
         self._thread.start()
 
@@ -142,7 +147,7 @@ class ModelWorker:
             return None if on_text is None else lambda text: on_text(index, text)
 
         job.rows = [Row(p, settings, sink(i)) for i, p in enumerate(job.prompts)]
-        self._inbox.put(job)
+        self._put(job)
         return job.future
 
     def submit(
@@ -151,28 +156,40 @@ class ModelWorker:
         """``call(model, prompts, on_text)`` batched with the waiting jobs of the same ``key``."""
         job = self._job(prompts, on_text)
         job.key, job.call = key, call
-        self._inbox.put(job)
+        self._put(job)
         return job.future
 
     def run(self, function: Callable[[], R]) -> Future[R]:
         """``function()`` on the worker, between batches (loading, step-by-step ensembles)."""
         future: Future[R] = Future()
-        self._inbox.put((function, future))
+        self._put((function, future))
         return future
 
     def _job(self, prompts: Sequence[Prompt], on_text: TextSink | None) -> _Job:
-        if self._closed:
-            raise IftError(f"model '{self.model.name}' is closed")
         prompts = list(prompts)
         job = _Job(prompts, on_text, Future(), outcomes=[None] * len(prompts), left=len(prompts))
         if not prompts:
             job.future.set_result([])
+        job.future.add_done_callback(self._noticed)
         return job
+
+    def _noticed(self, future: Future[Any]) -> None:
+        if future.cancelled():
+            self._cancellations = True  # the loop drops cancelled work at its next turn
+
+    def _put(self, entry: _Entry) -> None:
+        with self._closing:
+            if self._closed:
+                raise IftError(f"model '{self.model.name}' is closed")
+            self._inbox.put(entry)
 
     def close(self) -> None:
         """Stop after the work already submitted."""
-        self._closed = True
-        self._inbox.put(None)
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._inbox.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join()
 
@@ -190,14 +207,26 @@ class ModelWorker:
                 except Exception as exc:  # noqa: BLE001 - a bug here must fail the work, not hang it
                     log.exception("model '%s': the worker failed", self.model.name)
                     self._fail_everything(Failure(f"internal error in the worker: {exc!r}; this is a bug"))
+        self._fail_everything(Failure(f"model '{self.model.name}' is closed"))  # anything left
 
     def _fail_everything(self, failure: Failure) -> None:
-        for job, index in [*self._rows, *self._owner.values()]:
+        while True:
+            try:
+                entry = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(entry, tuple):
+                entry[1].set_exception(IftError(failure.message))
+            elif entry is not None and entry.call is None:
+                self._rows.extend((entry, i) for i in range(len(entry.rows)))
+            elif entry is not None:
+                self._jobs.append(entry)
+        for job, index in [*self._rows, *self._starting, *self._owner.values()]:
             job.deliver(index, failure)
         for job in self._jobs:
-            for index in range(len(job.prompts)):
+            for index in range(job.taken, len(job.prompts)):
                 job.deliver(index, failure)
-        self._rows, self._jobs, self._cohorts, self._owner = deque(), [], [], {}
+        self._rows, self._jobs, self._cohorts, self._owner, self._starting = deque(), [], [], {}, []
 
     def _busy(self) -> bool:
         return bool(self._cohorts or self._rows or self._jobs)
@@ -225,11 +254,14 @@ class ModelWorker:
                 self._rows.extend((entry, i) for i in range(len(entry.rows)))
             else:
                 self._jobs.append(entry)
-        self.stats.on_depth(len(self._rows) + sum(len(j.prompts) for j in self._jobs))
+        self.stats.on_depth(len(self._rows) + sum(len(j.prompts) - j.taken for j in self._jobs))
         return self._busy() or not self._closed
 
     def _forget_cancelled(self) -> None:
         """Rows and jobs whose future was cancelled leave now, freeing their places."""
+        if not self._cancellations:
+            return
+        self._cancellations = False
         self._rows = deque((job, i) for job, i in self._rows if not job.future.cancelled())
         self._jobs = [job for job in self._jobs if not job.future.cancelled()]
         for cohort in self._cohorts:
@@ -244,15 +276,17 @@ class ModelWorker:
 
     def _start_rows(self) -> None:
         """Start waiting rows (as many as there is room for) in cohorts by settings."""
-        room = self.max_batch - sum(len(c.rows) for c in self._cohorts)
+        room = self.max_batch - sum(len(c.slots) for c in self._cohorts)
         model: Any = self.model
         groups: dict[Hashable, list[tuple[_Job, int]]] = {}
         while self._rows and room > 0:
             job, index = self._rows.popleft()
+            self._starting.append((job, index))  # failed with the rest if anything below raises
             groups.setdefault(model.cohort_key(job.rows[index].settings), []).append((job, index))
             room -= 1
         for entries in groups.values():
             cohort = self._started([job.rows[i] for job, i in entries], entries)
+            del self._starting[: len(entries)]
             if cohort is None:
                 continue
             for entry in entries:
@@ -306,27 +340,35 @@ class ModelWorker:
     # -- batched calls --------------------------------------------------------------------------
 
     def _run_batched_call(self) -> None:
-        """One call for the oldest waiting job and the jobs of its key (up to ``batch_size``
-        prompts, whole jobs; a larger job runs alone)."""
+        """One call of up to ``batch_size`` prompts: the oldest waiting job's, then those of the
+        jobs of its key. A larger job goes over several turns, so decode steps go on between."""
         if not self._jobs:
             return
-        key = self._jobs[0].key
-        taken: list[_Job] = []
-        size = 0
+        key, call = self._jobs[0].key, self._jobs[0].call
+        places: list[tuple[_Job, int]] = []
         for job in list(self._jobs):
-            if job.key == key and (not taken or size + len(job.prompts) <= self.max_batch):
-                taken.append(job)
-                size += len(job.prompts)
+            if job.key != key:
+                continue
+            while job.taken < len(job.prompts) and len(places) < self.max_batch:
+                places.append((job, job.taken))
+                job.taken += 1
+            if job.taken == len(job.prompts):
                 self._jobs.remove(job)
-        places = [(job, i) for job in taken for i in range(len(job.prompts))]
+            if len(places) == self.max_batch:
+                break
         self.stats.on_batch(len(places))
-        outcomes = self._outcomes(taken[0].call, [job.prompts[i] for job, i in places], _sink(places))
+        outcomes = self._outcomes(call, [job.prompts[i] for job, i in places], _sink(places))
         for (job, index), outcome in zip(places, outcomes):
             job.deliver(index, outcome)
 
     def _outcomes(self, call: Any, prompts: list[Prompt], on_text: TextSink | None) -> list[Any]:
         try:
-            return list(call(self.model, prompts, on_text))
+            answers = list(call(self.model, prompts, on_text))
+            if len(answers) != len(prompts):
+                raise IftError(
+                    f"model '{self.model.name}' returned {len(answers)} answers for {len(prompts)} prompts"
+                )
+            return answers
         except Exception as exc:  # noqa: BLE001 - a model may raise anything; it is reported
             if len(prompts) == 1:
                 return [Failure.of(exc)]
@@ -425,7 +467,9 @@ class SteppingWorkerModel(WorkerModel):
     def __init__(self, worker: ModelWorker) -> None:
         super().__init__(worker)
         inner: Any = worker.model
-        self.tokenizer, self.stop_ids = inner.tokenizer, inner.stop_ids
+        # A copy: the ensemble tokenizes on its own thread, and a fast tokenizer must not be
+        # used by two threads at once.
+        self.tokenizer, self.stop_ids = copy.deepcopy(inner.tokenizer), inner.stop_ids
 
     def start_decoding(self, prompts: Sequence[Prompt]) -> DecodingSteps:
         inner: Any = self.inner

@@ -157,10 +157,14 @@ def create_app(config: ServeConfig, workflows: Mapping[str, Workflow] | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(asyncio.to_thread(service.load_models))
-        yield
-        await loading  # a load still running finishes before the workers stop
-        await asyncio.to_thread(service.close)
+        service.loading = asyncio.create_task(asyncio.to_thread(service.load_models))
+        try:
+            yield
+        finally:
+            try:
+                await service.loading  # a load still running finishes before the workers stop
+            finally:
+                await asyncio.to_thread(service.close)
 
     app = FastAPI(title="ift_engine", lifespan=lifespan, default_response_class=JSON, docs_url="/docs")
     app.state.service = service
@@ -237,6 +241,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             422, f"{param or 'body'}: {first['msg']}", "invalid_request_error", param or None
         )
+
+    @app.exception_handler(ModelError)
+    async def unavailable(request: Request, exc: ModelError) -> Response:
+        return error_response(503, str(exc), "model_unavailable")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -120,6 +120,17 @@ class Service:
         self.chat_models = self._chat_models()
         self._pictures: dict[str, bytes] = {}
         self._drawing = threading.Lock()
+        #: The loading of every model (set by the app at start): requests wait for it off the
+        #: event loop rather than load a model on it.
+        self.loading: asyncio.Future[None] | None = None
+
+    async def ready(self, name: str) -> None:
+        """Wait until the models are loaded; a workflow whose models failed is a ``ModelError``."""
+        if self.loading is not None:
+            await asyncio.shield(self.loading)
+        state = self.load_state.get(name, "ready")
+        if state.startswith("failed"):
+            raise ModelError(f"workflow '{name}' is not available: {state.removeprefix('failed: ')}")
 
     # -- models --------------------------------------------------------------------------------
 
@@ -169,6 +180,7 @@ class Service:
         """One run of workflow ``name``; ``events(event)`` hears its nodes start and finish and
         its tokens (from the model threads too)."""
         values = self.check_inputs(name, inputs)
+        await self.ready(name)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[RunResult] = loop.create_future()
 

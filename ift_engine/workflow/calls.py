@@ -97,6 +97,14 @@ def as_outcome(value: Any) -> Outcome:
     return Answer(value.text) if isinstance(value, Completion) else value
 
 
+def _cancel(future: Future[Any]) -> None:
+    future.cancel()
+
+
+def _nothing() -> None:
+    pass
+
+
 class NodeCall:
     """One node's answers to ``prompts``, handed to ``done(outcomes)`` on the loop."""
 
@@ -115,9 +123,12 @@ class NodeCall:
         self.keys: list[str] = []
         self.attempt = 0
         self.future: Future[Any] | None = None
+        self.given_up = False
 
     def cancel(self) -> None:
-        """Give up the prompts still with the model (the worker drops them at its next step)."""
+        """Give up: the prompts still with the model leave its batch at the next step, and no
+        retry is sent."""
+        self.given_up = True
         if self.future is not None:
             self.future.cancel()
 
@@ -133,8 +144,11 @@ class NodeCall:
         self._ask([i for i, outcome in enumerate(self.outcomes) if outcome is None])
 
     def _ask(self, places: list[int]) -> None:
-        if not places:
-            self.done([o if o is not None else Failure("no answer") for o in self.outcomes])
+        if self.given_up:
+            return
+        if not places:  # handed over on a later turn of the loop: cached chains do not nest
+            outcomes = [o if o is not None else Failure("no answer") for o in self.outcomes]
+            self.loop.post(lambda: self.done(outcomes))
             return
         sink = self.on_text
         shifted = None if sink is None else (lambda index, text: sink(places[index], text))
@@ -145,11 +159,11 @@ class NodeCall:
             return
         self.future = future
         timeout = self.bound.spec.timeout
-        if timeout is not None:
-            self.loop.later(timeout, self.cancel)
-        future.add_done_callback(lambda f: self.loop.post(lambda: self._returned(places, f)))
+        stop_timer = self.loop.later(timeout, lambda: _cancel(future)) if timeout is not None else _nothing
+        future.add_done_callback(lambda f: self.loop.post(lambda: self._returned(places, f, stop_timer)))
 
-    def _returned(self, places: list[int], future: Future[Any]) -> None:
+    def _returned(self, places: list[int], future: Future[Any], stop_timer: Callable[[], None]) -> None:
+        stop_timer()
         if future.cancelled():
             message = f"the model call took longer than the node's timeout of {self.bound.spec.timeout:g} s"
             for i in places:

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import IftError, WorkflowError
 from ..models.base import GenerationSettings, TextSink
 from ..models.resolve import ModelPool
+from ..models.worker import Failure
 from ..settings import using_settings
 from .cache import AnswerCache
 from .calls import Answer, NodeCall, Outcome
@@ -109,11 +110,15 @@ class GraphRun:
             self._calls.remove(call)
             self._answered(node_id, submitted, prompts, outcomes, began)
 
-        settings = bound.generation.model_copy(update=self.options.generation)
-        cache = self.cache_parts(bound, settings) if self.options.cache else None
-        call = NodeCall(bound, settings, self.pool, self.loop, cache, answered)
-        self._calls.append(call)
-        call.start([p.messages for p in prompts], self._sink(node_id, prompts))
+        try:
+            settings = bound.generation.model_copy(update=self.options.generation)
+            cache = self.cache_parts(bound, settings) if self.options.cache else None
+            call = NodeCall(bound, settings, self.pool, self.loop, cache, answered)
+            self._calls.append(call)
+            call.start([p.messages for p in prompts], self._sink(node_id, prompts))
+        except Exception as exc:  # noqa: BLE001 - the model could not be had: its items fail
+            for item in submitted:
+                self._fail(item, node_id, Failure.of(exc).message)
 
     def _sink(self, node_id: str, prompts: list[_Prompt]) -> TextSink | None:
         text = self.events.text
@@ -170,8 +175,8 @@ class GraphRun:
                     continue
                 try:
                     node_result = self._node_result(bound, prompt, outcome, timing)
-                except IftError as exc:
-                    result.error = ItemError(node_id, str(exc))
+                except Exception as exc:  # noqa: BLE001 - a parser (a plugin's too) may raise anything
+                    result.error = ItemError(node_id, Failure.of(exc).message)
                     continue
                 if prompt.element is None:
                     result.nodes[node_id] = node_result

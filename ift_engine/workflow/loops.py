@@ -25,8 +25,9 @@ class Loop(Protocol):
         """Run ``job`` on the loop's thread, soon (safe from any thread)."""
         ...
 
-    def later(self, seconds: float, job: Job) -> None:
-        """Run ``job`` on the loop's thread after ``seconds`` (called from the loop's thread)."""
+    def later(self, seconds: float, job: Job) -> Callable[[], None]:
+        """Run ``job`` on the loop's thread after ``seconds`` (called from the loop's thread);
+        the function returned calls it off."""
         ...
 
 
@@ -41,8 +42,10 @@ class LocalLoop:
     def post(self, job: Job) -> None:
         self._posted.put(job)
 
-    def later(self, seconds: float, job: Job) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._order), job))
+    def later(self, seconds: float, job: Job) -> Callable[[], None]:
+        timer = [job]
+        heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._order), lambda: timer[0]()))
+        return lambda: timer.__setitem__(0, lambda: None)
 
     def run_until(self, done: Callable[[], bool]) -> None:
         while not done():
@@ -66,5 +69,5 @@ class AsyncioLoop:
     def post(self, job: Job) -> None:
         self.loop.call_soon_threadsafe(job)
 
-    def later(self, seconds: float, job: Job) -> None:
-        self.loop.call_later(seconds, job)
+    def later(self, seconds: float, job: Job) -> Callable[[], None]:
+        return self.loop.call_later(seconds, job).cancel
