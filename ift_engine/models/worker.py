@@ -372,7 +372,8 @@ class ModelWorker:
         except Exception as exc:  # noqa: BLE001 - a model may raise anything; it is reported
             if len(prompts) == 1:
                 return [Failure.of(exc)]
-            return [self._outcomes(call, [p], _shifted(on_text, i))[0] for i, p in enumerate(prompts)]
+            # Alone, without streaming: text the failed call streamed must not be sent twice.
+            return [self._outcomes(call, [p], None)[0] for p in prompts]
 
 
 def _sink(places: list[tuple[_Job, int]]) -> TextSink | None:
@@ -386,13 +387,6 @@ def _sink(places: list[tuple[_Job, int]]) -> TextSink | None:
             job.on_text(place, text)
 
     return sink
-
-
-def _shifted(on_text: TextSink | None, index: int) -> TextSink | None:
-    if on_text is None:
-        return None
-    sink = on_text
-    return lambda _, text: sink(index, text)
 
 
 def _generate_call(settings: GenerationSettings) -> BatchCall:
