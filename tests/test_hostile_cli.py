@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_hostile_input import assert_one_line_error  # the one definition of the promise
 
 IFT = [sys.executable, "-m", "ift_engine.cli"]
 FLOW = {
@@ -30,15 +31,6 @@ def ift(*args: str, timeout: float = 120, **run: Any) -> tuple[int, str, str]:
     env = {**os.environ, "IFT_ENGINE_LOAD_PLUGINS": "", **run.pop("env", {})}
     done = subprocess.run([*IFT, *args], capture_output=True, timeout=timeout, env=env, **run)
     return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
-
-
-def assert_one_line_error(code: int, stderr: str, *expected: str) -> None:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2, stderr
-    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    for text in expected:
-        assert text in " ".join(stderr.split()), stderr
 
 
 def write_flow(folder: Path, **changes: Any) -> Path:
