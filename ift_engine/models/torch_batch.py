@@ -177,7 +177,8 @@ class TorchCohort(Cohort):
             self.ended.update(indices)
             self.rows = [row for i, row in enumerate(self.slots) if i not in self.ended]
             return list(range(len(self.slots)))
-        keep = [i for i in range(len(self.slots)) if i not in set(indices)]
+        leaving = set(indices)
+        keep = [i for i in range(len(self.slots)) if i not in leaving]
         if len(keep) < len(self.slots):
             self.slots = self.rows = [self.slots[i] for i in keep]
             self.generators = [self.generators[i] for i in keep]

@@ -217,10 +217,8 @@ class ModelWorker:
                 break
             if isinstance(entry, tuple):
                 entry[1].set_exception(IftError(failure.message))
-            elif entry is not None and entry.call is None:
-                self._rows.extend((entry, i) for i in range(len(entry.rows)))
             elif entry is not None:
-                self._jobs.append(entry)
+                self._file(entry)
         for job, index in [*self._rows, *self._starting, *self._owner.values()]:
             job.deliver(index, failure)
         for job in self._jobs:
@@ -248,14 +246,17 @@ class ModelWorker:
                         future.set_result(function())
                     except BaseException as exc:  # handed to the caller
                         future.set_exception(exc)
-            elif entry.future.done():
-                continue
-            elif entry.call is None:
-                self._rows.extend((entry, i) for i in range(len(entry.rows)))
-            else:
-                self._jobs.append(entry)
+            elif not entry.future.done():
+                self._file(entry)
         self.stats.on_depth(len(self._rows) + sum(len(j.prompts) - j.taken for j in self._jobs))
         return self._busy() or not self._closed
+
+    def _file(self, job: _Job) -> None:
+        """A submitted job into its waiting list: its rows, or the batched calls."""
+        if job.call is None:
+            self._rows.extend((job, i) for i in range(len(job.rows)))
+        else:
+            self._jobs.append(job)
 
     def _forget_cancelled(self) -> None:
         """Rows and jobs whose future was cancelled leave now, freeing their places."""
