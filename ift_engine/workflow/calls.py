@@ -97,14 +97,6 @@ def as_outcome(value: Any) -> Outcome:
     return Answer(value.text) if isinstance(value, Completion) else value
 
 
-def _cancel(future: Future[Any]) -> None:
-    future.cancel()
-
-
-def _nothing() -> None:
-    pass
-
-
 class NodeCall:
     """One node's answers to ``prompts``, handed to ``done(outcomes)`` on the loop."""
 
@@ -159,11 +151,14 @@ class NodeCall:
             return
         self.future = future
         timeout = self.bound.spec.timeout
-        stop_timer = self.loop.later(timeout, lambda: _cancel(future)) if timeout is not None else _nothing
+        stop_timer = self.loop.later(timeout, future.cancel) if timeout is not None else None
         future.add_done_callback(lambda f: self.loop.post(lambda: self._returned(places, f, stop_timer)))
 
-    def _returned(self, places: list[int], future: Future[Any], stop_timer: Callable[[], None]) -> None:
-        stop_timer()
+    def _returned(
+        self, places: list[int], future: Future[Any], stop_timer: Callable[[], None] | None
+    ) -> None:
+        if stop_timer is not None:
+            stop_timer()
         if future.cancelled():
             message = f"the model call took longer than the node's timeout of {self.bound.spec.timeout:g} s"
             for i in places:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-Job = Callable[[], None]
+Job = Callable[[], object]  # what it returns is ignored
 
 
 class Loop(Protocol):
