@@ -122,7 +122,7 @@ def main() -> None:
 
     doc = Workflow.from_yaml(ARTICLE).to_dict()
     name = doc["model"]
-    # The backend's batch_size option caps prompts per forward pass (default 8): let a batch through.
+    # The model's batch_size option caps the rows decoded together (default 16): as --batch-size.
     options = {"batch_size": args.batch_size}
     eager = Workflow.from_dict({**doc, "model": {"name": name, "options": options}}, source=str(ARTICLE))
     onnx = Workflow.from_dict(
