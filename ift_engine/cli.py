@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -26,6 +26,9 @@ from .documents import loads_json
 from .errors import IftError, NodeError, WorkflowError
 from .files import check_output_file, write_file
 from .plugins import components as default_components
+
+if TYPE_CHECKING:
+    from .serve import ServeConfig
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -265,8 +268,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get("IFT_ENGINE_API_KEY") or None,
         cache=not args.no_cache,
     )
-    serve(config, host=args.host, port=args.port, workers=args.workers)
+    if not args.ray:
+        if args.replicas is not None or args.ray_address:
+            raise IftError("--replicas and --ray-address belong to --ray; without it the service runs here")
+        serve(config, host=args.host, port=args.port, workers=1 if args.workers is None else args.workers)
+        return 0
+    serve_ray(config, args)
     return 0
+
+
+def serve_ray(config: ServeConfig, args: argparse.Namespace) -> None:
+    from .cluster import check_reachable, need_ray
+
+    if args.workers is not None:
+        raise IftError("--workers is for one machine; with --ray say --replicas N")
+    need_ray("ray[serve]")
+    from .serve import check_port_free
+    from .serve.ray import serve_on_ray
+
+    check_port_free(args.host, args.port)
+    if args.ray_address:
+        check_reachable(args.ray_address)
+    replicas = 2 if args.replicas is None else args.replicas
+    serve_on_ray(config, args.host, args.port, replicas, args.replica_cpus, args.ray_address)
 
 
 def show_dry_run(path: str, overrides: dict[str, Any]) -> int:
@@ -406,7 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=port_number, default=8000, help="1..65535 (default 8000)")
     serve.add_argument("--api-key", help="require Authorization: Bearer KEY (or set IFT_ENGINE_API_KEY)")
-    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own models")
+    serve.add_argument("--workers", type=int, help="server processes, each with its own models (default 1)")
+    on_ray = serve.add_argument_group("Ray Serve (the serve and ray extras)")
+    on_ray.add_argument("--ray", action="store_true", help="serve on Ray: replicas, each with its own models")
+    on_ray.add_argument("--replicas", type=int, metavar="N", help="copies of the service (default 2)")
+    on_ray.add_argument("--replica-cpus", type=float, default=1.0, metavar="C", help="CPUs per replica")
+    on_ray.add_argument("--ray-address", metavar="ADDR", help="cluster to join (default: start one)")
     serve.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
     serve.set_defaults(func=cmd_serve)
 

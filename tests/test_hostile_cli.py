@@ -168,8 +168,8 @@ def test_ray_flags_are_checked_when_the_command_starts(tmp_path: Path, flags: li
 def test_an_address_that_does_not_answer_fails_within_the_bound() -> None:
     import socket
 
-    from ift_engine.errors import WorkflowError
-    from ift_engine.workflow.ray_executor import check_reachable
+    from ift_engine.cluster import check_reachable
+    from ift_engine.errors import IftError
 
     with socket.socket() as server, socket.socket() as first:
         server.bind(("127.0.0.1", 0))
@@ -177,7 +177,7 @@ def test_an_address_that_does_not_answer_fails_within_the_bound() -> None:
         address = f"127.0.0.1:{server.getsockname()[1]}"
         first.connect(server.getsockname())
         started = time.perf_counter()
-        with pytest.raises(WorkflowError, match=f"cannot reach Ray at {address} within 0.5 s \\(no answer\\)"):
+        with pytest.raises(IftError, match=f"cannot reach Ray at {address} within 0.5 s \\(no answer\\)"):
             check_reachable(address, timeout=0.5)
         assert time.perf_counter() - started < 5
 

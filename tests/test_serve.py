@@ -167,13 +167,15 @@ def test_metrics_count_requests_and_batches(client: TestClient) -> None:
 # -- requests that meet at the model's worker ------------------------------------------------------------------------------
 
 
-async def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int) -> list[httpx.Response]:
+async def post_all(
+    url: str, bodies: list[dict[str, Any]], concurrency: int, path: str = "/v1/workflows/echo/run"
+) -> list[httpx.Response]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
 
         async def one(body: dict[str, Any]) -> httpx.Response:
             async with limit:
-                return await http.post("/v1/workflows/echo/run", json=body)
+                return await http.post(path, json=body)
 
         return await asyncio.gather(*(one(b) for b in bodies))
 
@@ -317,13 +319,45 @@ def test_ift_serve_with_two_worker_processes(tmp_path: Path) -> None:
     assert log.count("Application startup complete") == 2, log
 
 
+def test_ift_serve_on_ray_with_two_replicas_answers_as_one_process(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray.serve")
+    (tmp_path / "tiny.yaml").write_text(json.dumps(tiny_flow(tiny_causal_dir)))
+    texts = [f"Tell me about bees, number {i}." for i in range(12)]
+    with TestClient(app_for(tiny_flow(tiny_causal_dir))) as here:
+        expected = [here.post("/v1/workflows/tiny/run", json={"inputs": {"text": t}}).json()["outputs"] for t in texts]
+    process, url = start_ift_serve(tmp_path, "--ray", "--replicas", "2", "--replica-cpus", "0.5", "--no-cache")
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{url}/healthz").json()["workflows"] == {"tiny": "ready"}:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        bodies = [{"inputs": {"text": t}} for t in texts]
+        responses = asyncio.run(post_all(url, bodies, 12, "/v1/workflows/tiny/run"))
+        assert [r.json()["outputs"] for r in responses] == expected
+        assert len({r.headers["x-served-by"] for r in responses}) == 2  # both replicas answered
+        chat = httpx.post(f"{url}/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": texts[0]}]})
+        assert chat.json()["choices"][0]["message"]["content"] == expected[0]["answer"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+    log = process.stdout.read().decode() if process.stdout else ""
+    assert code == 0 and "2 replica(s) on Ray" in log, log
+
+
 def test_bad_serve_arguments_are_one_line_errors(tmp_path: Path) -> None:
     for args, message in (
         ([str(tmp_path / "missing")], "no such workflow file or folder"),
         ([str(tmp_path)], "no workflow files in"),
         ([str(tmp_path), "--workers", "0"], "--workers must be between 1 and 64"),
+        ([str(tmp_path), "--replicas", "2"], "--replicas and --ray-address belong to --ray"),
+        ([str(tmp_path), "--ray", "--workers", "2"], "with --ray say --replicas N"),
+        ([str(tmp_path), "--ray", "--replicas", "0"], "--replicas must be between 1 and 256"),
+        ([str(tmp_path), "--ray", "--ray-address", "nowhere"], "give HOST:PORT of the cluster's head"),
     ):
-        if "--workers" in args:
+        if len(args) > 1:
             (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow()))
         done = subprocess.run([sys.executable, "-m", "ift_engine.cli", "serve", *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr

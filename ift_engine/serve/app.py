@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -178,6 +180,8 @@ def create_app(config: ServeConfig, workflows: Mapping[str, Workflow] | None = N
 
 
 def install_middleware(app: FastAPI, config: ServeConfig, metrics: Metrics) -> None:
+    served_by = f"{socket.gethostname()}:{os.getpid()}"  # which process (or Ray replica) answered
+
     @app.middleware("http")
     async def auth_and_metrics(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -195,6 +199,7 @@ def install_middleware(app: FastAPI, config: ServeConfig, metrics: Metrics) -> N
                 metrics.observe("unauthorized", 401, time.perf_counter() - started)
                 return response
         response = await call_next(request)
+        response.headers["X-Served-By"] = served_by
         matched = getattr(request.scope.get("route"), "path", "unmatched")
         route = "/static" if path.startswith("/static/") else matched
 

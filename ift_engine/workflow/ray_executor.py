@@ -13,43 +13,17 @@ Workers need ift_engine, the plugins the workflow uses, and the model files at t
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cluster import check_reachable, need_ray, start_ray
 from ..errors import IftError, WorkflowError
 from .batch import Item, run_items
 from .runner import RunResult
 
 if TYPE_CHECKING:
     from .workflow import Workflow
-
-#: Environment variables the workers need to see the same plugins, caches and hub settings.
-FORWARDED_ENV = ("IFT_ENGINE_", "HF_", "TRANSFORMERS_")
-#: Seconds to reach a cluster's head before giving up (Ray itself would wait for ever).
-CONNECT_TIMEOUT = 10.0
-
-
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Refuse, within ``timeout`` seconds, a ``HOST:PORT`` (or ``ray://HOST:PORT``) address
-    that accepts no connection. ``auto`` and ``local`` are Ray's own and left to it."""
-    if address in ("auto", "local"):
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise WorkflowError(
-            f"--ray-address {address!r}: give HOST:PORT of the cluster's head (or ray://HOST:PORT)"
-        )
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
-        raise WorkflowError(
-            f"cannot reach Ray at {address} within {timeout:g} s ({reason}); check --ray-address, or "
-            "leave it out to start a local Ray"
-        ) from None
-
 
 class BatchWorker:
     """Runs batches in a Ray worker process; the workflow and its models load once."""
@@ -82,10 +56,7 @@ class RayExecutor:
         cache: Path | None = None,
         cpus_per_worker: float = 1.0,
     ) -> None:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise WorkflowError("the ray executor needs Ray: pip install 'ift-engine[ray]'") from None
+        need_ray("ray")
         if workers is not None and workers < 1:
             raise WorkflowError(f"--workers must be at least 1, not {workers} (leave it out for one per CPU)")
         if address is not None:
@@ -97,28 +68,10 @@ class RayExecutor:
         self.cache = str(cache) if cache else None
         self.cpus_per_worker = cpus_per_worker
 
-    def _start(self) -> bool:
-        import ray
-
-        if ray.is_initialized():
-            return False
-        env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
-        try:
-            ray.init(
-                address=self.address,
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env={"env_vars": env},
-            )
-        except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; all mean "no cluster"
-            where = self.address or "a local Ray instance"
-            raise WorkflowError(f"cannot start Ray at {where}: {exc}") from None
-        return True
-
     def map_batches(self, batches: Iterable[list[Item]]) -> Iterator[list[RunResult]]:
         import ray
 
-        started = self._start()
+        started = start_ray(self.address)
         actors: list[Any] = []
         try:
             cpus = ray.cluster_resources().get("CPU", 1.0)
