@@ -1,17 +1,19 @@
 """Serving under concurrent load: ``ift serve`` beside ``transformers serve --continuous-batching``
 on the same model folder and the same chat requests, on loopback, bounded.
 
-    python benchmarks/bench_serve.py [--rounds 2] [--concurrency 1 4 16] [--max-tokens 48]
-                                     [--device cpu] [--quick]
+    python benchmarks/bench_serve.py [--rounds 2] [--concurrency 1 4 16 64] [--max-tokens 48]
+                                     [--rate 2] [--device cpu] [--quick]
 
 Servers, each its own process, all started first: the peer; ``ift serve`` on the PyTorch model;
 ``ift serve`` on its int8 and int4 exports. Each round sends, at each concurrency, the same
 distinct chat requests (greedy, at most ``--max-tokens`` new tokens, streamed with
 ``include_usage``) to each server in turn, the order rotated round by round, so machine drift
 hits all alike. Per server and concurrency: generated tokens/s, p50/p95 latency, p50 time to
-first token. The int4 export's own batched speed (``generate`` on all prompts at once, in this
-process, between rounds) is the ceiling the service is held against. A two-node workflow
-(summarize.yaml) runs concurrently and one request at a time on the int4 server.
+first token. A Poisson run sends the same requests to each server at ``--rate`` requests/s with
+exponential gaps (one seeded schedule for all), as independent users would. The int4 export's
+own batched speed (``generate`` on all prompts at once, in this process, between rounds) is the
+ceiling the service is held against. A two-node workflow (summarize.yaml) runs one request at a
+time and all at once on every ``ift serve`` backend.
 
 Prints a table and writes benchmarks/results/serve-<cpu|gpu>.{json,md}. ``--quick`` is a
 smoke run (tiny counts) that the test suite uses.
@@ -167,6 +169,27 @@ async def load(server: Server, texts: list[str], concurrency: int, max_tokens: i
         return time.perf_counter() - started, list(results)
 
 
+async def arrivals(server: Server, texts: list[str], gaps: list[float], max_tokens: int) -> tuple[float, list[Any]]:
+    """Request ``i`` sent ``sum(gaps[:i + 1])`` seconds after the start, whatever is in flight."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=900) as http:
+        started = time.perf_counter()
+
+        async def one(text: str, at: float) -> dict[str, Any]:
+            await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
+            return await chat(http, server, text, max_tokens)
+
+        schedule = [sum(gaps[: i + 1]) for i in range(len(gaps))]
+        results = await asyncio.gather(*(one(t, at) for t, at in zip(texts, schedule, strict=True)))
+        return time.perf_counter() - started, list(results)
+
+
+def poisson_gaps(count: int, rate: float, seed: int = 0) -> list[float]:
+    import random
+
+    draw = random.Random(seed)
+    return [draw.expovariate(rate) for _ in range(count)]
+
+
 def count_tokens(tokenizer: Any, results: list[dict[str, Any]]) -> int:
     """Generated tokens: the server's usage where it reports one, else the text re-tokenized."""
     return sum(r["tokens"] if r["tokens"] is not None else len(tokenizer(r["text"])["input_ids"]) for r in results)
@@ -239,70 +262,113 @@ def yaml_dict(path: Path) -> dict[str, Any]:
     return dict(yaml.safe_load(path.read_text()))
 
 
-async def workflow_runs(server: Server, count: int, concurrent: bool) -> float:
-    """Seconds for ``count`` summarize.yaml runs, all at once or one after another."""
+async def workflow_runs(server: Server, texts: list[str], concurrency: int) -> tuple[float, list[float]]:
+    """summarize.yaml on each text, ``concurrency`` at a time: total seconds and each latency."""
+    limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=server.url, timeout=900) as http:
 
-        async def one(i: int) -> None:
-            response = await http.post("/v1/workflows/summarize/run", json={"inputs": {"text": prompts(count)[i]}})
-            response.raise_for_status()
+        async def one(text: str) -> float:
+            async with limit:
+                began = time.perf_counter()
+                response = await http.post("/v1/workflows/summarize/run", json={"inputs": {"text": text}})
+                response.raise_for_status()
+                return time.perf_counter() - began
 
         started = time.perf_counter()
-        if concurrent:
-            await asyncio.gather(*(one(i) for i in range(count)))
-        else:
-            for i in range(count):
-                await one(i)
-        return time.perf_counter() - started
+        latencies = await asyncio.gather(*(one(t) for t in texts))
+        return time.perf_counter() - started, list(latencies)
 
 
-def main() -> None:
+def flow_rows(flows: dict[tuple[str, int], list[tuple[float, list[float]]]]) -> list[dict[str, Any]]:
+    rows = []
+    for (server, concurrency), runs in sorted(flows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        latencies = sorted(x for _, xs in runs for x in xs)
+        rows.append({
+            "server": server, "concurrency": concurrency, "requests": len(latencies),
+            "runs_s": len(latencies) / sum(seconds for seconds, _ in runs),
+            "p50": statistics.median(latencies),
+        })
+    return rows
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--rate", type=float, default=2.0, help="requests/s of the Poisson run (0: none)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model", help="a model folder (default: the embedded SmolLM2, converted once)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, 2 tokens, concurrency 1 and 2")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.concurrency, args.max_tokens = 1, [1, 2], 2
+        args.rounds, args.concurrency, args.max_tokens, args.rate = 1, [1, 2], 2, 20.0
+    args.top = 16 if 16 in args.concurrency else max(args.concurrency)  # the targets' concurrency
+    return args
+
+
+POISSON = "Poisson"  # the concurrency column of the Poisson run
+
+
+class Measurements:
+    """Everything one benchmark run collects, keyed by server name and concurrency."""
+
+    def __init__(self) -> None:
+        self.chats: dict[tuple[str, int | str], list[tuple[float, list[Any]]]] = {}
+        self.flows: dict[tuple[str, int], list[tuple[float, list[float]]]] = {}
+        self.ceiling: list[float] = []
+
+    def one_round(self, args: argparse.Namespace, servers: list[Server], folder: Path, round_: int) -> None:
+        order = servers[round_ % len(servers) :] + servers[: round_ % len(servers)]
+        for concurrency in args.concurrency:
+            texts = prompts(max(4, concurrency) if not args.quick else concurrency)
+            for server in order:
+                result = asyncio.run(load(server, texts, concurrency, args.max_tokens))
+                self.chats.setdefault((server.name, concurrency), []).append(result)
+                print(f"round {round_ + 1}, {concurrency} at once, {server.name}: {result[0]:.1f} s", file=sys.stderr)
+        if args.rate > 0:
+            count = 4 if args.quick else 32
+            gaps = poisson_gaps(count, args.rate, seed=round_)
+            for server in order:
+                result = asyncio.run(arrivals(server, prompts(count), gaps, args.max_tokens))
+                self.chats.setdefault((server.name, POISSON), []).append(result)
+        self.ceiling.append(backend_batched(folder, prompts(args.top), args.max_tokens, args.device))
+        for server in order:
+            if not server.name.startswith("ift serve"):
+                continue
+            for concurrency in (1, args.top):
+                texts = prompts(args.top)
+                self.flows.setdefault((server.name, concurrency), []).append(
+                    asyncio.run(workflow_runs(server, texts, concurrency))
+                )
+
+
+def main() -> None:
+    args = parse_args()
     from transformers import AutoTokenizer
 
     from ift_engine.plugins import components
 
     folder = Path(args.model) if args.model else components().model_aliases.get("smollm2-135m-instruct").locate()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    runs: dict[tuple[str, int], list[tuple[float, list[Any]]]] = {}
-    ceiling: list[float] = []
-    flows: dict[str, list[float]] = {"concurrent": [], "one at a time": []}
+    measured = Measurements()
     with tempfile.TemporaryDirectory() as workdir:
         servers = servers_for(folder, Path(workdir), args.device)
         with running(servers):
             for server in servers:
                 asyncio.run(load(server, prompts(1), 1, args.max_tokens))  # warm: first calls compile kernels
             for round_ in range(args.rounds):
-                order = servers[round_ % len(servers) :] + servers[: round_ % len(servers)]
-                for concurrency in args.concurrency:
-                    texts = prompts(max(4, concurrency) if not args.quick else concurrency)
-                    for server in order:
-                        result = asyncio.run(load(server, texts, concurrency, args.max_tokens))
-                        runs.setdefault((server.name, concurrency), []).append(result)
-                        print(f"round {round_ + 1}, {concurrency} at once, {server.name}: {result[0]:.1f} s", file=sys.stderr)
-                top = max(args.concurrency)
-                ceiling.append(backend_batched(folder, prompts(top), args.max_tokens, args.device))
-                int4 = servers[-1]
-                flows["concurrent"].append(asyncio.run(workflow_runs(int4, top, True)))
-                flows["one at a time"].append(asyncio.run(workflow_runs(int4, top, False)))
-    rows = [summary(name, c, data, tokenizer) for (name, c), data in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
-    report(args, rows, max(ceiling), flows)
+                measured.one_round(args, servers, folder, round_)
+    order = sorted(measured.chats.items(), key=lambda kv: (str(kv[0][1]).zfill(8), kv[0][0]))
+    rows = [summary(name, c, data, tokenizer) for (name, c), data in order]
+    report(args, rows, max(measured.ceiling), flow_rows(measured.flows))
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float, flows: dict[str, list[float]]) -> None:
-    def at(server: str, concurrency: int) -> dict[str, Any]:
-        return next(r for r in rows if r["server"].endswith(server) and r["concurrency"] == concurrency)
+def target_lines(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float, flows: list[dict[str, Any]]) -> list[str]:
+    def at(server: str, concurrency: int | str, table: list[dict[str, Any]] = rows) -> dict[str, Any]:
+        return next(r for r in table if r["server"].endswith(server) and r["concurrency"] == concurrency)
 
-    top = max(args.concurrency)
+    top = args.top
     peer = at("--continuous-batching", top)
     lines = [
         f"{top} at once, int4 export: {at('int4', top)['tok_s'] / peer['tok_s']:.2f}x the peer's tokens/s (target 2x), "
@@ -314,13 +380,24 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float,
     if 4 in args.concurrency and 1 in args.concurrency:
         for name in ("pytorch", "int8", "int4"):
             lines.append(f"{name}: p50 latency at 4 at once {at(name, 4)['p50'] / at(name, 1)['p50']:.2f}x the one-request latency (target <= 1.5x)")
-    flow_ratio = sum(flows["one at a time"]) / sum(flows["concurrent"])
-    lines.append(f"summarize.yaml (two nodes) on the int4 server: {top} requests at once {flow_ratio:.2f}x faster than one at a time")
+    for name in ("pytorch", "int8", "int4"):
+        gain = at(name, top, flows)["runs_s"] / at(name, 1, flows)["runs_s"]
+        lines.append(f"summarize.yaml (two nodes) on {name}: {top} requests at once {gain:.2f}x the runs/s of one at a time")
+    if args.rate > 0:
+        poisson = at("int4", POISSON)["p50"] / at("--continuous-batching", POISSON)["p50"]
+        lines.append(f"Poisson arrivals at {args.rate:g}/s: int4 p50 latency {poisson:.2f}x the peer's")
+    return lines
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float, flows: list[dict[str, Any]]) -> None:
+    lines = target_lines(args, rows, ceiling, flows)
     columns = [
         ("server", "server"), ("concurrency", "at once"), ("requests", "requests"), ("failed", "failed"),
         ("tok_s", "tokens/s"), ("p50", "p50 latency s"), ("p95", "p95 latency s"), ("ttft_p50", "p50 first token s"),
     ]
-    table = markdown_table(rows, columns)
+    flow_columns = [("server", "server"), ("concurrency", "at once"), ("requests", "runs"),
+                    ("runs_s", "runs/s"), ("p50", "p50 latency s")]
+    table = markdown_table(rows, columns) + "\n\nsummarize.yaml (two nodes):\n\n" + markdown_table(flows, flow_columns)
     print(table)
     print("\n".join(lines))
     machine = describe_machine()
@@ -328,11 +405,12 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float,
         RESULTS / f"serve-{'gpu' if args.device == 'cuda' else 'cpu'}{'-quick' if args.quick else ''}",
         "Serving under concurrent load: ift serve and transformers serve --continuous-batching",
         f"SmolLM2-135M-Instruct (the embedded model), distinct chat requests, greedy, at most {args.max_tokens} "
-        f"new tokens, streamed; {args.rounds} rounds, servers in rotated order; loopback; device {args.device}.",
+        f"new tokens, streamed; {args.rounds} rounds, servers in rotated order; at once = concurrent clients, "
+        f"{POISSON} = {4 if args.quick else 32} requests arriving at {args.rate:g}/s; loopback; device {args.device}.",
         table,
         lines,
         machine,
-        {"rows": rows, "backend_batched_tok_s": ceiling, "workflow_seconds": flows},
+        {"rows": rows, "backend_batched_tok_s": ceiling, "workflows": flows},
     )
 
 
