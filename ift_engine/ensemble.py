@@ -219,7 +219,8 @@ class RerankModel(TextEnsembleModel):
                 scores = [s + weight * r for s, r in zip(scores, row)]
             best = max(range(len(options)), key=scores.__getitem__)
             winners.append(options[best])
-            details.append({"candidates": options, "scores": scores, "winner": best})
+            writers = [m.name for m in self.members]
+            details.append({"candidates": options, "members": writers, "scores": scores, "winner": best})
         return winners, details
 
 

@@ -244,6 +244,7 @@ def test_rerank_picks_the_best_scored_candidate(tiny, tiny_causal_dir):
     result = Workflow.from_dict(doc).run(text="Bees dance to tell other bees where flowers are.")
     details = result.nodes["n"].members["details"]
     assert len(details["candidates"]) == 2 and len(details["scores"]) == 2
+    assert details["members"] == [str(tiny_causal_dir)] * 2  # which member wrote each candidate
     assert result.nodes["n"].raw == details["candidates"][details["winner"]]
 
 

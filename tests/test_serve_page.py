@@ -64,3 +64,29 @@ def test_the_page_runs_a_workflow_and_shows_each_node(tmp_path: Path) -> None:
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_page_shows_an_ensembles_members_and_its_probabilities() -> None:
+    members = {name: {"name": name, "backend": "mock", "options": {"default": answer}}
+               for name, answer in (("a", "positive"), ("b", "negative"), ("c", "negative"))}
+    doc = {
+        "name": "vote", "inputs": {"text": {}}, "models": members,
+        "ensembles": {"vote": {"ensemble": "soft_vote", "members": ["a", "b", "c"], "weights": [2, 1, 0.5]}},
+        "nodes": [{"id": "n", "template": "sentiment-en", "inputs": {"text": "$input.text"}, "model": "vote"}],
+    }
+    with serving(app_for(doc)) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(url)
+            page.get_by_role("button", name="vote").click()
+            page.fill("#input-text", "The room was fine.")
+            page.click("#run")
+            page.wait_for_selector("#node-n .scores")
+            rows = page.eval_on_selector_all("#node-n .scores tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+            assert rows == [
+                ["a", "100.0%", "positive"], ["b", "100.0%", "negative"], ["c", "100.0%", "negative"],
+                ["ensemble", "57.1%", "positive"], ["ensemble", "42.9%", "negative"],  # 2 : 1.5
+            ]
+        finally:
+            browser.close()

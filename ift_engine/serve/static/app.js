@@ -119,6 +119,36 @@ function showTimings() {
   for (const box of boxes) box.querySelector(".bar").style.width = (100 * Number(box.dataset.seconds) / longest) + "%";
 }
 
+// A label node's probabilities, an ensemble's members (their answers and probabilities), or a
+// rerank's candidates (which member wrote each, its score, the winner): a small table, or null.
+function scoresOf(data) {
+  const rows = [];
+  const percent = (p) => (100 * p).toFixed(1) + "%";
+  const details = data.members && data.members.details;
+  if (details && details.candidates) {
+    details.candidates.forEach((candidate, i) => rows.push([
+      (i === details.winner ? "\u2714 " : "") + (details.members ? details.members[i] : "candidate " + (i + 1)),
+      details.scores[i].toFixed(3), candidate]));
+  } else if (data.members) {
+    for (const [member, answer] of Object.entries(data.members)) {
+      const probability = answer.probabilities && answer.probabilities[answer.output];
+      rows.push([member, probability === undefined ? "" : percent(probability), text(answer.output)]);
+    }
+  }
+  if (data.probabilities) {
+    const ranked = Object.entries(data.probabilities).sort((a, b) => b[1] - a[1]);
+    for (const [label, p] of ranked) rows.push([data.members ? "ensemble" : "label", percent(p), label]);
+  }
+  if (!rows.length) return null;
+  const table = document.createElement("table");
+  table.className = "scores";
+  for (const cells of rows) {
+    const row = table.insertRow();
+    for (const cell of cells) row.insertCell().textContent = cell;
+  }
+  return table;
+}
+
 function markGraph(node, state) {
   const shape = document.getElementById("dag-" + node);  // the node's box in the DAG picture
   if (shape) { shape.classList.remove("running", "done"); shape.classList.add(state); }
@@ -134,6 +164,9 @@ function handle(event, data) {
     box.dataset.seconds = data.seconds;
     box.querySelector("small").textContent = data.seconds.toFixed(2) + " s" + (data.cached ? " (cached)" : "");
     box.querySelector("pre").textContent = text(data.output);
+    box.querySelector(".scores")?.remove();
+    const scores = scoresOf(data);
+    if (scores) box.append(scores);
     showTimings();
   }
   if (event === "done") {
