@@ -195,6 +195,18 @@ def test_concurrent_requests_share_batched_model_calls_and_fail_alone() -> None:
     assert max(sizes) >= 4, sizes  # requests that arrived together went to the model together
 
 
+def test_a_plain_request_whose_client_leaves_gives_up_its_next_nodes() -> None:
+    app = app_for(mock_flow(delay=1.0))
+    with serving(app) as url:
+        with pytest.raises(httpx.ReadTimeout):  # the client hangs up during the first node
+            httpx.post(f"{url}/v1/workflows/echo/run", json={"inputs": {"text": "bye"}}, timeout=0.4)
+        time.sleep(2.0)  # the first node's call ends; the second node would have started by now
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    service = app.state.service
+    model = service.workflows["echo"].pool.get(service.workflows["echo"].graph.node("draft").model)
+    assert [call.prompts for call in model.calls] == [("Say bye",)]  # "Polish ..." never ran
+
+
 def test_bounded_load_on_the_mock_backend() -> None:
     app = app_for(mock_flow())
     with serving(app) as url:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +40,7 @@ from .metrics import Metrics
 from .service import Service, input_schema, load_workflows
 
 STATIC = Path(__file__).parent / "static"
+T = TypeVar("T")
 OPEN_PATHS = ("/healthz", "/", "/static/")  # no data there: no key needed
 
 
@@ -247,6 +248,10 @@ def install_error_handlers(app: FastAPI) -> None:
             422, f"{param or 'body'}: {first['msg']}", "invalid_request_error", param or None
         )
 
+    @app.exception_handler(ClientLeft)
+    async def client_left(request: Request, exc: ClientLeft) -> Response:
+        return Response(status_code=499)  # nobody reads it; the metrics count it as nginx does
+
     @app.exception_handler(ModelError)
     async def unavailable(request: Request, exc: ModelError) -> Response:
         return error_response(503, str(exc), "model_unavailable")
@@ -298,9 +303,34 @@ def add_workflow_routes(app: FastAPI, service: Service) -> None:
             raise ApiError(422, str(exc), "invalid_request_error", "inputs") from None
         if body.stream or "text/event-stream" in request.headers.get("accept", ""):
             return EventSourceResponse(stream_run(service, name, inputs, body.trace, body.options()))
-        result = await service.run_workflow(name, inputs, options=body.options())
+        run = service.run_workflow(name, inputs, options=body.options())
+        result = await unless_client_leaves(request, run)
         raise_for_item(result)
         return JSON(result_body(result, body.trace))
+
+
+class ClientLeft(Exception):
+    """The client of a plain (not streamed) request disconnected before its answer."""
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``await work``, cancelling it if the client disconnects first: a run's prompts then
+    leave their model's batch at the next decode step instead of running to the end."""
+    task = asyncio.ensure_future(work)
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientLeft
+    return task.result()
 
 
 def describe(workflow: Workflow) -> dict[str, Any]:
@@ -358,7 +388,7 @@ def add_openai_routes(app: FastAPI, service: Service) -> None:
         reply = ChatReply(service, body, cache)  # checks the model and settings before any answer starts
         if body.stream:
             return StreamingResponse(reply.stream(), media_type="text/event-stream")
-        return JSON(openai_api.completion(body.model, await reply.text()))
+        return JSON(openai_api.completion(body.model, await unless_client_leaves(request, reply.text())))
 
 
 class ChatReply:
