@@ -87,6 +87,8 @@ def node_event(kind: str, node: NodeResult | str) -> Event:
         "output": node.output,
         "seconds": node.seconds,
         "cached": node.cached,
+        "skipped": node.skipped,
+        "iteration": node.iteration,
     }
 
 

@@ -85,7 +85,8 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str
 
 
 def draw_edge_notes(ax: Any, positions: dict[str, Any], edges: list[tuple[str, str, str, bool]]) -> None:
-    """Each condition at the middle of its edge; a loop's edge back as a dashed arc."""
+    """Each condition on its edge, nearer the node it decides (edges from one source part
+    there); a loop's edge back as a dashed arc, noted at its middle."""
     for source, target, note, back in edges:
         if not note:
             continue
@@ -97,9 +98,10 @@ def draw_edge_notes(ax: Any, positions: dict[str, Any], edges: list[tuple[str, s
                 xytext=(x0, y0),
                 arrowprops={"arrowstyle": "->", "linestyle": "dashed", "connectionstyle": "arc3,rad=0.5"},
             )
+        along = 0.5 if back else 0.65
         ax.text(
-            (x0 + x1) / 2,
-            (y0 + y1) / 2,
+            x0 + along * (x1 - x0),
+            y0 + along * (y1 - y0),
             note,
             ha="center",
             va="center",
