@@ -26,6 +26,9 @@ from .decisions import comparisons, condition_nodes
 from .drawing import drawn_edges, node_notes
 from .spec import InputSource, NodeSpec, WorkflowSpec, input_source, reference
 
+#: Repeated nodes a workflow may have: finding each loop walks the graph once.
+MAX_REPEATS = 100
+
 
 @dataclass(frozen=True)
 class BoundNode:
@@ -110,16 +113,20 @@ class WorkflowGraph:
         #: head -> the later nodes its until reads (the ends of its loop)
         self.checks: dict[str, set[str]] = {}
         heads = [n for n, data in self.graph.nodes(data=True) if data["node"].spec.repeat is not None]
-        checks = self.checks
+        if len(heads) > MAX_REPEATS:
+            raise self._error(
+                f"{len(heads):,} nodes repeat; a workflow has at most {MAX_REPEATS}: split it into several"
+            )
+        index = {node_id: i for i, node_id in enumerate(self.order())}
         for head in heads:
             repeat = self.node(head).spec.repeat
             read = set(condition_nodes(repeat.until if repeat else None)) - {head}
-            checks[head] = {n for n in read if nx.has_path(self.graph, head, n)}
-            self.graph.add_edges_from((n, head) for n in read - checks[head])
+            self.checks[head] = read & self._between(head, read, index)
+            self.graph.add_edges_from((n, head) for n in read - self.checks[head])
         self._check_acyclic()
         index = {node_id: i for i, node_id in enumerate(self.order())}
         for head in sorted(heads, key=index.__getitem__):
-            members = self._between(head, checks[head], index)
+            members = self._between(head, self.checks[head], index)
             for member in sorted(members - {head}, key=index.__getitem__):
                 if self.node(member).spec.repeat is not None:
                     raise self._error(
