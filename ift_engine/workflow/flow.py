@@ -57,6 +57,7 @@ class _Round:
     history: dict[str, list[NodeResult]] = field(default_factory=dict)
 
 
+#: How each kind of reference is written, for the reason a node was skipped.
 REF_TEXT = {"input": "$input.{}", "node": "{}.output", "self": "$self.{}"}
 #: What a reference reads when there is nothing to read (a skipped node, a first run's $self.output).
 _NOTHING = object()
@@ -315,7 +316,7 @@ class GraphRun:
             loop.history.setdefault(node_id, []).append(result.nodes[node_id])
         if self.events.node_done:
             self.events.node_done(result, result.nodes[node_id])
-        if head is None or loop is None:
+        if head is None or loop is None:  # (one is None when the other is)
             self._release(item, node_id)
             return
         for successor in self.graph.graph.successors(node_id):
