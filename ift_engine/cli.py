@@ -93,7 +93,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_node_done(node: Any) -> None:
         if args.json:
             return
-        out.rule(f"[bold]{node.node}[/] · {escape(node.model)} · {node.seconds:.1f} s", align="left")
+        if node.skipped is not None:
+            out.rule(f"[bold]{node.node}[/] · skipped", align="left")
+            out.print(escape(node.skipped), style="dim")
+            return
+        round_ = f" · round {node.iteration}" if node.iteration else ""
+        out.rule(f"[bold]{node.node}[/]{round_} · {escape(node.model)} · {node.seconds:.1f} s", align="left")
         out.print(escape(_show(node.output)))
         if node.probabilities:
             out.print(", ".join(f"{k}: {v:.3f}" for k, v in node.probabilities.items()), style="dim")

@@ -90,3 +90,34 @@ def test_the_page_shows_an_ensembles_members_and_its_probabilities() -> None:
             ]
         finally:
             browser.close()
+
+
+def test_the_page_shows_skipped_nodes_and_rounds() -> None:
+    from test_decisions import LOOP, ROUTER
+
+    with serving(app_for(ROUTER, LOOP)) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.get_by_role("button", name="router").click()
+            page.wait_for_selector("#graph svg")
+            page.fill("#input-review", "A lovely stay")
+            page.click("#run")
+            page.wait_for_selector("#node-reply[data-seconds]", timeout=20_000)
+            assert page.inner_text("#node-apology small") == "skipped"
+            assert "sentiment = negative" in page.inner_text("#node-apology pre")
+            skipped = page.eval_on_selector_all("#graph g.skipped", "gs => gs.map(g => g.id)")
+            assert skipped == ["dag-apology"]
+            page.get_by_role("button", name="loop").click()
+            page.wait_for_selector("#input-topic")
+            page.fill("#input-topic", "slow")
+            page.click("#run")
+            page.wait_for_selector("#node-final[data-seconds]", timeout=20_000)
+            assert page.inner_text("#node-rewrite small").startswith("round 3 · ")
+            assert page.inner_text("#node-rewrite pre") == "v3"
+            assert errors == []
+        finally:
+            browser.close()

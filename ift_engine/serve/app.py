@@ -34,7 +34,7 @@ from ..models.base import GenerationSettings
 from ..models.worker import Completion
 from ..templates import to_text
 from ..workflow import RunResult, Workflow
-from ..workflow.results import RunOptions
+from ..workflow.results import NodeResult, RunOptions
 from . import openai_api
 from .metrics import Metrics
 from .service import Service, input_schema, load_workflows
@@ -132,13 +132,25 @@ def checked(given: dict[str, Any], where: str = "") -> dict[str, Any]:
 
 
 def result_body(result: RunResult, trace: bool) -> dict[str, Any]:
-    nodes = {
-        n: {"output": r.output, "seconds": r.seconds, "cached": r.cached} for n, r in result.nodes.items()
-    }
+    nodes = {n: node_summary(r) for n, r in result.nodes.items()}
     body: dict[str, Any] = {"outputs": result.outputs, "nodes": nodes, "seconds": result.seconds}
     if trace:
         body["trace"] = result.to_dict()
     return body
+
+
+def node_summary(node: NodeResult) -> dict[str, Any]:
+    """A node's entry in a run's reply: its output, and whether (why) it was skipped or how
+    many times it ran in a repeat."""
+    summary: dict[str, Any] = {
+        "output": node.output,
+        "seconds": node.seconds,
+        "cached": node.cached,
+        "skipped": node.skipped,
+    }
+    if node.iterations is not None:
+        summary["iterations"] = len(node.iterations)
+    return summary
 
 
 def raise_for_item(result: RunResult) -> None:

@@ -89,6 +89,8 @@ def node_event(kind: str, node: NodeResult | str) -> Event:
         "cached": node.cached,
         "probabilities": node.probabilities,
         "members": node.members,
+        "skipped": node.skipped,
+        "iteration": node.iteration,
     }
 
 

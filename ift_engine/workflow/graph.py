@@ -22,7 +22,12 @@ from ..parsers import AnswerParser
 from ..plugins import Components
 from ..templates import AnswerForm, InstructionTemplate
 from ..validation import validate_document
-from .spec import NodeSpec, WorkflowSpec, reference
+from .decisions import comparisons, condition_nodes
+from .drawing import drawn_edges, node_notes
+from .spec import InputSource, NodeSpec, WorkflowSpec, input_source, reference
+
+#: Repeated nodes a workflow may have: finding each loop walks the graph once.
+MAX_REPEATS = 100
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class BoundNode:
     model: ModelSpec | EnsembleSpec
     generation: GenerationSettings
     dependencies: tuple[str, ...]
+    sources: dict[str, InputSource]
 
 
 class WorkflowGraph:
@@ -70,10 +76,8 @@ class WorkflowGraph:
         for node_id, data in self.graph.nodes(data=True):
             for dependency in data["node"].dependencies:
                 self.graph.add_edge(dependency, node_id)
-        if not nx.is_directed_acyclic_graph(self.graph):  # linear; find_cycle is not, on big graphs
-            cycle = nx.find_cycle(self.graph)
-            path = " -> ".join([edge[0] for edge in cycle] + [cycle[0][0]])
-            raise self._error(f"the nodes form a cycle: {path}; a workflow must be acyclic")
+        self._check_acyclic()
+        self._find_repeats()
         for name, ref in self.spec.outputs.items():
             kind = reference(ref)
             if kind is None or kind[0] != "node" or kind[1] not in self.graph:
@@ -81,6 +85,83 @@ class WorkflowGraph:
                     f"output '{name}' must be NODE.output for a known node, not {ref!r} "
                     f"(nodes: {', '.join(sorted(ids)[:20])})"
                 )
+
+    def _check_acyclic(self) -> None:
+        if nx.is_directed_acyclic_graph(self.graph):  # linear; find_cycle is not, on big graphs
+            return
+        cycle = nx.find_cycle(self.graph)
+        path = " -> ".join([edge[0] for edge in cycle] + [cycle[0][0]])
+        for source, target in cycle:
+            spec = self.node(target).spec
+            until = spec.repeat.until if spec.repeat else None
+            for field, condition in (("when", spec.when), ("repeat.until", until)):
+                if source in condition_nodes(condition):
+                    raise self._error(
+                        f"the condition reads node '{source}', which depends on this node (cycle: {path}); "
+                        "a condition reads workflow inputs and earlier nodes",
+                        target,
+                        field,
+                    )
+        raise self._error(f"the nodes form a cycle: {path}; a workflow must be acyclic")
+
+    def _find_repeats(self) -> None:
+        """Each repeated node's loop (``repeats``: head -> its members). A node's ``until`` may
+        read nodes that depend on it (a check of its answer): those nodes, and every node between,
+        run again with it. Any other node the condition reads is an earlier one, an edge here."""
+        self.repeats: dict[str, frozenset[str]] = {}
+        self.repeat_of: dict[str, str] = {}  # member -> the head of its loop
+        #: head -> the later nodes its until reads (the ends of its loop)
+        self.checks: dict[str, set[str]] = {}
+        heads = [n for n, data in self.graph.nodes(data=True) if data["node"].spec.repeat is not None]
+        if len(heads) > MAX_REPEATS:
+            raise self._error(
+                f"{len(heads):,} nodes repeat; a workflow has at most {MAX_REPEATS}: split it into several"
+            )
+        index = {node_id: i for i, node_id in enumerate(self.order())}
+        for head in heads:
+            repeat = self.node(head).spec.repeat
+            read = set(condition_nodes(repeat.until if repeat else None)) - {head}
+            self.checks[head] = read & self._between(head, read, index)
+            self.graph.add_edges_from((n, head) for n in read - self.checks[head])
+        self._check_acyclic()
+        index = {node_id: i for i, node_id in enumerate(self.order())}
+        for head in sorted(heads, key=index.__getitem__):
+            members = self._between(head, self.checks[head], index)
+            for member in sorted(members - {head}, key=index.__getitem__):
+                if self.node(member).spec.repeat is not None:
+                    raise self._error(
+                        f"this node runs inside the repeat of '{head}' (between it and the nodes its until "
+                        "reads), so it cannot repeat on its own; one loop at a time",
+                        member,
+                        "repeat",
+                    )
+                if member in self.repeat_of:
+                    raise self._error(
+                        f"this node runs inside the repeats of both '{self.repeat_of[member]}' and '{head}'; "
+                        "a node belongs to one loop at most",
+                        member,
+                    )
+                self.repeat_of[member] = head
+            self.repeats[head] = frozenset(members)
+            self.repeat_of[head] = head
+
+    def _between(self, head: str, ends: set[str], index: dict[str, int]) -> set[str]:
+        """``head``, ``ends`` and every node on a path between them. The search stays among the
+        nodes that come after ``head`` in ``index`` (a topological order)."""
+        reach = set()
+        stack = list(ends)
+        while stack:
+            node_id = stack.pop()
+            if node_id not in reach:
+                reach.add(node_id)
+                stack.extend(p for p in self.graph.predecessors(node_id) if index[p] > index[head])
+        members, stack = {head}, [head]
+        while stack:
+            for successor in self.graph.successors(stack.pop()):
+                if successor in reach and successor not in members:
+                    members.add(successor)
+                    stack.append(successor)
+        return members
 
     def _plugin_settings(self) -> dict[str, BaseModel]:
         """Each configured plugin's settings, validated by the model the plugin registered."""
@@ -163,27 +244,11 @@ class WorkflowGraph:
                 node.id,
                 "inputs",
             )
-        dependencies = []
-        for variable, value in node.inputs.items():
-            ref = reference(value)
-            if ref is None:
-                continue
-            kind, name = ref
-            if kind == "input" and name not in self.spec.inputs:
-                raise self._error(
-                    f"$input.{name} is not a declared workflow input "
-                    f"(declared: {', '.join(self.spec.inputs) or 'none'})",
-                    node.id,
-                    f"inputs.{variable}",
-                )
-            if kind == "node":
-                if name not in ids:
-                    raise self._error(
-                        f"{value} refers to unknown node '{name}' (nodes: {', '.join(sorted(ids)[:20])})",
-                        node.id,
-                        f"inputs.{variable}",
-                    )
-                dependencies.append(name)
+        sources = self._sources(node, ids)
+        dependencies = [ref[1] for source in sources.values() for ref in source.refs if ref[0] == "node"]
+        dependencies += self._condition_nodes(node, node.when, "when", ids)
+        if node.repeat is not None:
+            self._condition_nodes(node, node.repeat.until, "repeat.until", ids)
 
         if node.parser is not None and template.answer is AnswerForm.LABEL:
             raise self._error(
@@ -223,7 +288,78 @@ class WorkflowGraph:
             **node.generation.model_dump(exclude_none=True),
         }
         generation = GenerationSettings(**overrides)
-        return BoundNode(node, template, parser, model, generation, tuple(dict.fromkeys(dependencies)))
+        return BoundNode(
+            node, template, parser, model, generation, tuple(dict.fromkeys(dependencies)), sources
+        )
+
+    def _sources(self, node: NodeSpec, ids: set[str]) -> dict[str, InputSource]:
+        """Where each of the node's inputs comes from, every reference checked."""
+        sources = {}
+        for variable, value in node.inputs.items():
+            field = f"inputs.{variable}"
+            try:
+                source = input_source(value)
+            except ValueError as exc:
+                raise self._error(str(exc), node.id, field) from None
+            for kind, name in source.refs:
+                if kind == "input" and name not in self.spec.inputs:
+                    raise self._error(
+                        f"$input.{name} is not a declared workflow input "
+                        f"(declared: {', '.join(self.spec.inputs) or 'none'})",
+                        node.id,
+                        field,
+                    )
+                if kind == "node" and name not in ids:
+                    raise self._error(
+                        f"{name}.output refers to unknown node '{name}' "
+                        f"(nodes: {', '.join(sorted(ids)[:20])})",
+                        node.id,
+                        field,
+                    )
+                if kind == "self" and node.repeat is None:
+                    raise self._error(
+                        f"$self.{name} reads this node's previous run: give the node 'repeat:'",
+                        node.id,
+                        field,
+                    )
+            if source.refs == (("self", "output"),) and not source.has_default:
+                raise self._error(
+                    "$self.output has no value on the first run: give a default "
+                    "({from: $self.output, default: ''}) or write {first_of: [$self.output, NODE.output]}",
+                    node.id,
+                    field,
+                )
+            sources[variable] = source
+        return sources
+
+    def _condition_nodes(self, node: NodeSpec, condition: Any, field: str, ids: set[str]) -> list[str]:
+        """The nodes a condition reads (the node itself left out), every name checked."""
+        nodes = []
+        for test in comparisons(condition) if condition is not None else ():
+            if test.input is not None and test.input not in self.spec.inputs:
+                raise self._error(
+                    f"input '{test.input}' is not a declared workflow input "
+                    f"(declared: {', '.join(self.spec.inputs) or 'none'})",
+                    node.id,
+                    field,
+                )
+            if test.node is None:
+                continue
+            if test.node not in ids:
+                raise self._error(
+                    f"unknown node '{test.node}' (nodes: {', '.join(sorted(ids)[:20])})", node.id, field
+                )
+            if test.node == node.id:
+                if field == "when":
+                    raise self._error(
+                        "a node's condition cannot read its own output, which does not exist yet; "
+                        "test it after each run with repeat.until",
+                        node.id,
+                        field,
+                    )
+                continue
+            nodes.append(test.node)
+        return nodes
 
     def node(self, node_id: str) -> BoundNode:
         return self.graph.nodes[node_id]["node"]
@@ -253,15 +389,14 @@ class WorkflowGraph:
         for node_id, vertex in nodes.items():
             bound = self.node(node_id)
             label = f"{node_id}<br/>{mermaid_text(bound.template.name)} · {mermaid_text(bound.model.name)}"
-            if bound.spec.map:
-                label += f"<br/>map over {mermaid_text(bound.spec.map)}"
+            for note in node_notes(self, node_id):
+                label += f"<br/>{mermaid_text(note)}"
             lines.append(f'    {vertex}["{label}"]')
-            for value in bound.spec.inputs.values():
-                ref = reference(value)
-                if ref and ref[0] == "input":
-                    lines.append(f"    {inputs[ref[1]]} --> {vertex}")
-        for source, target in self.graph.edges:
-            lines.append(f"    {nodes[source]} --> {nodes[target]}")
+        vertices = {**nodes, **{f"${name}": vertex for name, vertex in inputs.items()}}
+        for source, target, note, back in drawn_edges(self):
+            arrow = "-.->" if back else "-->"
+            shown = f'|"{mermaid_text(note)}"|' if note else ""
+            lines.append(f"    {vertices[source]} {arrow}{shown} {nodes[target]}")
         for name, node_id in self.outputs().items():
             lines.append(f'    {nodes[node_id]} --> {outputs[name]}[\\"{mermaid_text(name)}"\\]')
         return "\n".join(lines) + "\n"

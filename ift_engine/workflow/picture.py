@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import networkx as nx
 
 from ..files import OutputError, check_output_file
+from .drawing import drawn_edges, node_notes
 from .graph import WorkflowGraph
-from .spec import reference
 
 
 def picture_formats() -> dict[str, str]:
@@ -44,14 +44,10 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str
         graph.add_node(f"${name}", kind="input")
     for node_id in workflow.order():
         bound = workflow.node(node_id)
-        fan_out = f"\nmap over {bound.spec.map}" if bound.spec.map else ""
-        label = f"{node_id}\n{bound.template.name}\n{bound.model.name}{fan_out}"
+        label = "\n".join([node_id, bound.template.name, bound.model.name, *node_notes(workflow, node_id)])
         graph.add_node(node_id, kind="node", label=label)
-        for value in bound.spec.inputs.values():
-            ref = reference(value)
-            if ref and ref[0] == "input":
-                graph.add_edge(f"${ref[1]}", node_id)
-    graph.add_edges_from(workflow.graph.edges)
+    edges = drawn_edges(workflow)
+    graph.add_edges_from((source, target) for source, target, _, back in edges if not back)
     for name, node_id in workflow.outputs().items():
         graph.add_node(f"{name} →", kind="output")
         graph.add_edge(node_id, f"{name} →")
@@ -67,6 +63,7 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str
     width = max(6.0, 2.4 * max(layers.values()))  # as wide as the widest layer, not the node count
     fig, ax = plt.subplots(figsize=(width, height + 1))
     nx.draw_networkx_edges(graph, positions, ax=ax, arrows=True, arrowsize=14, node_size=3000)
+    draw_edge_notes(ax, positions, edges)
     for node, (x, y) in positions.items():
         data = graph.nodes[node]
         ax.text(
@@ -85,3 +82,31 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str
     fig.tight_layout()
     fig.savefig(path, dpi=120, format=format)
     plt.close(fig)
+
+
+def draw_edge_notes(ax: Any, positions: dict[str, Any], edges: list[tuple[str, str, str, bool]]) -> None:
+    """Each condition on its edge, nearer the node it decides (edges from one source part
+    there); a loop's edge back as a dashed arc, noted at its middle."""
+    for source, target, note, back in edges:
+        if not note:
+            continue
+        (x0, y0), (x1, y1) = positions[source], positions[target]
+        if back:
+            ax.annotate(
+                "",
+                xy=(x1, y1),
+                xytext=(x0, y0),
+                arrowprops={"arrowstyle": "->", "linestyle": "dashed", "connectionstyle": "arc3,rad=0.5"},
+            )
+        along = 0.5 if back else 0.65
+        ax.text(
+            x0 + along * (x1 - x0),
+            y0 + along * (y1 - y0),
+            note,
+            ha="center",
+            va="center",
+            fontsize=9,
+            style="italic",
+            parse_math=False,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+        )

@@ -34,6 +34,13 @@ class NodeResult:
     #: True when the answer came from the on-disk cache.
     cached: bool = False
     items: list[NodeResult] | None = None
+    #: Why the node did not run for this input (its ``when`` was false, or a node it reads was
+    #: skipped); None when it ran.
+    skipped: str | None = None
+    #: For a node in a ``repeat`` loop: which run this is (from 1), and every run's result, the
+    #: last being this one.
+    iteration: int | None = None
+    iterations: list[NodeResult] | None = None
 
 
 @dataclass
@@ -49,8 +56,9 @@ class ItemError:
 
 @dataclass
 class RunResult:
-    """One input's run. ``outputs`` holds the declared workflow outputs; ``nodes`` every node
-    that finished; ``error`` says which node failed and why."""
+    """One input's run. ``outputs`` holds the declared workflow outputs (null for a skipped
+    node); ``nodes`` every node that finished or was skipped; ``error`` says which node failed
+    and why."""
 
     workflow: str
     inputs: dict[str, Any]
@@ -80,6 +88,7 @@ class RunResult:
             "outputs": self.outputs,
             "error": asdict(self.error) if self.error else None,
             "cached": [n for n, r in self.nodes.items() if r.cached],
+            "skipped": [n for n, r in self.nodes.items() if r.skipped is not None],
             "seconds": round(self.seconds, 4),
         }
 

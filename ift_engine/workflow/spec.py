@@ -1,12 +1,16 @@
 """The workflow file format, as pydantic models (``extra="forbid"`` everywhere).
 
 A value in a node's ``inputs`` is a reference or a literal: ``$input.NAME`` reads a workflow
-input, ``NODE.output`` reads another node's output, anything else is used as written.
+input, ``NODE.output`` reads another node's output, ``$self.output`` and ``$self.iteration`` a
+repeated node's previous output and run number, anything else is used as written. The forms
+``{from: REF, default: V}`` and ``{first_of: [REF, ...], default: V}`` say what a node reads
+when a node it refers to was skipped.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,6 +27,7 @@ from pydantic.fields import FieldInfo
 from ..models.base import GenerationSettings
 from ..models.resolve import EnsembleSpec, ModelSpec
 from ..templates import AnswerForm
+from .decisions import Condition, RepeatSpec, check_condition_size
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 #: Upper bounds of a node's ``retry`` waits and ``timeout`` (seconds): an hour, a day.
@@ -34,6 +39,7 @@ MAX_NODES = 10_000
 # \Z, not $: "$input.x\n" (a literal followed by a newline) is no reference.
 INPUT_REF = re.compile(r"\$input\.([A-Za-z_][A-Za-z0-9_]*)\Z")
 NODE_REF = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\.output\Z")
+SELF_REF = re.compile(r"\$self\.(output|iteration)\Z")
 #: Seeds and indices: what NumPy and native code take (a seed of 2**70 overflows them).
 MAX_SEED = 2**32 - 1
 
@@ -58,14 +64,54 @@ GenerationOverrides = create_model(
 
 
 def reference(value: Any) -> tuple[str, str] | None:
-    """``("input", name)`` or ``("node", id)`` when ``value`` is a reference, else None."""
+    """``("input", name)``, ``("node", id)`` or ``("self", "output" | "iteration")`` when
+    ``value`` is a reference, else None."""
     if not isinstance(value, str):
         return None
     if match := INPUT_REF.match(value):
         return ("input", match.group(1))
+    if match := SELF_REF.match(value):
+        return ("self", match.group(1))
     if match := NODE_REF.match(value):
         return ("node", match.group(1))
     return None
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """Where a node input's value comes from: the first of ``refs`` that has one (a skipped
+    node has none, nor has ``$self.output`` on a first run), else ``default`` when
+    ``has_default``. A literal is a source without refs whose default is the literal."""
+
+    refs: tuple[tuple[str, str], ...]
+    default: Any = None
+    has_default: bool = False
+
+
+INPUT_FORM_KEYS = ("from", "first_of", "default")
+
+
+def input_source(value: Any) -> InputSource:
+    """How a node input is written (see the module docstring); ``ValueError`` saying what is
+    wrong with a malformed ``from``/``first_of`` form. Any other mapping is a literal."""
+    if not (isinstance(value, dict) and ("from" in value or "first_of" in value)):
+        ref = reference(value)
+        return InputSource((ref,)) if ref else InputSource((), value, True)
+    extra = [key for key in value if key not in INPUT_FORM_KEYS]
+    if extra:
+        raise ValueError(f"unknown key {extra[0]!r}: this form takes 'from' or 'first_of', and 'default'")
+    if "from" in value and "first_of" in value:
+        raise ValueError("give one of 'from' (one reference) or 'first_of' (a list of them)")
+    written = [value["from"]] if "from" in value else value["first_of"]
+    if not isinstance(written, list) or not written:
+        raise ValueError("'first_of' takes a list of references, e.g. [apology.output, thanks.output]")
+    refs = []
+    for item in written:
+        ref = reference(item)
+        if ref is None:
+            raise ValueError(f"{item!r} is no reference: write NODE.output, $input.NAME or $self.output")
+        refs.append(ref)
+    return InputSource(tuple(refs), value.get("default"), "default" in value)
 
 
 InputType = Literal["string", "number", "integer", "boolean", "list", "object"]
@@ -155,6 +201,17 @@ class NodeSpec(BaseModel):
         None, gt=0, le=MAX_TIMEOUT, allow_inf_nan=False, description="seconds one model call may take"
     )
     cache: bool = Field(True, description="reuse answers from the on-disk cache")
+    when: Condition | None = Field(
+        None, description="run only when this holds; otherwise the node is skipped (its output is null)"
+    )
+    repeat: RepeatSpec | None = Field(
+        None, description="run again, reading $self.output, until a condition holds or max runs are done"
+    )
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _bounded_condition(cls, value: Any) -> Any:
+        return check_condition_size(value)
 
     @field_validator("labels")
     @classmethod

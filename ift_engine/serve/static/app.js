@@ -151,24 +151,40 @@ function scoresOf(data) {
 
 function markGraph(node, state) {
   const shape = document.getElementById("dag-" + node);  // the node's box in the DAG picture
-  if (shape) { shape.classList.remove("running", "done"); shape.classList.add(state); }
+  if (shape) { shape.classList.remove("running", "done", "skipped"); shape.classList.add(state); }
+}
+
+function nodeFinished(data) {
+  const box = nodeBox(data.node);
+  box.classList.remove("running");
+  if (data.skipped) {
+    markGraph(data.node, "skipped");
+    box.classList.add("skipped");
+    box.querySelector("small").textContent = "skipped";
+    box.querySelector("pre").textContent = data.skipped;
+    return;
+  }
+  markGraph(data.node, "done");
+  const round = data.iteration ? "round " + data.iteration + " · " : "";
+  box.dataset.seconds = data.seconds;
+  box.querySelector("small").textContent = round + data.seconds.toFixed(2) + " s" + (data.cached ? " (cached)" : "");
+  box.querySelector("pre").textContent = text(data.output);
+  box.querySelector(".scores")?.remove();
+  const scores = scoresOf(data);
+  if (scores) box.append(scores);
+  showTimings();
 }
 
 function handle(event, data) {
-  if (event === "node_started") { nodeBox(data.node); markGraph(data.node, "running"); }
-  if (event === "token" && data.element === null) nodeBox(data.node).querySelector("pre").textContent += data.text;
-  if (event === "node_finished") {
+  if (event === "node_started") {
     const box = nodeBox(data.node);
-    markGraph(data.node, "done");
-    box.classList.remove("running");
-    box.dataset.seconds = data.seconds;
-    box.querySelector("small").textContent = data.seconds.toFixed(2) + " s" + (data.cached ? " (cached)" : "");
-    box.querySelector("pre").textContent = text(data.output);
-    box.querySelector(".scores")?.remove();
-    const scores = scoresOf(data);
-    if (scores) box.append(scores);
-    showTimings();
+    box.classList.add("running");
+    box.querySelector("small").textContent = "running";
+    box.querySelector("pre").textContent = "";  // a repeated node's next round starts afresh
+    markGraph(data.node, "running");
   }
+  if (event === "token" && data.element === null) nodeBox(data.node).querySelector("pre").textContent += data.text;
+  if (event === "node_finished") nodeFinished(data);
   if (event === "done") {
     setStatus("Done in " + data.seconds.toFixed(2) + " s");
     const outputs = $("outputs");
