@@ -173,3 +173,20 @@ def test_a_row_ends_with_length_where_the_model_has_no_more_positions(tiny: HFCa
     finally:
         worker.close()
     assert long.finish == "length" and long.prompt_tokens + long.completion_tokens == limit
+
+
+def test_the_token_budget_bounds_the_running_rows_and_a_row_over_it_runs_alone(tiny_causal_dir: Path) -> None:
+    settings = GenerationSettings(max_new_tokens=12)
+    probe = HFCausalLM.load("tiny", str(tiny_causal_dir), CausalLMOptions(device="cpu"))
+    alone = [probe.generate([chat(q)], settings)[0] for q in QUESTIONS]
+    need = max(probe.prompt_length(chat(q)) for q in QUESTIONS) + settings.max_new_tokens
+    for budget, most in ((2 * need, 2), (need // 2, 1)):  # two rows fit; not even one row fits
+        options = CausalLMOptions(device="cpu", batch_size=8, max_batch_tokens=budget)
+        stats = Sizes()
+        worker = ModelWorker(HFCausalLM.load("tiny", str(tiny_causal_dir), options), stats)
+        try:
+            answers = texts(worker.generate([chat(q) for q in QUESTIONS], settings).result(60))
+        finally:
+            worker.close()
+        assert answers == alone
+        assert max(stats.seen) == most, (budget, stats.seen)

@@ -99,9 +99,16 @@ class Cohort(Protocol):
 
 @runtime_checkable
 class BatchesContinuously(Protocol):
-    """A causal LM whose generation the worker schedules per decode step."""
+    """A causal LM whose generation the worker schedules per decode step: at most
+    ``batch_size`` rows at once and, where ``max_batch_tokens`` is set, at most that many tokens
+    (each row's prompt plus its ``max_new_tokens``) reserved by the running rows."""
 
     batch_size: int
+    max_batch_tokens: int | None
+
+    def prompt_length(self, prompt: Prompt) -> int:
+        """Tokens of ``prompt`` as the model will see it (chat template included)."""
+        ...
 
     def start_cohort(self, rows: Sequence[Row]) -> Cohort:
         """Tokenize and prefill ``rows`` (all with settings of one ``cohort_key``)."""

@@ -76,6 +76,7 @@ class GenaiCausalLM(StreamingModel):
         super().__init__(name)
         self.tokenizer = tokenizer
         self.batch_size = options.batch_size
+        self.max_batch_tokens = options.max_batch_tokens
         config_values = _model_config(folder)
         eos = config_values.get("eos_token_id")
         self.stop_ids = end_of_turn_ids(tokenizer, eos if isinstance(eos, (int, list)) else None)
@@ -154,6 +155,9 @@ class GenaiCausalLM(StreamingModel):
 
     def start_cohort(self, rows: Sequence[Row]) -> GenaiCohort:
         return GenaiCohort(self, rows)
+
+    def prompt_length(self, prompt: Prompt) -> int:
+        return len(chat_ids(self.tokenizer, prompt))
 
     def prompt_logits(self, rows: Sequence[Sequence[int]]) -> Any:
         """The logits at every position of each row (one forward pass), a tensor of shape

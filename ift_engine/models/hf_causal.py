@@ -29,6 +29,9 @@ class CausalLMOptions(BaseModel):
     device: Device = "auto"
     dtype: DType = "auto"
     batch_size: int = Field(16, ge=1, description="most prompts decoded together")
+    max_batch_tokens: int | None = Field(
+        None, ge=1, description="most tokens (prompt + max_new_tokens) the rows decoded together reserve"
+    )
 
 
 def generation_eos(model: Any) -> int | list[int] | None:
@@ -67,11 +70,13 @@ class HFCausalLM(StreamingModel):
         model: Any,  # a transformers model
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 16,
+        max_batch_tokens: int | None = None,
     ) -> None:
         super().__init__(name)
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.device = model.device
         self.keeps_last_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         positions = getattr(model.config, "max_position_embeddings", None)
@@ -89,7 +94,7 @@ class HFCausalLM(StreamingModel):
         model, tokenizer = load_pretrained(
             AutoModelForCausalLM, "causal LM", name, source, options.device, options.dtype
         )
-        return cls(name, model, tokenizer, options.batch_size)
+        return cls(name, model, tokenizer, options.batch_size, options.max_batch_tokens)
 
     def inference(self) -> AbstractContextManager[Any]:
         return inference_mode()
@@ -107,6 +112,9 @@ class HFCausalLM(StreamingModel):
 
     def cohort_key(self, settings: GenerationSettings) -> Hashable:
         return sampling_key(settings)
+
+    def prompt_length(self, prompt: Prompt) -> int:
+        return len(chat_ids(self.tokenizer, prompt))
 
     def start_cohort(self, rows: Sequence[Row]) -> TorchCohort:
         """Prefill ``rows``; the worker runs this and every step under ``torch.inference_mode``."""

@@ -26,6 +26,9 @@ class OnnxOptions(BaseModel):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(16, ge=1, description="most prompts decoded together")
+    max_batch_tokens: int | None = Field(
+        None, ge=1, description="most tokens (prompt + max_new_tokens) the rows decoded together reserve"
+    )
     threads: int = Field(0, ge=0, description="CPU intra-op threads; 0 lets ONNX Runtime choose")
     quantize: Quantize | None = Field(
         None, description="when exporting on first use: the weight format (fp32 if unset)"

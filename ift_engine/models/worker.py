@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..errors import IftError, ModelError
 from .base import DecodesSteps, DecodingSteps, GenerationSettings, Model, Prompt, StreamsText, TextSink
@@ -277,11 +277,20 @@ class ModelWorker:
 
     def _start_rows(self) -> None:
         """Start waiting rows (as many as there is room for) in cohorts by settings."""
+        if not self._rows:
+            return
         room = self.max_batch - sum(len(c.slots) for c in self._cohorts)
+        tokens = self._token_room()
         model: Any = self.model
         groups: dict[Hashable, list[tuple[_Job, int]]] = {}
         while self._rows and room > 0:
-            job, index = self._rows.popleft()
+            job, index = self._rows[0]
+            if tokens is not None:
+                need = self._reserved(job.rows[index])
+                if need > tokens and (self._cohorts or groups):  # a row alone always runs
+                    break
+                tokens -= need
+            self._rows.popleft()
             self._starting.append((job, index))  # failed with the rest if anything below raises
             groups.setdefault(model.cohort_key(job.rows[index].settings), []).append((job, index))
             room -= 1
@@ -296,6 +305,22 @@ class ModelWorker:
             running = next((c for c in self._cohorts if model.cohort_key(c.rows[0].settings) == key), None)
             if running is None or not running.merge(cohort):
                 self._cohorts.append(cohort)
+
+    def _token_room(self) -> int | None:
+        """Tokens the running rows leave of the model's ``max_batch_tokens`` (None: no limit)."""
+        limit = cast(BatchesContinuously, self.model).max_batch_tokens
+        if limit is None:
+            return None
+        return limit - sum(self._reserved(row) for cohort in self._cohorts for row in cohort.slots)
+
+    def _reserved(self, row: Row) -> int:
+        """What a row may come to hold: its prompt and every token it may add."""
+        if not row.prompt_tokens:
+            try:
+                row.prompt_tokens = cast(BatchesContinuously, self.model).prompt_length(row.prompt)
+            except Exception:  # noqa: BLE001 - the row fails with its own error when it starts
+                return 0
+        return row.prompt_tokens + row.settings.max_new_tokens
 
     def _started(self, rows: list[Row], entries: list[tuple[_Job, int]]) -> Cohort | None:
         """A cohort of ``rows``; when prefilling them together fails, each row alone."""
