@@ -38,6 +38,7 @@ MAX_LINE_CHARS = 300
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 #: Keys whose values are data, not subschemas: they are never given default bounds.
 DATA_KEYS = frozenset({"enum", "const", "default", "examples"})
+OPEN_OBJECT_KEYS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties"})
 
 ConstraintKind = Literal["json_schema", "regex", "choice"]
 
@@ -122,7 +123,8 @@ def json_constraint(schema: Any) -> Constraint:
 
 
 def bounded(schema: Any) -> Any:
-    """``schema`` with default bounds on strings, integers and arrays that have none."""
+    """``schema`` with default bounds on strings, integers and arrays that have none, and
+    objects that list their properties closed to others."""
     if isinstance(schema, list):
         return [bounded(item) for item in schema]
     if not isinstance(schema, dict):
@@ -139,6 +141,8 @@ def bounded(schema: Any) -> Any:
             out["maximum"] = DEFAULT_INTEGER_BOUND
     if "array" in types and "maxItems" not in out:
         out["maxItems"] = DEFAULT_MAX_ITEMS
+    if "properties" in out and not OPEN_OBJECT_KEYS & out.keys():
+        out["additionalProperties"] = False  # else a model may invent keys of any length
     return out
 
 
