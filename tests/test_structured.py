@@ -254,6 +254,21 @@ def test_backends_and_ensembles_that_cannot_constrain_are_refused_at_load(capsys
     assert "answer: json with a schema is not supported by ensembles" in line
 
 
+def test_the_extract_workflow_feeds_its_record_to_the_summary_on_the_mock(capsys) -> None:
+    path = Path(__file__).parent.parent / "workflows" / "extract.yaml"
+    assert cli.main(["validate", str(path)]) == 0
+    doc = yaml.safe_load(path.read_text())
+    record = {"name": "Maria Lopez", "age": 34, "city": "Seville", "occupation": "nurse"}
+    answers = {"Read the text": json.dumps(record), "Here is a record": "Maria Lopez is a nurse in Seville."}
+    doc["model"] = {"name": "m", "backend": "mock", "options": {"answers": answers}}
+    result = Workflow.from_dict(doc, source=str(path)).run(text="Maria Lopez, 34, is a nurse in Seville.", cache=False)
+    assert result.outputs == {"record": record, "summary": "Maria Lopez is a nurse in Seville."}
+    assert json.dumps(record) in result.nodes["summary"].prompt[-1]["content"]
+    answers["Read the text"] = json.dumps({**record, "age": "34"})
+    [failed] = list(Workflow.from_dict(doc, source=str(path)).run_many([{"text": "Maria"}], cache=False))
+    assert failed.error is not None and failed.error.node == "record" and "'34' is not of type 'integer'" in failed.error.message
+
+
 # -- onnxruntime-genai ------------------------------------------------------------------------------
 
 
