@@ -34,8 +34,9 @@ DEFAULT_MAX_LENGTH = 256
 DEFAULT_MAX_ITEMS = 64
 DEFAULT_INTEGER_BOUND = 10**15
 MAX_LINE_CHARS = 300
-#: Compact JSON: flexible whitespace would let a model pad an answer with newlines for ever.
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+#: JSON as ``json.dumps`` writes it (what models saw most): flexible whitespace would let a
+#: model pad an answer with newlines for ever.
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 #: Keys whose values are data, not subschemas: they are never given default bounds.
 DATA_KEYS = frozenset({"enum", "const", "default", "examples"})
 OPEN_OBJECT_KEYS = frozenset({"additionalProperties", "patternProperties", "unevaluatedProperties"})

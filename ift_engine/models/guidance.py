@@ -60,16 +60,22 @@ class Guidance:
         if not guided:
             return
         import llguidance.numpy as lln
-        import torch
+        import numpy as np
 
         bitmask = lln.allocate_token_bitmask(len(guided), self._llg.vocab_size)
         for k, i in enumerate(guided):
             lln.fill_next_token_bitmask(rows[i].matcher, bitmask, k)
-        # The numpy kernel, not llguidance.torch's: that one is torch.compile'd, which takes
+        # Bit j of word w allows token 32 * w + j. Unpacked in C, this is several times faster
+        # than llguidance's own numpy kernel; its torch kernel is torch.compile'd, which takes
         # seconds (and a C compiler) on its first call.
-        chosen = logits[guided].numpy()
-        lln.apply_token_bitmask_inplace(chosen, bitmask)
-        logits[guided] = torch.from_numpy(chosen)
+        bits = np.unpackbits(bitmask.astype("<i4", copy=False).view(np.uint8), axis=1, bitorder="little")
+        width = logits.shape[-1]
+        allowed = np.zeros((len(guided), width), dtype=bool)
+        allowed[:, : min(width, bits.shape[1])] = bits[:, :width]
+        values = logits.numpy()  # the tensor's own memory
+        chosen = values[guided]
+        chosen[~allowed] = -np.inf
+        values[guided] = chosen
 
 
 def first_line(message: str) -> str:
