@@ -95,7 +95,10 @@ def _checked(constraint: Constraint) -> Constraint:
     """``constraint``, once llguidance compiled it within its limits; else a one-line error."""
     from llguidance import LLMatcher
 
-    message = LLMatcher.validate_grammar(constraint.grammar())
+    try:
+        message = LLMatcher.validate_grammar(constraint.grammar())
+    except ValueError as exc:  # llguidance's own reading of the text
+        message = str(exc)
     if message:
         first = re.sub(r"^at \d+\(\d+\): ", "", message.strip().splitlines()[0])
         raise ConstraintError(f"constrained decoding cannot use it: {first}")
@@ -107,8 +110,11 @@ def json_constraint(schema: Any) -> Constraint:
     meta-schema, and what llguidance can decode."""
     from jsonschema import SchemaError, validators
 
+    if schema is False:
+        raise ConstraintError("the schema false allows no answer at all; give a JSON Schema object")
     if not isinstance(schema, (dict, bool)):
         raise ConstraintError(f"a schema is a JSON Schema object, not {type(schema).__name__}")
+    schema = {} if schema is True else schema  # true: any JSON value
     check_depth(schema, "the schema", ConstraintError)
     written = json.dumps(schema, ensure_ascii=False)
     if len(written.encode()) > MAX_SCHEMA_BYTES:  # before anything walks or compiles it

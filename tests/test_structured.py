@@ -331,3 +331,9 @@ def test_response_format_on_chat_completions_and_json_types_in_run_outputs(tiny_
         assert workflow.status_code == 400 and "applies to models" in workflow.json()["error"]["message"]
         run = client.post("/v1/workflows/m/run", json={"inputs": {"text": "Ann"}}).json()
         assert run["outputs"] == {"record": {"name": "Ann", "age": 41}}
+
+
+def test_schema_true_allows_any_json_and_false_is_refused(capsys, tmp_path) -> None:
+    assert json_constraint(True).accepts('{"a": [1, 2]}')
+    line = validate_error(capsys, tmp_path, extract_flow(MOCK, False))
+    assert "field 'schema': the schema false allows no answer at all" in line

@@ -40,7 +40,10 @@ class Guidance:
         if self._llg is None:
             import llguidance.hf
 
-            self._llg = llguidance.hf.from_tokenizer(self.tokenizer, self.vocabulary, self.stop_ids)
+            try:
+                self._llg = llguidance.hf.from_tokenizer(self.tokenizer, self.vocabulary, self.stop_ids)
+            except ValueError as exc:  # a slow (Python) tokenizer
+                raise ModelError(f"model '{self.name}': cannot constrain decoding: {exc}") from None
         matcher = LLMatcher(self._llg, constraint.grammar(), log_level=0)
         if matcher.is_error():
             problem = first_line(matcher.get_error())
