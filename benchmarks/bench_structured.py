@@ -127,7 +127,8 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], count: int) -> 
         summary.append(
             f"{free['backend']}: valid answers {100 * free['valid']:.0f}% free, "
             f"{100 * constrained['valid']:.0f}% constrained; decode speed constrained / free: "
-            f"{constrained['tok_s'] / free['tok_s']:.2f}x"
+            f"{constrained['tok_s'] / free['tok_s']:.2f}x; wall time constrained / free: "
+            f"{constrained['seconds'] / free['seconds']:.2f}x (a constrained answer ends with its JSON)"
         )
     print("\n" + table + "\n\n" + "\n".join(summary))
     machine = describe_machine()
