@@ -31,6 +31,11 @@ class ParseError(IftError):
     """A model answer does not have the form the node expects."""
 
 
+class ConstraintError(IftError):
+    """A schema, regex or label set cannot limit what a model answers (malformed, too large, or
+    using what constrained decoding does not support)."""
+
+
 class WorkflowError(IftError):
     """A workflow file or spec is invalid: schema, references, cycles."""
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ParseError
+from .structured import regex_constraint, schema_errors
 from .templates import InstructionTemplate
 
 
@@ -22,7 +23,11 @@ class AnswerParser:
 
 
 def parse_text(answer: str, template: InstructionTemplate) -> str:
-    return answer.strip()
+    """The answer, stripped; it must match the template's ``regex`` where it has one."""
+    text = answer.strip()
+    if template.regex is not None and not regex_constraint(template.regex).accepts(text):
+        raise ParseError(f"answer {text[:60]!r} does not match the regex {template.regex!r}")
+    return text
 
 
 def find_label(answer: str, labels: Sequence[str]) -> int | None:
@@ -50,11 +55,29 @@ def parse_lines(answer: str, template: InstructionTemplate) -> list[str]:
     lines = [line for line in lines if line]
     if not lines:
         raise ParseError("answer has no non-empty lines")
+    if template.items is not None and len(lines) != template.items:
+        raise ParseError(f"answer has {len(lines)} lines, not the {template.items} asked for")
     return lines
 
 
 def parse_json(answer: str, template: InstructionTemplate) -> Any:
-    """The first JSON object or array in the answer (code fences and chatter around it allowed)."""
+    """The first JSON object or array in the answer (code fences and chatter around it
+    allowed); with a ``schema``, the whole answer may be any JSON value (constrained answers
+    are), and the value must validate against the schema."""
+    if template.schema is None:
+        return first_json(answer)
+    try:
+        value = json.loads(answer)
+    except (ValueError, RecursionError):
+        value = first_json(answer)
+    problem = schema_errors(value, template.schema)
+    if problem is not None:
+        raise ParseError(f"the answer does not match the schema {problem}")
+    return value
+
+
+def first_json(answer: str) -> Any:
+    """The first JSON object or array in ``answer``."""
     decoder = json.JSONDecoder()
     for match in re.finditer(r"[\[{]", answer):
         try:

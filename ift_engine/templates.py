@@ -11,7 +11,7 @@ import json
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -97,7 +97,10 @@ class InstructionTemplate:
     """One task's instruction in several paraphrases (FLAN style).
 
     ``variables`` are the inputs every paraphrase must use; ``answer`` is the expected form of
-    the model's answer and ``labels`` the fixed label set when ``answer`` is ``label``.
+    the model's answer and ``labels`` the fixed label set when ``answer`` is ``label``. The
+    answer form may be narrowed: ``schema`` (a JSON Schema) for ``json``, ``items`` (how many
+    lines) for ``lines``, ``regex`` (what the whole answer matches) for ``text``; decoding is
+    then constrained to it (``structured.py``).
     Construction lints the template and raises ``TemplateError`` naming it and the paraphrase.
     """
 
@@ -109,6 +112,9 @@ class InstructionTemplate:
     answer: AnswerForm = AnswerForm.TEXT
     labels: tuple[str, ...] = ()
     system: str | None = None
+    schema: Any = field(default=None, hash=False)
+    regex: str | None = None
+    items: int | None = None
 
     def __post_init__(self) -> None:
         # Accept lists from YAML/JSON but store tuples so templates stay hashable and immutable.
@@ -126,6 +132,10 @@ class InstructionTemplate:
             raise TemplateError(f"{where}: a label answer needs at least two labels")
         if self.answer is not AnswerForm.LABEL and self.labels:
             raise TemplateError(f"{where}: labels are only allowed with answer 'label'")
+        narrowing = (("schema", AnswerForm.JSON), ("regex", AnswerForm.TEXT), ("items", AnswerForm.LINES))
+        for name, form in narrowing:
+            if getattr(self, name) is not None and self.answer is not form:
+                raise TemplateError(f"{where}: '{name}' is only allowed with answer '{form.value}'")
         declared = set(self.variables)
         for index, text in enumerate(self.paraphrases):
             try:
@@ -182,8 +192,10 @@ class InstructionTemplate:
         instruction: str,
         answer: AnswerForm | str = AnswerForm.TEXT,
         labels: Sequence[str] = (),
+        **narrowed: Any,
     ) -> InstructionTemplate:
-        """A one-paraphrase template written directly in a workflow node."""
+        """A one-paraphrase template written directly in a workflow node; ``narrowed``: its
+        ``schema``, ``regex`` or ``items``."""
         try:
             variables = tuple(placeholders(instruction))
         except TemplateError as exc:
@@ -195,4 +207,5 @@ class InstructionTemplate:
             variables=variables,
             answer=AnswerForm(answer),
             labels=tuple(labels),
+            **narrowed,
         )

@@ -44,3 +44,16 @@ def test_sentiment_scores_labels_with_the_real_model():
     assert (
         bad.nodes["sentiment"].probabilities["negative"] > good.nodes["sentiment"].probabilities["negative"]
     )
+
+
+def test_extract_gives_a_record_that_validates_and_a_summary_of_it():
+    import json
+
+    import jsonschema
+
+    wf = Workflow.from_yaml(WORKFLOWS / "extract.yaml")
+    result = wf.run(text="Maria Lopez, 34, is a nurse who lives in Seville.", cache=False)
+    record = result["record"]
+    jsonschema.validate(record, json.loads((WORKFLOWS / "extract.schema.json").read_text()))
+    assert record["name"] == "Maria Lopez" and record["city"] == "Seville"
+    assert isinstance(result["summary"], str) and "Maria" in result["summary"]

@@ -85,6 +85,10 @@ class Model(ABC):
     options_model: ClassVar[type[BaseModel]] = NoOptions
     #: False for backends that need no weights (the mock): the name is then not resolved.
     locates_weights: ClassVar[bool] = True
+    #: Whether ``generate`` honours a ``Constraint`` (a JSON Schema, regex or label set): the
+    #: worker passes one per prompt; a workflow that needs one on a backend without is refused
+    #: when it loads.
+    structured_outputs: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .base import GenerationSettings, Prompt, TextSink
+
+if TYPE_CHECKING:
+    from ..structured import Constraint
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +27,20 @@ log = logging.getLogger(__name__)
 class Row:
     """One prompt being answered: its settings, its answer tokens so far, and where its text
     goes while it grows (``on_text(new text)``). ``finish`` is None while it runs, then
-    ``"stop"`` (an end-of-turn token) or ``"length"`` (``max_new_tokens`` reached)."""
+    ``"stop"`` (an end-of-turn token, or its ``constraint``'s grammar complete) or ``"length"``
+    (``max_new_tokens`` reached). A constrained row's ``matcher`` (``guidance.py``) is set by
+    the cohort it starts in."""
 
     def __init__(
-        self, prompt: Prompt, settings: GenerationSettings, on_text: Callable[[str], None] | None = None
+        self,
+        prompt: Prompt,
+        settings: GenerationSettings,
+        on_text: Callable[[str], None] | None = None,
+        constraint: Constraint | None = None,
     ) -> None:
         self.prompt, self.settings, self.on_text = prompt, settings, on_text
+        self.constraint = constraint
+        self.matcher: Any = None
         self.submitted = time.perf_counter()
         self.first_token: float | None = None  # when its first token was chosen
         self.tokens: list[int] = []
@@ -48,6 +59,11 @@ class Row:
             self._send(final=True)
             return True
         self.tokens.append(token)
+        if self.matcher is not None and (not self.matcher.consume_token(token) or self.matcher.is_stopped()):
+            # The grammar is complete (or, never under its mask, broken: then the answer is cut).
+            self.finish = "stop" if self.matcher.is_accepting() else "length"
+            self._send(final=True)
+            return True
         if len(self.tokens) >= self.settings.max_new_tokens:
             self.finish = "length"
             self._send(final=True)
@@ -115,7 +131,8 @@ class BatchesContinuously(Protocol):
         ...
 
     def cohort_key(self, settings: GenerationSettings) -> Hashable:
-        """Settings under which rows may share a cohort."""
+        """Settings under which rows may share a cohort (constrained or not: a cohort's rows
+        each have their own constraint)."""
         ...
 
 
@@ -124,13 +141,14 @@ def decode_to_end(
     prompts: Sequence[Prompt],
     settings: GenerationSettings,
     on_text: TextSink | None = None,
+    constraint: Constraint | None = None,
 ) -> list[Row]:
     """Answer ``prompts`` in cohorts of the model's batch size (``generate`` of the backends)."""
 
     def sink(index: int) -> Callable[[str], None] | None:
         return None if on_text is None else lambda text: on_text(index, text)
 
-    rows = [Row(prompt, settings, sink(i)) for i, prompt in enumerate(prompts)]
+    rows = [Row(prompt, settings, sink(i), constraint) for i, prompt in enumerate(prompts)]
     for offset in range(0, len(rows), model.batch_size):
         cohort = model.start_cohort(rows[offset : offset + model.batch_size])
         while cohort.rows:

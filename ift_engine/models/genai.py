@@ -20,6 +20,7 @@ from ..errors import ModelError
 from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
 from .decoding import Cohort, Row, decode_to_end
+from .guidance import Guidance
 from .hf_causal import end_of_turn_ids
 from .ort import CUDA, OnnxOptions, pick_provider
 from .resolve import read_json_object
@@ -69,6 +70,7 @@ class GenaiCausalLM(StreamingModel):
     """An ``ift export`` of a causal LM, run by onnxruntime-genai (registered through ``onnx``)."""
 
     backend = "onnx"
+    structured_outputs = True
 
     def __init__(self, name: str, folder: Path, tokenizer: PreTrainedTokenizerBase, options: OnnxOptions):
         import onnxruntime_genai as og
@@ -84,6 +86,9 @@ class GenaiCausalLM(StreamingModel):
         if not self.stop_ids:
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
         self.pad_id = padding_id(tokenizer, self.stop_ids)
+        vocabulary = config_values.get("vocab_size")
+        width = vocabulary if isinstance(vocabulary, int) else None
+        self.guidance = Guidance(name, tokenizer, self.stop_ids, width)
         self.device = "cuda" if pick_provider(options.device) == CUDA else "cpu"
         overlay: dict[str, Any] = {"eos_token_id": self.stop_ids, "pad_token_id": self.pad_id}
         if options.threads:
@@ -230,11 +235,14 @@ class GenaiCohort(Cohort):
             row.prompt_tokens = len(prompt)
         longest = max(row.settings.max_new_tokens for row in self.slots)
         settings = self.slots[0].settings.model_copy(update={"max_new_tokens": longest})
+        model.guidance.start(self.slots)
         self.generator = model._generator(prompts, settings)
         self.ended: set[int] = set()
 
     def step(self) -> list[Row]:
         with native_errors(self.model.name):
+            if any(row.matcher is not None for row in self.rows):
+                self._constrain()
             self.generator.generate_next_token()
             tokens = self.generator.get_next_tokens().tolist()
         tokenizer, stop_ids = self.model.tokenizer, self.model.stop_ids
@@ -250,6 +258,16 @@ class GenaiCohort(Cohort):
             finished += cut
         self.drop(finished)
         return finished
+
+    def _constrain(self) -> None:
+        """The next token's logits, masked for the constrained rows, back to the generator."""
+        import numpy as np
+        import torch
+
+        last = self.generator.get_logits()[:, -1, :]
+        logits = torch.from_numpy(np.array(last, dtype=np.float32, copy=True))
+        self.model.guidance.mask(logits, self.slots)
+        self.generator.set_logits(logits.numpy())
 
     def drop(self, rows: Iterable[Row]) -> None:
         leaving = {id(row) for row in rows}

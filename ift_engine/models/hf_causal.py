@@ -13,6 +13,7 @@ from ..errors import ModelError
 from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
 from .decoding import Row, decode_to_end, sampling_key
+from .guidance import Guidance
 from .torch_batch import TorchCohort, TorchSteps
 from .torch_utils import Device, DType, inference_mode, load_pretrained
 
@@ -63,6 +64,7 @@ def repeat_cache(past: Any, times: int) -> Any:
 class HFCausalLM(StreamingModel):
     backend = "hf-causal"
     options_model = CausalLMOptions
+    structured_outputs = True
 
     def __init__(
         self,
@@ -86,6 +88,7 @@ class HFCausalLM(StreamingModel):
             raise ModelError(f"model '{name}' has no end-of-sequence token; generation cannot stop")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.stop_ids[0])
+        self.guidance = Guidance(name, tokenizer, self.stop_ids, getattr(model.config, "vocab_size", None))
 
     @classmethod
     def load(cls, name: str, source: str, options: CausalLMOptions) -> HFCausalLM:

@@ -45,6 +45,9 @@ class MockModel(Model):
     backend = "mock"
     options_model = MockOptions
     locates_weights = False
+    #: Its canned answers are the test's to write: they are parsed and validated against a
+    #: node's schema, labels or regex like any answer, never constrained.
+    structured_outputs = True
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ class OnnxModel(Model):
 
     backend = "onnx"
     options_model = OnnxOptions
+    structured_outputs = True  # causal LM exports (a classifier export does not generate)
 
     @classmethod
     def prepare(cls, source: str, options: OnnxOptions) -> str:

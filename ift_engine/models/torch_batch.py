@@ -133,6 +133,7 @@ class TorchCohort(Cohort):
                     f"model '{model.name}': a prompt of {len(prompt)} tokens does not fit its context of "
                     f"{limit}; shorten the input"
                 )
+        model.guidance.start(self.slots)
         self.batch = KVBatch(model, prompts)
         self.chooser = TokenChooser(self.slots[0].settings)
         self.generators = [self.chooser.generator(row.settings) for row in self.slots]
@@ -145,6 +146,7 @@ class TorchCohort(Cohort):
     def step(self) -> list[Row]:
         import torch
 
+        self.model.guidance.mask(self.batch.logits, self.slots)
         chosen = self.chooser.choose(self.batch.logits, self.seen, self.generators)
         self.seen[torch.arange(len(chosen)), chosen] = True
         tokenizer, stop_ids = self.model.tokenizer, self.model.stop_ids

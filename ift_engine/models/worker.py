@@ -34,11 +34,14 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import IftError, ModelError
 from .base import DecodesSteps, DecodingSteps, GenerationSettings, Model, Prompt, StreamsText, TextSink
 from .decoding import BatchesContinuously, Cohort, Row
+
+if TYPE_CHECKING:
+    from ..structured import Constraint
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)
@@ -135,9 +138,15 @@ class ModelWorker:
     # -- submitting -----------------------------------------------------------------------------
 
     def generate(
-        self, prompts: Sequence[Prompt], settings: GenerationSettings, on_text: TextSink | None = None
+        self,
+        prompts: Sequence[Prompt],
+        settings: GenerationSettings,
+        on_text: TextSink | None = None,
+        constraint: Constraint | None = None,
     ) -> Future[list[Completion | Failure]]:
-        """Generated answers; ``on_text(prompt index, new text)`` as they grow."""
+        """Generated answers; ``on_text(prompt index, new text)`` as they grow. Decoding is
+        limited to ``constraint`` on models that batch continuously; others (the mock) answer
+        as they do, and their answers are checked when parsed."""
         if not isinstance(self.model, BatchesContinuously):
             key = ("generate", settings.model_dump_json())
             return self.submit(key, _generate_call(settings), prompts, on_text)
@@ -146,7 +155,7 @@ class ModelWorker:
         def sink(index: int) -> Callable[[str], None] | None:
             return None if on_text is None else lambda text: on_text(index, text)
 
-        job.rows = [Row(p, settings, sink(i)) for i, p in enumerate(job.prompts)]
+        job.rows = [Row(p, settings, sink(i), constraint) for i, p in enumerate(job.prompts)]
         self._put(job)
         return job.future
 

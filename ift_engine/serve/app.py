@@ -28,10 +28,11 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import IftError, ModelError, WorkflowError
+from ..errors import ConstraintError, IftError, ModelError, WorkflowError
 from ..files import json_text
 from ..models.base import GenerationSettings
 from ..models.worker import Completion
+from ..structured import Constraint
 from ..templates import to_text
 from ..workflow import RunResult, Workflow
 from ..workflow.results import NodeResult, RunOptions
@@ -423,6 +424,27 @@ class ChatReply:
                 known = ", ".join([*service.workflows, *service.chat_models])
                 raise ApiError(404, f"unknown model '{body.model}' (known: {known})", "not_found", "model")
             self.settings = GenerationSettings(**overrides)
+        self.constraint = self._constraint()
+
+    def _constraint(self) -> Constraint | None:
+        """The request's ``response_format`` as a constraint: a 400 where it cannot be one."""
+        form = self.body.response_format
+        try:
+            constraint = None if form is None else form.constraint()
+            if constraint is not None and self.workflow:
+                raise ApiError(
+                    400,
+                    f"response_format applies to models; the answers of workflow '{self.body.model}' have "
+                    "the forms its nodes declare",
+                    "invalid_request_error",
+                    "response_format",
+                )
+            if constraint is not None:
+                self.service.check_constraint(self.body.model)
+        except (ConstraintError, ModelError) as exc:
+            message = f"response_format: {exc}"
+            raise ApiError(400, message, "invalid_request_error", "response_format") from None
+        return constraint
 
     async def text(self, on_text: Callable[[str], None] | None = None) -> Completion:
         """The reply; ``on_text(new text)`` (called on a model's thread) as it grows."""
@@ -441,7 +463,8 @@ class ChatReply:
             return Completion(to_text(result.outputs[self.output]))
         messages = [m.model_dump(include={"role", "content"}) for m in body.messages]
         try:
-            return await self.service.chat_model(body.model, messages, self.settings, on_text)
+            settings, constraint = self.settings, self.constraint
+            return await self.service.chat_model(body.model, messages, settings, on_text, constraint)
         except ModelError as exc:
             raise ApiError(500, str(exc), "model_error", "model") from None
 

@@ -9,9 +9,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import ConstraintError
 from ..files import json_text
 from ..models.base import GenerationSettings
 from ..models.worker import Completion
+from ..structured import Constraint, json_constraint
 
 
 class ChatMessage(BaseModel):
@@ -25,6 +27,33 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     include_usage: bool = False
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = "response"
+    answer_schema: dict[str, Any] | bool = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """``response_format``: free text, any JSON object, or JSON that a schema describes."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def constraint(self) -> Constraint | None:
+        """What decoding is limited to; ``ConstraintError`` for a schema it cannot use."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return json_constraint({"type": "object"})
+        if self.json_schema is None:
+            raise ConstraintError("type json_schema needs json_schema: {name, schema}")
+        return json_constraint(self.json_schema.answer_schema)
 
 
 class ChatRequest(BaseModel):
@@ -42,6 +71,7 @@ class ChatRequest(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    response_format: ResponseFormat | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The generation settings the request names, as overrides of a model's or a

@@ -19,6 +19,7 @@ from ..errors import IftError, ModelError, WorkflowError
 from ..models.base import GenerationSettings, Message
 from ..models.resolve import ModelPool, ModelSpec
 from ..models.worker import Completion, Failure, WorkerStats
+from ..structured import Constraint
 from ..workflow import RunResult, Workflow
 from ..workflow.loops import AsyncioLoop
 from ..workflow.runner import NodeResult, RunEvents, Runner, RunOptions
@@ -213,21 +214,32 @@ class Service:
             )
         return inputs[0], outputs[0]
 
+    def check_constraint(self, model: str) -> None:
+        """``ModelError`` unless chat model ``model`` can decode under a constraint."""
+        backend = self.pools[0].backend_for(self.chat_models[model])
+        if not backend.structured_outputs:
+            raise ModelError(
+                f"response_format is not supported by backend '{backend.backend}' of model '{model}'; "
+                "use an hf-causal or onnx model"
+            )
+
     async def chat_model(
         self,
         model: str,
         messages: Sequence[Message],
         settings: GenerationSettings,
         on_text: Callable[[str], None] | None = None,
+        constraint: Constraint | None = None,
     ) -> Completion:
-        """A model's reply; ``on_text(new text)`` (called on the model's thread) streams it."""
+        """A model's reply, decoded under ``constraint`` if given; ``on_text(new text)``
+        (called on the model's thread) streams it."""
         spec = self.chat_models.get(model)
         if spec is None:
             raise ModelError(f"unknown model '{model}' (known: {', '.join(self.chat_models)})")
         pool = self.pools[0]
         worker = await asyncio.to_thread(pool.worker, spec)  # loads it the first time
         sink = None if on_text is None else (lambda index, text: on_text(text))
-        [reply] = await asyncio.wrap_future(worker.generate([list(messages)], settings, sink))
+        [reply] = await asyncio.wrap_future(worker.generate([list(messages)], settings, sink, constraint))
         if isinstance(reply, Failure):
             raise ModelError(reply.message)
         return reply

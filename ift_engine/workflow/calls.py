@@ -90,11 +90,20 @@ def submit(
             return [Answer(t, members=None if d is None else {"details": d}) for t, d in zip(texts, details)]
 
         return worker.submit(("members", settings.model_dump_json()), with_members, prompts)
-    return worker.generate(prompts, settings, on_text)
+    return worker.generate(prompts, settings, on_text, bound.constraint)
 
 
-def as_outcome(value: Any) -> Outcome:
-    return Answer(value.text) if isinstance(value, Completion) else value
+def as_outcome(value: Any, bound: BoundNode, settings: GenerationSettings) -> Outcome:
+    """A model's outcome as the node sees it: a constrained answer cut short is a failure."""
+    if not isinstance(value, Completion):
+        return value  # type: ignore[no-any-return]
+    if value.finish == "length" and bound.constraint is not None:
+        return Failure(
+            f"the answer was cut at max_new_tokens ({settings.max_new_tokens}) before it was complete "
+            f"({value.text[:60]!r}...); raise generation.max_new_tokens, or bound the schema "
+            "(maxLength, maximum, maxItems)"
+        )
+    return Answer(value.text)
 
 
 class NodeCall:
@@ -165,7 +174,7 @@ class NodeCall:
                 self.outcomes[i] = Failure(message)
             self._ask([])
             return
-        self._answered(places, [as_outcome(v) for v in future.result()])
+        self._answered(places, [as_outcome(v, self.bound, self.settings) for v in future.result()])
 
     def _answered(self, places: list[int], outcomes: list[Outcome]) -> None:
         failed = []

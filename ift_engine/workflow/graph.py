@@ -10,16 +10,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 from pydantic import BaseModel
 
-from ..errors import IftError, ModelError, TemplateError, WorkflowError
+from ..documents import decode_utf8, loads_json, read_bytes, value_problem
+from ..errors import ConstraintError, IftError, ModelError, TemplateError, WorkflowError
 from ..models.base import GenerationSettings
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
 from ..parsers import AnswerParser
 from ..plugins import Components
+from ..structured import MAX_SCHEMA_BYTES, Constraint, answer_constraint
 from ..templates import AnswerForm, InstructionTemplate
 from ..validation import validate_document
 from .decisions import comparisons, condition_nodes
@@ -28,6 +31,14 @@ from .spec import InputSource, NodeSpec, WorkflowSpec, input_source, reference
 
 #: Repeated nodes a workflow may have: finding each loop walks the graph once.
 MAX_REPEATS = 100
+
+#: Per answer form: the field that narrows it, and how errors name that.
+NARROWED = {
+    AnswerForm.JSON: ("schema", "answer: json with a schema"),
+    AnswerForm.LINES: ("items", "answer: lines with items"),
+    AnswerForm.TEXT: ("regex", "an answer with a regex"),
+    AnswerForm.LABEL: ("labels", "answer: label"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,8 @@ class BoundNode:
     generation: GenerationSettings
     dependencies: tuple[str, ...]
     sources: dict[str, InputSource]
+    #: What decoding is limited to (the template's schema, labels, line count or regex).
+    constraint: Constraint | None = None
 
 
 class WorkflowGraph:
@@ -219,6 +232,7 @@ class WorkflowGraph:
                     node.instruction or "",
                     node.answer or AnswerForm.TEXT,
                     node.labels or (),
+                    **self._narrowed(node),
                 )
         except IftError as exc:
             field = "template" if node.template is not None else "instruction"
@@ -283,13 +297,14 @@ class WorkflowGraph:
         except (ModelError, TemplateError) as exc:
             raise self._error(str(exc), node.id, "model") from None
 
+        constraint = self._constraint(node, template, model)
         overrides = {
             **self.spec.generation.model_dump(exclude_none=True),
             **node.generation.model_dump(exclude_none=True),
         }
         generation = GenerationSettings(**overrides)
         return BoundNode(
-            node, template, parser, model, generation, tuple(dict.fromkeys(dependencies)), sources
+            node, template, parser, model, generation, tuple(dict.fromkeys(dependencies)), sources, constraint
         )
 
     def _sources(self, node: NodeSpec, ids: set[str]) -> dict[str, InputSource]:
@@ -360,6 +375,51 @@ class WorkflowGraph:
                 continue
             nodes.append(test.node)
         return nodes
+
+    def _narrowed(self, node: NodeSpec) -> dict[str, Any]:
+        """An inline instruction's schema (read from its file where it names one), regex and
+        line count, those it gives."""
+        narrowed = {"schema": node.answer_schema, "regex": node.regex, "items": node.items}
+        if isinstance(node.answer_schema, str):
+            folder = Path(self.source).parent if Path(self.source).is_file() else Path.cwd()
+            narrowed["schema"] = self._schema_file(folder / node.answer_schema, node.id)
+        return {name: value for name, value in narrowed.items() if value is not None}
+
+    def _schema_file(self, path: Path, node: str) -> Any:
+        try:
+            data = read_bytes(path, "schema file", WorkflowError, MAX_SCHEMA_BYTES)
+            return loads_json(decode_utf8(data, str(path), WorkflowError))
+        except WorkflowError as exc:
+            raise self._error(str(exc), node, "schema") from None
+        except ValueError as exc:
+            raise self._error(f"{path}: not valid JSON ({value_problem(exc)})", node, "schema") from None
+        except RecursionError:
+            raise self._error(f"{path}: nested too deeply to read", node, "schema") from None
+
+    def _constraint(
+        self, node: NodeSpec, template: InstructionTemplate, model: ModelSpec | EnsembleSpec
+    ) -> Constraint | None:
+        """The node's constraint, checked, on a model that can decode under it. A label answer
+        is scored, or generated under its constraint where the model can; on others it is
+        found in free text, as before."""
+        field, what = NARROWED[template.answer]
+        field = field if node.template is None else "template"
+        try:
+            constraint = answer_constraint(template)
+        except ConstraintError as exc:
+            raise self._error(str(exc), node.id, field) from None
+        if constraint is None or template.answer is AnswerForm.LABEL:
+            return constraint
+        if isinstance(model, EnsembleSpec):
+            raise self._error(f"{what} is not supported by ensembles; give the node a model", node.id, field)
+        backend = self._pool.backend_for(model)
+        if not backend.structured_outputs:
+            raise self._error(
+                f"{what} is not supported by backend '{backend.backend}'; use hf-causal or onnx",
+                node.id,
+                field,
+            )
+        return constraint
 
     def node(self, node_id: str) -> BoundNode:
         return self.graph.nodes[node_id]["node"]

@@ -133,10 +133,13 @@ class Runner:
         spec_key = bound.model.key()
         if spec_key not in self._identities:
             self._identities[spec_key] = model_identity(self.pool, bound.model)
-        return self.cache, {
+        parts = {
             "model": self._identities[spec_key],
             "answer": bound.template.answer.value,
             "labels": bound.template.labels,
             "generation": settings.model_dump(mode="json"),
             "plugins": {n: s.model_dump(mode="json") for n, s in sorted(self.graph.plugin_settings.items())},
         }
+        if bound.constraint is not None and bound.template.answer is not AnswerForm.LABEL:
+            parts["constraint"] = bound.constraint.key()  # a schema, regex or line count
+        return self.cache, parts

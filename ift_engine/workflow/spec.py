@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 
 from ..models.base import GenerationSettings
 from ..models.resolve import EnsembleSpec, ModelSpec
+from ..structured import MAX_LINES
 from ..templates import AnswerForm
 from .decisions import Condition, RepeatSpec, check_condition_size
 
@@ -172,13 +173,20 @@ class RetrySpec(BaseModel):
 class NodeSpec(BaseModel):
     """One subtask: render a template (or inline instruction), call a model, parse the answer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
 
     id: str = Field(pattern=ID_PATTERN)
     template: str | None = Field(None, description="a registered template name")
     instruction: str | None = Field(None, description="an inline one-paraphrase instruction")
     answer: AnswerForm | None = Field(None, description="answer form of an inline instruction")
     labels: list[str] | None = Field(None, description="label set of an inline label answer")
+    answer_schema: dict[str, Any] | bool | str | None = Field(
+        None,
+        alias="schema",
+        description="answer: json: a JSON Schema, inline or a .json file next to the workflow",
+    )
+    regex: str | None = Field(None, description="answer: text: a regex the whole answer matches")
+    items: StrictInt | None = Field(None, ge=1, le=MAX_LINES, description="answer: lines: how many")
     paraphrase: StrictInt | None = Field(None, ge=0, le=MAX_SEED, description="paraphrase index (default 0)")
     paraphrase_seed: StrictInt | None = Field(
         None, ge=0, le=MAX_SEED, description="pick the paraphrase at random"
@@ -225,8 +233,12 @@ class NodeSpec(BaseModel):
     def _one_instruction(self) -> NodeSpec:
         if (self.template is None) == (self.instruction is None):
             raise ValueError("give exactly one of 'template' or 'instruction'")
-        if self.template is not None and (self.answer is not None or self.labels is not None):
-            raise ValueError("'answer' and 'labels' belong to inline instructions; a template has its own")
+        narrowed = (self.answer, self.labels, self.answer_schema, self.regex, self.items)
+        if self.template is not None and any(value is not None for value in narrowed):
+            raise ValueError(
+                "'answer', 'labels', 'schema', 'regex' and 'items' belong to inline instructions; "
+                "a template has its own"
+            )
         if self.map is not None and self.map not in self.inputs:
             raise ValueError(f"map: '{self.map}' is not one of this node's inputs ({', '.join(self.inputs)})")
         return self
