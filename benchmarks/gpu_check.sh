@@ -50,6 +50,11 @@ elif has onnxruntime_genai && ! [ -d .gpu-carry ]; then
 else
     echo "gpu_check: onnxruntime-genai or the embedded model is missing here; ONNX steps skipped"
 fi
+if has onnxruntime_genai; then
+    step benchmarks/bench_engine.py --device "$DEVICE" $QUICK "${MODEL[@]}"
+else
+    echo "gpu_check: onnxruntime-genai is missing here; og.Engine skipped"
+fi
 if has fastapi && has uvicorn && has onnxruntime_genai; then
     step benchmarks/bench_serve.py --device "$DEVICE" $QUICK "${MODEL[@]}"
 else
