@@ -61,8 +61,9 @@ def check_weights(weights: Sequence[float], members: int) -> None:
 
 
 class EnsembleModel(Model):
-    """A model whose answers combine its members'; ``last_members`` holds each member's answer
-    and score from the last call, for the run trace."""
+    """A model whose answers combine its members'. Label ensembles also give each member's
+    probabilities (``classify_with_members``), text ensembles each prompt's details
+    (``generate_with_members``), for the run trace and the page."""
 
     backend = "ensemble"
     locates_weights = False

@@ -115,22 +115,30 @@ def model_corpus(tmp_path: Path) -> dict[str, tuple[str, str]]:
 
 
 def test_bad_model_files_fail_at_validate(capsys, tmp_path):
-    for case, (model, expected) in model_corpus(tmp_path).items():
+    for model, expected in model_corpus(tmp_path).values():
         path = tmp_path / "flow.yaml"
         path.write_text(yaml.safe_dump(flow(model=model)))
         code, stderr = ift(capsys, "validate", str(path))
         assert_one_line_error(code, stderr, "node 'a', field 'model'", expected)
-        assert case
 
 
-def test_a_hub_id_offline_fails_at_once(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """The hub unreachable for one test; its cached answer forgotten before and after."""
     from huggingface_hub import constants
 
     from ift_engine.models import hub
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     hub.hub_reachable.cache_clear()
+    try:
+        yield
+    finally:
+        hub.hub_reachable.cache_clear()
+
+
+def test_a_hub_id_offline_fails_at_once(capsys, tmp_path, offline_hub):
     path = tmp_path / "flow.yaml"
     path.write_text(yaml.safe_dump(flow(model="someone/some-model")))
     assert ift(capsys, "validate", str(path))[0] == 0  # naming a hub model is fine
@@ -139,7 +147,6 @@ def test_a_hub_id_offline_fails_at_once(capsys, tmp_path, monkeypatch):
     assert_one_line_error(code, stderr, "model 'someone/some-model' is not in the local hub cache", "cannot be reached")
     code, stderr = ift(capsys, "export", "someone/some-model", "--out", str(tmp_path / "out"))
     assert_one_line_error(code, stderr, "cannot be reached")
-    hub.hub_reachable.cache_clear()
 
 
 def test_mermaid_keywords_as_node_ids(capsys, tmp_path):
@@ -179,20 +186,13 @@ def training_corpus(tmp_path: Path, base: str) -> dict[str, tuple[dict[str, Any]
     }
 
 
-def test_bad_training_files(capsys, tmp_path, tiny_causal_dir, monkeypatch):
-    from huggingface_hub import constants
-
-    from ift_engine.models import hub
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    hub.hub_reachable.cache_clear()
+def test_bad_training_files(capsys, tmp_path, tiny_causal_dir, offline_hub):
     for case, (content, expected) in training_corpus(tmp_path, str(tiny_causal_dir)).items():
         path = tmp_path / "train.yaml"
         path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
         code, stderr = ift(capsys, "train", str(path))
         assert_one_line_error(code, stderr, expected)
-        assert case and not (tmp_path / "out").exists()
-    hub.hub_reachable.cache_clear()
+        assert not (tmp_path / "out").exists(), f"{case}: the output folder was made"
 
 
 # -- timeouts and retries ------------------------------------------------------------------------------
@@ -239,9 +239,11 @@ def test_generated_training_specs(tmp_path, doc):
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(doc))
     try:
-        load_train_spec(path)
-    except IftError:
-        pass
+        spec = load_train_spec(path)
+    except IftError as exc:
+        assert str(exc).startswith(str(path)), exc  # the error names the file
+    else:
+        assert spec.base_model and spec.datasets  # what loads is a spec training can use
 
 
 line_strategy = st.one_of(

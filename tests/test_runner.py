@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ift_engine import MockModel, NodeError, Workflow
-from ift_engine.models.resolve import ModelSpec
+from ift_engine import MockModel, NodeError, Workflow, WorkflowError
+from ift_engine.models.resolve import ModelPool, ModelSpec
 
 MOCK = {"name": "writer", "backend": "mock"}
 
@@ -50,9 +50,9 @@ def test_run_result_serialises():
 
 def test_missing_and_unknown_inputs():
     wf = article({})
-    with pytest.raises(Exception, match="missing required input 'topic'"):
+    with pytest.raises(WorkflowError, match="missing required input 'topic'"):
         wf.run()
-    with pytest.raises(Exception, match="unknown input 'tpoic'"):
+    with pytest.raises(WorkflowError, match="unknown input 'tpoic'"):
         wf.run(topic="x", tpoic="y")
 
 
@@ -73,7 +73,7 @@ def test_input_types_are_checked():
     )
     assert wf.run(n=3)["echo"] == "3"
     assert wf.run(n=3, tags=["a", "b"])["echo"] == "3 a\nb"
-    with pytest.raises(Exception, match="input .n. must be of type integer, not str"):
+    with pytest.raises(WorkflowError, match="input .n. must be of type integer, not str"):
         wf.run(n="3")
 
 
@@ -124,12 +124,38 @@ DIAMOND = {
 }
 
 
-def test_independent_branches_overlap_in_time():
+def test_branches_on_different_models_run_at_the_same_time():
+    """Each model has its own worker, so two branches on two models overlap (the mock's sleep
+    stands for a model call that releases the GIL, as PyTorch and ONNX Runtime kernels do)."""
     result = Workflow.from_dict(DIAMOND).run(topic="bees")
     a, b = result.nodes["a"], result.nodes["b"]
     assert a.started < b.started + b.seconds and b.started < a.started + a.seconds
     assert result.nodes["join"].started >= max(a.started + a.seconds, b.started + b.seconds)
     assert result["join"] == "left + right"  # the echo model returns the rendered prompt
+
+
+def test_branches_on_one_real_model_share_its_decode_steps(tiny_causal_dir):
+    from ift_engine.models.worker import WorkerStats
+    from ift_engine.plugins import components
+
+    rows: list[int] = []
+
+    def stats(name: str) -> WorkerStats:
+        seen = WorkerStats()
+        seen.on_batch = rows.append
+        return seen
+
+    model = {"name": str(tiny_causal_dir), "options": {"device": "cpu"}}
+    doc = {
+        "name": "fork", "inputs": {"topic": {}}, "model": model, "generation": {"max_new_tokens": 8},
+        "nodes": [
+            {"id": "a", "instruction": "Say one thing about {t}", "inputs": {"t": "$input.topic"}},
+            {"id": "b", "instruction": "Say another thing about {t}", "inputs": {"t": "$input.topic"}},
+        ],
+    }
+    result = Workflow.from_dict(doc, pool=ModelPool(components(), stats)).run(topic="bees", cache=False)
+    assert result["a"] and result["b"]
+    assert max(rows) == 2  # the two branches' rows were decoded in the same steps
 
 
 def test_failing_node_keeps_the_finished_ones():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -207,6 +208,20 @@ def test_a_plain_request_whose_client_leaves_gives_up_its_next_nodes() -> None:
     assert [call.prompts for call in model.calls] == [("Say bye",)]  # "Polish ..." never ran
 
 
+def test_concurrent_requests_on_a_real_model_get_their_one_at_a_time_answers(tiny_causal_dir: Path) -> None:
+    texts = [f"Tell me about bees, number {i}." for i in range(8)]
+    with TestClient(app_for(tiny_flow(tiny_causal_dir))) as one_by_one:
+        alone = [one_by_one.post("/v1/workflows/tiny/run", json={"inputs": {"text": t}}).json()["outputs"] for t in texts]
+    app = app_for(tiny_flow(tiny_causal_dir))
+    with serving(app) as url:
+        responses = asyncio.run(post_all(url, [{"inputs": {"text": t}} for t in texts], 8, "/v1/workflows/tiny/run"))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert [r.json()["outputs"] for r in responses] == alone
+    steps = re.search(r'ift_batch_size_count\{model="([^"]+)"\} (\S+)', metrics)
+    alone_steps = re.search(r'ift_batch_size_bucket\{le="1.0",model="[^"]+"\} (\S+)', metrics)
+    assert steps and alone_steps and float(alone_steps[1]) < float(steps[2])  # some steps decoded several rows
+
+
 def test_bounded_load_on_the_mock_backend() -> None:
     app = app_for(mock_flow())
     with serving(app) as url:
@@ -238,18 +253,28 @@ def start_ift_serve(folder: Path, *args: str) -> tuple[subprocess.Popen[bytes], 
     return process, f"http://127.0.0.1:{port}"
 
 
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, workflows: dict[str, str], seconds: float) -> None:
+    """Until ``/healthz`` reports ``workflows``; fails the test (with the server's log) if it
+    never does or the server exits."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).json()["workflows"] == workflows:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    log = process.stdout.read().decode() if process.stdout else ""
+    pytest.fail(f"ift serve never reported {workflows} ready:\n{log[-3000:]}")
+
+
 def test_ift_serve_process_answers_the_openai_client_and_drains_on_sigterm(tmp_path: Path) -> None:
     openai = pytest.importorskip("openai")
     (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow(delay=1.0)))
     process, url = start_ift_serve(tmp_path, "--api-key", "k")
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz").json()["workflows"] == {"echo": "ready"}:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_ready(process, url, {"echo": "ready"}, 60)
         api = openai.OpenAI(base_url=f"{url}/v1", api_key="k")
         reply = api.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
         assert reply.choices[0].message.content == "hello"
@@ -288,9 +313,8 @@ def test_streamed_runs_carry_token_events_of_each_node() -> None:
     assert kinds[0] == "node_started" and kinds[-1] == "node_finished" and "token" in kinds
 
 
-def test_openai_stream_hands_out_the_reply_as_it_grows(client: TestClient) -> None:
+def test_openai_stream_hands_out_the_reply_as_it_grows() -> None:
     openai = pytest.importorskip("openai")
-    api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client)
     with TestClient(app_for(mock_flow(default="bees dance to talk"))) as streaming:
         api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=streaming)
         for model in ("echo", "writer"):  # a workflow (its output node streams) and a model
@@ -317,13 +341,9 @@ def test_ift_serve_with_two_worker_processes(tmp_path: Path) -> None:
     (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow()))
     process, url = start_ift_serve(tmp_path, "--workers", "2")
     try:
-        deadline, body = time.time() + 60, None
-        while time.time() < deadline and body is None:
-            try:
-                body = httpx.post(f"{url}/v1/workflows/echo/run", json={"inputs": {"text": "hi"}}).json()
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        assert body == {**body, "outputs": {"final": "hello"}}
+        wait_until_ready(process, url, {"echo": "ready"}, 60)
+        body = httpx.post(f"{url}/v1/workflows/echo/run", json={"inputs": {"text": "hi"}}).json()
+        assert body["outputs"] == {"final": "hello"}
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
@@ -339,13 +359,7 @@ def test_ift_serve_on_ray_with_two_replicas_answers_as_one_process(tiny_causal_d
         expected = [here.post("/v1/workflows/tiny/run", json={"inputs": {"text": t}}).json()["outputs"] for t in texts]
     process, url = start_ift_serve(tmp_path, "--ray", "--replicas", "2", "--replica-cpus", "0.5", "--no-cache")
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/healthz").json()["workflows"] == {"tiny": "ready"}:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_until_ready(process, url, {"tiny": "ready"}, 180)
         bodies = [{"inputs": {"text": t}} for t in texts]
         responses = asyncio.run(post_all(url, bodies, 12, "/v1/workflows/tiny/run"))
         assert [r.json()["outputs"] for r in responses] == expected
