@@ -96,3 +96,34 @@ def test_validate_graph_and_schema(flow, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     schema = json.loads(ift("schema").stdout)
     assert schema["title"] == "WorkflowSpec"
+
+
+def test_ift_chat_streams_each_reply_and_keeps_the_conversation(tiny_causal_dir: Path) -> None:
+    from ift_engine.models.base import GenerationSettings
+    from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
+
+    said = "Bees dance.\nWhy?\n/reset\nWhy?\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "ift_engine.cli", "chat", str(tiny_causal_dir), "--max-tokens", "6", "--option", "device=cpu"],
+        input=said, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    model = HFCausalLM.load("tiny", str(tiny_causal_dir), CausalLMOptions(device="cpu"))
+    settings = GenerationSettings(max_new_tokens=6)
+
+    def answer(*turns: str) -> str:
+        roles = ["user", "assistant"] * len(turns)
+        return model.generate([[{"role": r, "content": t} for r, t in zip(roles, turns)]], settings)[0]
+
+    first = answer("Bees dance.")
+    expected = [first, answer("Bees dance.", first, "Why?"), answer("Why?")]  # /reset forgets
+    assert done.stdout == "".join(f"{text}\n" for text in expected)
+
+
+def test_ift_chat_refuses_bad_settings_and_options_in_one_line() -> None:
+    for args, message in (
+        (["--max-tokens", "0"], "--max-tokens: Input should be greater than or equal to 1"),
+        (["--option", "device"], "--option 'device' must look like KEY=VALUE"),
+    ):
+        done = ift("chat", "x", "--backend", "mock", *args)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
