@@ -1,5 +1,7 @@
 """ift_engine: instruction fine-tuning and composed tasks on fine-tuned models."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .errors import (
     IftError,
     ModelError,
@@ -19,7 +21,13 @@ from .templates import AnswerForm, InstructionTemplate
 from .training import TrainResult, TrainSpec, train
 from .workflow import NodeSpec, RunResult, Workflow, WorkflowSpec
 
+try:
+    __version__ = version("ift-engine")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
+    "__version__",
     "AnswerForm",
     "AnswerParser",
     "GenerationSettings",

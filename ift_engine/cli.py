@@ -385,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ift", description="Instruction fine-tuning and composed tasks on fine-tuned models."
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"ift_engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a workflow on one input, or on a JSONL file of inputs")

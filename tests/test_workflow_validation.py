@@ -141,6 +141,15 @@ def test_yaml_round_trip():
     assert again.to_yaml() == wf.to_yaml()
 
 
+def test_an_input_whose_default_is_null_stays_optional_after_a_round_trip():
+    doc = {"name": "x", "inputs": {"note": {"default": None}}, "model": {"name": "m", "backend": "mock"},
+           "nodes": [{"id": "n", "instruction": "say {note}", "inputs": {"note": "$input.note"}}]}
+    first = Workflow.from_dict(doc)
+    again = Workflow.from_dict(first.to_dict())  # what Ray ships to its workers
+    assert not again.spec.inputs["note"].required
+    assert again.run(cache=False)["n"] == first.run(cache=False)["n"]
+
+
 def test_build_in_code_matches_yaml():
     spec = WorkflowSpec(
         name="demo",

@@ -74,7 +74,7 @@ class Workflow:
             return cls(parse_spec(parse_yaml(text, source, WorkflowError), source), source=source, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.spec.model_dump(mode="json", exclude_defaults=True)
+        return self.spec.model_dump(mode="json", exclude_unset=True)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
