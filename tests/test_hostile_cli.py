@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -390,3 +391,39 @@ def is_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------
+
+
+def test_the_command_module_loads_no_heavy_library() -> None:
+    """What loads before ``main`` runs cannot be interrupted quietly: it stays small."""
+    code = "import sys, ift_engine, ift_engine.cli; print(sorted({'pydantic', 'torch', 'transformers', 'networkx'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def wait_for_library(pid: int, name: str, timeout: float = 60) -> None:
+    """Until the process has mapped a shared library whose path holds ``name`` (it is importing it)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if name in Path(f"/proc/{pid}/maps").read_text():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{name} was never loaded")
+
+
+@pytest.mark.parametrize(("library", "after"), [("_pydantic_core", 0.0), ("libtorch", 0.0), ("libtorch", 0.5)])
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path, library: str, after: float) -> None:
+    # Checking training.args imports pydantic, then transformers and torch: the signal lands
+    # while one of them loads.
+    config = training_file(tmp_path, training={"args": {"max_steps": 1}})
+    env = {**os.environ, "IFT_ENGINE_LOAD_PLUGINS": ""}
+    process = subprocess.Popen([*IFT, "validate", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    wait_for_library(process.pid, library)
+    time.sleep(after)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    text = stderr.decode(errors="replace")
+    assert process.returncode == 130, text
+    assert [line for line in text.splitlines() if line.strip()] == ["interrupted"], text
