@@ -235,6 +235,36 @@ def test_bad_training_values_fail_when_the_file_is_checked(tmp_path: Path, chang
     assert_one_line_error(code, stderr, expected)
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"max_steps": "ten"}, "'max_steps': Input should be a valid integer, not 'ten' (TrainingArguments.max_steps takes int)"),
+        ({"max_steps": True}, "'max_steps': Input should be a valid integer, not True"),
+        ({"bf16": "yes"}, "'bf16': Input should be a valid boolean, not 'yes' (TrainingArguments.bf16 takes bool)"),
+        ({"lr_scheduler_type": "bogus"}, "'lr_scheduler_type': Input should be 'linear', 'cosine'"),
+        ({"report_to": 5}, "'report_to': Input should be a valid string, not 5"),
+    ],
+)
+def test_training_args_are_checked_when_the_file_loads(tmp_path: Path, args: dict[str, Any], expected: str) -> None:
+    code, _, stderr = ift("validate", str(training_file(tmp_path, training={"args": args})))
+    assert_one_line_error(code, stderr, "train.json: training.args: ", expected, "fix the value or remove the key")
+
+
+def test_training_args_are_checked_before_the_model_loads(tmp_path: Path) -> None:
+    # The base model does not exist: an error about it would mean the args were checked too late.
+    config = training_file(tmp_path, training={"args": {"max_steps": "ten"}})
+    for command in (["train", "--dry-run"], ["train"]):
+        code, _, stderr = ift(*command, str(config))
+        assert_one_line_error(code, stderr, f"{config}: training.args: Value error, 'max_steps': Input should be a valid integer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.json"]
+
+
+def test_well_typed_training_args_pass(tmp_path: Path) -> None:
+    args = {"max_steps": 3, "learning_rate": 1, "lr_scheduler_type": "cosine", "report_to": ["none"], "eval_steps": None, "debug": ["underflow_overflow"]}
+    code, stdout, stderr = ift("validate", str(training_file(tmp_path, training={"args": args})))
+    assert code == 0 and "ok (training file" in stdout, stderr
+
+
 def test_a_training_file_without_base_model_is_named_as_one(tmp_path: Path) -> None:
     config = training_file(tmp_path)
     doc = json.loads(config.read_text())
