@@ -324,6 +324,31 @@ def test_names_with_mathtext_are_drawn_as_written(tmp_path: Path) -> None:
 # -- paths and standard streams --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("under", ["afile/sub", "afile/sub/deeper"])
+def test_every_output_under_a_file_is_refused_before_any_work(tmp_path: Path, under: str) -> None:
+    flow, inputs = write_flow(tmp_path), tmp_path / "in.jsonl"
+    inputs.write_text('{"topic": "x"}\n')
+    (tmp_path / "afile").write_text("mine")
+    config = training_file(tmp_path, output=under)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({**json.loads(config.read_text()), "output": "out"}))
+    commands = {
+        "ONNX export": ["export", "m", "--out", under],
+        "trained model": ["train", str(config)],
+        "trained model ": ["train", "--dry-run", str(config)],
+        "trained model  ": ["train", str(elsewhere), "--output", under],
+        "output": ["run", str(flow), "--inputs", str(inputs), "--output", f"{under}/out.jsonl"],
+        "trace": ["run", str(flow), "--input", "topic=x", "--trace", f"{under}/t.json"],
+        "picture": ["graph", str(flow), "--png", f"{under}/dag.png"],
+    }
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for what, command in commands.items():
+        code, stdout, stderr = ift(*command, cwd=tmp_path)
+        assert_one_line_error(code, stderr, "afile is a file, not a folder; choose another path for the", f"the {what.strip()}")
+        assert stdout == "", what  # before any work: no node ran, no graph printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "afile").read_text() == "mine"
+
+
 def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
     flow, long_name = write_flow(tmp_path), str(tmp_path / ("x" * 300))
     for command in (["validate", long_name], ["run", str(flow), "--input", "topic=x", "--trace", long_name]):
