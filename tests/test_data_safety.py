@@ -127,7 +127,7 @@ def test_resume_reads_the_previous_output_a_line_at_a_time(tmp_path: Path) -> No
     process = ift("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume", preexec_fn=limit_memory(2**30))
     code, stderr = finish(process)
     assert code == 2 and one_line_error(stderr), stderr
-    assert f"{output}: line 2 is longer than 16 MiB (no result row is), so nothing was changed" in stderr
+    assert f"{output}: line 2 is longer than 32 MiB (no result row is), so nothing was changed" in stderr
     assert output.stat().st_size == 8 * 2**30
     with output.open("rb") as file:
         assert file.read(len(first) + 1) == first + b"\0"
@@ -148,13 +148,13 @@ def test_a_resume_over_many_rows_keeps_every_one_and_runs_only_the_rest(tmp_path
 
 
 def test_a_result_too_long_for_a_row_is_written_as_a_failed_row(tmp_path: Path) -> None:
-    from ift_engine.workflow.rows import MAX_LINE_BYTES, row_line
+    from ift_engine.workflow.rows import MAX_ROW_BYTES, row_line
 
-    line = row_line({"id": 7, "outputs": {"a": "x" * (MAX_LINE_BYTES + 1)}, "error": None, "cached": [], "seconds": 0})
+    line = row_line({"id": 7, "outputs": {"a": "x" * (MAX_ROW_BYTES + 1)}, "error": None, "cached": [], "seconds": 0})
     row = json.loads(line)
     assert len(line) < 1000 and row["id"] == 7 and row["outputs"] == {}
-    assert "over the 16 MiB a row may hold" in row["error"]["message"]
-    fits = {"id": 8, "outputs": {"a": "x" * (MAX_LINE_BYTES - 100)}, "error": None, "cached": [], "seconds": 0}
+    assert "over the 32 MiB a row may hold" in row["error"]["message"]
+    fits = {"id": 8, "outputs": {"a": "x" * (MAX_ROW_BYTES - 100)}, "error": None, "cached": [], "seconds": 0}
     assert json.loads(row_line(fits)) == fits
 
 

@@ -32,6 +32,9 @@ Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
 MAX_LINE_BYTES = 16 * 2**20
 #: A "line" this long is no JSONL input at all: the run stops rather than read for ever.
 MAX_SKIPPED_BYTES = 256 * 2**20
+#: The longest output row written or read back on resume. An id comes from an input line, so
+#: a failed row (the id and a short message) always fits.
+MAX_ROW_BYTES = 2 * MAX_LINE_BYTES
 LINE_BREAKS = ("\u0085", "\u2028", "\u2029")
 STDIN = "-"
 #: How every row starts (``RunResult.row`` puts the id first): a last line that starts so and
@@ -181,11 +184,11 @@ def row_line(row: dict[str, Any]) -> bytes:
     except ValueError as exc:
         problem = f"the result cannot be written as JSON: {exc}"
     else:
-        if len(data) <= MAX_LINE_BYTES + 1:  # the line break aside
+        if len(data) <= MAX_ROW_BYTES + 1:  # the line break aside
             return data
         problem = (
             f"the result is {describe_size(len(data))} as a row, over the "
-            f"{describe_size(MAX_LINE_BYTES)} a row may hold; ask for shorter outputs"
+            f"{describe_size(MAX_ROW_BYTES)} a row may hold; ask for shorter outputs"
         )
     error = {"node": None, "message": problem}
     return encode_row({"id": row["id"], "outputs": {}, "error": error, "cached": [], "seconds": 0})
@@ -236,15 +239,15 @@ def not_a_row(path: Path, number: int, why: str = "is not a result row") -> Outp
 
 def scan_rows(stream: IO[bytes], path: Path) -> tuple[set[str], int]:
     """(the finished ids, how many leading bytes to keep) of an output file, read one line at a
-    time: only the ids are kept, and no line is read past ``MAX_LINE_BYTES`` (no row is longer,
+    time: only the ids are kept, and no line is read past ``MAX_ROW_BYTES`` (no row is longer,
     see ``RowFile.write``). A line that is not a row is an error naming it; only a last row cut
     short is left out."""
     done: set[str] = set()
     position = 0
-    for number, line in enumerate(iter(partial(stream.readline, MAX_LINE_BYTES + 1), b""), start=1):
+    for number, line in enumerate(iter(partial(stream.readline, MAX_ROW_BYTES + 1), b""), start=1):
         complete = line.endswith(b"\n")
-        if not complete and len(line) > MAX_LINE_BYTES:
-            raise not_a_row(path, number, f"is longer than {describe_size(MAX_LINE_BYTES)} (no result row is)")
+        if not complete and len(line) > MAX_ROW_BYTES:
+            raise not_a_row(path, number, f"is longer than {describe_size(MAX_ROW_BYTES)} (no result row is)")
         key = row_key(line)
         if key is not None:
             done.add(key)
