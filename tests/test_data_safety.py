@@ -189,7 +189,8 @@ def test_inputs_from_a_fifo(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("resume", [True, False])
 def test_a_second_process_on_the_same_output_fails_at_once(tmp_path: Path, resume: bool) -> None:
-    flow, inputs, output = workflow(tmp_path, delay=0.1), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
+    flow, inputs, output = workflow(tmp_path, delay=0.5), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
+    # The first run must outlast the second one's start-up, even on a loaded machine.
     args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output), "--batch-size", "2", "--no-cache"]
     first = ift(*args, "--resume")
     deadline = time.time() + 60
