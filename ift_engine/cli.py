@@ -25,7 +25,6 @@ from rich.markup import escape
 from .documents import loads_json
 from .errors import IftError, NodeError, WorkflowError
 from .files import check_output_file, write_file
-from .plugins import components as default_components
 
 if TYPE_CHECKING:
     from .serve import ServeConfig
@@ -200,13 +199,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .documents import load_yaml_file
+    from .plugins import components
     from .workflow import Workflow
 
     document = load_yaml_file(Path(args.file), "workflow or training file", WorkflowError)
     if isinstance(document, dict) and "nodes" not in document and TRAINING_KEYS & document.keys():
         from .training.trainer import build_spec, collect_examples
 
-        examples, held = collect_examples(build_spec(args.file), default_components())
+        examples, held = collect_examples(build_spec(args.file), components())
         out.print(f"{args.file}: ok (training file: {len(examples)} examples to train, {len(held)} held out)")
         return 0
     wf = Workflow.from_yaml(args.file)
@@ -524,8 +524,8 @@ def quiet_stdout() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def configure_output() -> None:
+    """Standard streams that print every character, warnings and logs as plain lines."""
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="ift_printable")
@@ -534,7 +534,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
     logging.basicConfig(format="%(message)s")
     logging.getLogger("ift_engine").setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Everything runs inside the try, heavy imports included (they happen in the commands, not
+    # when this module loads), so Ctrl-C at any moment is one line and exit code 130.
     try:
+        args = build_parser().parse_args(argv)
+        configure_output()
         check_working_folder()
         code = args.func(args)
         if sys.stdout is not None:  # None: started with standard output closed (`>&-`)

@@ -115,20 +115,27 @@ def decode_utf8(data: bytes, source: str, error: type[IftError]) -> str:
         ) from None
 
 
-def read_bytes(path: Path, what: str, error: type[IftError], limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a user's regular file, never more than ``limit`` read. A folder, a device,
-    a FIFO or a socket is refused (a link is followed to what it names); a FIFO is opened
-    without waiting for a writer, so nothing blocks."""
+def open_regular(path: Path, what: str, error: type[IftError]) -> int:
+    """A descriptor of a user's regular file, open for reading. A folder, a device, a FIFO or a
+    socket is refused (a link is followed to what it names); a FIFO is opened without waiting
+    for a writer, so nothing blocks."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        mode = os.fstat(fd).st_mode
     except OSError as exc:
         raise error(f"{path}: cannot read the {what}: {exc.strerror or type(exc).__name__}") from None
+    if stat.S_ISREG(mode):
+        return fd
+    os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: the {what} is a folder; give a file")
+    raise error(f"{path}: the {what} is not a regular file (a device, pipe or socket); give a file")
+
+
+def read_bytes(path: Path, what: str, error: type[IftError], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a user's regular file (see ``open_regular``), never more than ``limit`` read."""
+    fd = open_regular(path, what, error)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise error(f"{path}: the {what} is a folder; give a file")
-        if not stat.S_ISREG(mode):
-            raise error(f"{path}: the {what} is not a regular file (a device, pipe or socket); give a file")
         data = b""
         while len(data) <= limit and (more := os.read(fd, limit + 1 - len(data))):
             data += more

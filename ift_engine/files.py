@@ -53,17 +53,27 @@ def describe_os_error(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def check_under_folder(path: Path, what: str) -> None:
+    """Refuse an output path under something that is not a folder (``afile/sub`` where
+    ``afile`` is a file, or a broken link): its nearest existing parent must be a folder. Every
+    output is checked so, when the command starts and wherever its folder is made."""
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                kind = "a file, not a folder" if parent.is_file() else "not a folder"
+                raise OutputError(f"{path}: {parent} is {kind}; choose another path for the {what}")
+            return
+
+
 def check_output_file(path: Path, what: str, overwrite: bool = True) -> None:
     """Refuse, before any work, a target that is a folder or not a regular file (a device such
-    as /dev/full, a FIFO), or whose folder is a file; without ``overwrite``, also a non-empty
+    as /dev/full, a FIFO), or that lies under a file; without ``overwrite``, also a non-empty
     file that is already there."""
+    check_under_folder(path, what)
     if path.is_dir():
         raise OutputError(f"{path}: the {what} path is a folder; give a file name")
     if path.exists() and not path.is_file():
         raise OutputError(f"{path}: the {what} path is not a regular file; give a file name")
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{path}: {parent} is a file, not a folder")
     if not overwrite and path.is_file() and path.stat().st_size:
         raise OutputError(
             f"{path}: the {what} file exists; pass --overwrite to replace it (nothing was changed)"
@@ -71,6 +81,7 @@ def check_output_file(path: Path, what: str, overwrite: bool = True) -> None:
 
 
 def make_parent(path: Path, what: str) -> None:
+    check_under_folder(path, what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -176,6 +187,7 @@ def check_output_folder(
     its parents, a folder in ``protected`` (the source model, a dataset) or one holding it, and
     a non-empty folder unless ``overwrite`` is set and it holds only a previous output of this
     kind (``previous`` returns its manifest) and the files that output's manifest lists."""
+    check_under_folder(out, what)
     resolved = out.resolve()
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: the {what} folder is a file; give a new folder name")

@@ -113,6 +113,51 @@ def test_a_whole_last_row_without_its_newline_is_kept(tmp_path: Path) -> None:
     assert rows[0] == {"id": "r0", "outputs": {"kept": True}, "error": None} and [r["id"] for r in rows] == ["r0", "r1"]
 
 
+def limit_memory(size: int) -> Any:
+    """A ``preexec_fn``: the child may map at most ``size`` bytes (an unbounded read fails)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+
+def test_resume_reads_the_previous_output_a_line_at_a_time(tmp_path: Path) -> None:
+    flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 2), tmp_path / "out.jsonl"
+    first = b'{"id": "r0", "outputs": {}, "error": null}\n'
+    output.write_bytes(first)
+    with output.open("r+b") as file:
+        file.truncate(8 * 2**30)  # 8 GiB of zero bytes after the row, sparse: no disk used
+    process = ift("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume", preexec_fn=limit_memory(2**30))
+    code, stderr = finish(process)
+    assert code == 2 and one_line_error(stderr), stderr
+    assert f"{output}: line 2 is longer than 32 MiB (no result row is), so nothing was changed" in stderr
+    assert output.stat().st_size == 8 * 2**30
+    with output.open("rb") as file:
+        assert file.read(len(first) + 1) == first + b"\0"
+
+
+def test_a_resume_over_many_rows_keeps_every_one_and_runs_only_the_rest(tmp_path: Path) -> None:
+    count = 30_000
+    flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", count + 3), tmp_path / "out.jsonl"
+    error = {"node": "content", "message": "failed before"}
+    rows = [{"id": f"r{i}", "outputs": {"content": "x" * (i % 50)}, "error": error if i % 7 == 0 else None} for i in range(count)]
+    before = "".join(json.dumps(row) + "\n" for row in rows) + '{"id": "r30000", "outp'
+    output.write_text(before)
+    code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
+    assert code == 0 and f"3 done, 0 failed, {count} skipped" in stderr, stderr
+    text = output.read_text()
+    assert text.startswith(before.rpartition("\n")[0] + "\n")  # every finished row kept, as it was
+    assert sorted(ids(output)) == sorted(f"r{i}" for i in range(count + 3))
+
+
+def test_a_result_too_long_for_a_row_is_written_as_a_failed_row(tmp_path: Path) -> None:
+    from ift_engine.workflow.rows import MAX_ROW_BYTES, row_line
+
+    line = row_line({"id": 7, "outputs": {"a": "x" * (MAX_ROW_BYTES + 1)}, "error": None, "cached": [], "seconds": 0})
+    row = json.loads(line)
+    assert len(line) < 1000 and row["id"] == 7 and row["outputs"] == {}
+    assert "over the 32 MiB a row may hold" in row["error"]["message"]
+    fits = {"id": 8, "outputs": {"a": "x" * (MAX_ROW_BYTES - 100)}, "error": None, "cached": [], "seconds": 0}
+    assert json.loads(row_line(fits)) == fits
+
+
 # -- inputs from pipes -----------------------------------------------------------------------------
 
 
@@ -144,7 +189,8 @@ def test_inputs_from_a_fifo(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("resume", [True, False])
 def test_a_second_process_on_the_same_output_fails_at_once(tmp_path: Path, resume: bool) -> None:
-    flow, inputs, output = workflow(tmp_path, delay=0.1), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
+    flow, inputs, output = workflow(tmp_path, delay=0.5), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
+    # The first run must outlast the second one's start-up, even on a loaded machine.
     args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output), "--batch-size", "2", "--no-cache"]
     first = ift(*args, "--resume")
     deadline = time.time() + 60

@@ -272,6 +272,10 @@ def test_export_refuses_targets_it_would_damage_before_any_work(tiny_causal_dir,
             "would replace",
         ),
         "a file": ([str(tiny_causal_dir), "--out", str(tmp_path / "afile")], "is a file"),
+        "a folder under a file": (
+            [str(tiny_causal_dir), "--out", str(tmp_path / "afile" / "sub")],
+            "afile is a file, not a folder; choose another path for the ONNX export",
+        ),
     }
     for case, (args, message) in cases.items():
         code, stderr = finish(ift_export(*args, cwd=mine if "." in args else tmp_path))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -234,6 +235,36 @@ def test_bad_training_values_fail_when_the_file_is_checked(tmp_path: Path, chang
     assert_one_line_error(code, stderr, expected)
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"max_steps": "ten"}, "'max_steps': Input should be a valid integer, not 'ten' (TrainingArguments.max_steps takes int)"),
+        ({"max_steps": True}, "'max_steps': Input should be a valid integer, not True"),
+        ({"bf16": "yes"}, "'bf16': Input should be a valid boolean, not 'yes' (TrainingArguments.bf16 takes bool)"),
+        ({"lr_scheduler_type": "bogus"}, "'lr_scheduler_type': Input should be 'linear', 'cosine'"),
+        ({"report_to": 5}, "'report_to': Input should be a valid string, not 5"),
+    ],
+)
+def test_training_args_are_checked_when_the_file_loads(tmp_path: Path, args: dict[str, Any], expected: str) -> None:
+    code, _, stderr = ift("validate", str(training_file(tmp_path, training={"args": args})))
+    assert_one_line_error(code, stderr, "train.json: training.args: ", expected, "fix the value or remove the key")
+
+
+def test_training_args_are_checked_before_the_model_loads(tmp_path: Path) -> None:
+    # The base model does not exist: an error about it would mean the args were checked too late.
+    config = training_file(tmp_path, training={"args": {"max_steps": "ten"}})
+    for command in (["train", "--dry-run"], ["train"]):
+        code, _, stderr = ift(*command, str(config))
+        assert_one_line_error(code, stderr, f"{config}: training.args: Value error, 'max_steps': Input should be a valid integer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.json"]
+
+
+def test_well_typed_training_args_pass(tmp_path: Path) -> None:
+    args = {"max_steps": 3, "learning_rate": 1, "lr_scheduler_type": "cosine", "report_to": ["none"], "eval_steps": None, "debug": ["underflow_overflow"]}
+    code, stdout, stderr = ift("validate", str(training_file(tmp_path, training={"args": args})))
+    assert code == 0 and "ok (training file" in stdout, stderr
+
+
 def test_a_training_file_without_base_model_is_named_as_one(tmp_path: Path) -> None:
     config = training_file(tmp_path)
     doc = json.loads(config.read_text())
@@ -291,6 +322,31 @@ def test_names_with_mathtext_are_drawn_as_written(tmp_path: Path) -> None:
 
 
 # -- paths and standard streams --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("under", ["afile/sub", "afile/sub/deeper"])
+def test_every_output_under_a_file_is_refused_before_any_work(tmp_path: Path, under: str) -> None:
+    flow, inputs = write_flow(tmp_path), tmp_path / "in.jsonl"
+    inputs.write_text('{"topic": "x"}\n')
+    (tmp_path / "afile").write_text("mine")
+    config = training_file(tmp_path, output=under)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({**json.loads(config.read_text()), "output": "out"}))
+    commands = {
+        "ONNX export": ["export", "m", "--out", under],
+        "trained model": ["train", str(config)],
+        "trained model ": ["train", "--dry-run", str(config)],
+        "trained model  ": ["train", str(elsewhere), "--output", under],
+        "output": ["run", str(flow), "--inputs", str(inputs), "--output", f"{under}/out.jsonl"],
+        "trace": ["run", str(flow), "--input", "topic=x", "--trace", f"{under}/t.json"],
+        "picture": ["graph", str(flow), "--png", f"{under}/dag.png"],
+    }
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for what, command in commands.items():
+        code, stdout, stderr = ift(*command, cwd=tmp_path)
+        assert_one_line_error(code, stderr, "afile is a file, not a folder; choose another path for the", f"the {what.strip()}")
+        assert stdout == "", what  # before any work: no node ran, no graph printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "afile").read_text() == "mine"
 
 
 def test_a_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
@@ -390,3 +446,39 @@ def is_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------
+
+
+def test_the_command_module_loads_no_heavy_library() -> None:
+    """What loads before ``main`` runs cannot be interrupted quietly: it stays small."""
+    code = "import sys, ift_engine, ift_engine.cli; print(sorted({'pydantic', 'torch', 'transformers', 'networkx'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def wait_for_library(pid: int, name: str, timeout: float = 60) -> None:
+    """Until the process has mapped a shared library whose path holds ``name`` (it is importing it)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if name in Path(f"/proc/{pid}/maps").read_text():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{name} was never loaded")
+
+
+@pytest.mark.parametrize(("library", "after"), [("_pydantic_core", 0.0), ("libtorch", 0.0), ("libtorch", 0.5)])
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path, library: str, after: float) -> None:
+    # Checking training.args imports pydantic, then transformers and torch: the signal lands
+    # while one of them loads.
+    config = training_file(tmp_path, training={"args": {"max_steps": 1}})
+    env = {**os.environ, "IFT_ENGINE_LOAD_PLUGINS": ""}
+    process = subprocess.Popen([*IFT, "validate", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    wait_for_library(process.pid, library)
+    time.sleep(after)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    text = stderr.decode(errors="replace")
+    assert process.returncode == 130, text
+    assert [line for line in text.splitlines() if line.strip()] == ["interrupted"], text

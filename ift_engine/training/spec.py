@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import difflib
+import enum
 import functools
+import operator
+import re
+import types
+import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .data import Format
 
@@ -22,15 +36,60 @@ ENGINE_OWNED = {"output_dir": "checkpoints go in the run's own folder: set outpu
 
 
 @functools.cache
-def training_argument_names() -> tuple[str, ...]:
-    """The fields of the installed transformers' ``TrainingArguments``."""
+def training_argument_types() -> dict[str, Any]:
+    """The fields of the installed transformers' ``TrainingArguments`` and their types."""
     import dataclasses
 
     from transformers import TrainingArguments
 
-    return tuple(
-        f.name for f in dataclasses.fields(TrainingArguments) if f.init and not f.name.startswith("_")
-    )
+    hints = typing.get_type_hints(TrainingArguments)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(TrainingArguments)
+        if f.init and not f.name.startswith("_")
+    }
+
+
+def as_written(annotation: Any) -> Any:
+    """A field's type as a file writes it: an enum (alone, beside ``str``, or inside a list) is
+    one of its values, since transformers turns the text into the enum and refuses any other."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return Literal[tuple(member.value for member in annotation)] | annotation
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        has_enum = any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args)
+        return functools.reduce(operator.or_, [as_written(a) for a in args if not (has_enum and a is str)])
+    if origin in (list, dict) and args:
+        return origin[tuple(as_written(a) for a in args)]
+    return annotation
+
+
+@functools.cache
+def argument_checker(name: str) -> TypeAdapter[Any]:
+    """Strict: ``true`` is no number and ``"5"`` no integer (transformers would take both and
+    fail at the first step, or train with the wrong value)."""
+    config = ConfigDict(strict=True, arbitrary_types_allowed=True)
+    return TypeAdapter(as_written(training_argument_types()[name]), config=config)
+
+
+def type_name(annotation: Any) -> str:
+    """``int | None``, ``SchedulerType | str``: a type as a user reads it."""
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return re.sub(r"\b(?:\w+\.)+(\w)", r"\1", str(annotation)).replace("NoneType", "None")
+
+
+def check_training_argument(name: str, value: Any) -> None:
+    """``ValueError`` naming the field, what it takes and what it got, for a value of the wrong
+    type (or a choice transformers does not know) in ``training.args``."""
+    try:
+        argument_checker(name).validate_python(value)
+    except ValidationError as exc:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ValueError(
+            f"'{name}': {exc.errors()[0]['msg']}, not {shown} (TrainingArguments.{name} takes "
+            f"{type_name(training_argument_types()[name])}); fix the value or remove the key"
+        ) from None
 
 
 class DatasetSpec(BaseModel):
@@ -112,14 +171,15 @@ class TrainingSettings(BaseModel):
     @field_validator("args")
     @classmethod
     def _known_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
-        known = training_argument_names()
-        for key in value:
+        known = training_argument_types()
+        for key, item in value.items():
             if key in ENGINE_OWNED:
                 raise ValueError(f"'{key}' is set by the engine ({ENGINE_OWNED[key]})")
             if key not in known:
-                near = difflib.get_close_matches(key, known, n=1)
+                near = difflib.get_close_matches(key, list(known), n=1)
                 hint = f"; did you mean '{near[0]}'?" if near else ""
                 raise ValueError(f"'{key}' is not a TrainingArguments field{hint}")
+            check_training_argument(key, item)
         return value
 
 

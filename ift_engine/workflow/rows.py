@@ -19,10 +19,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from ..documents import MAX_DEPTH, check_depth, loads_json
+from ..documents import MAX_DEPTH, check_depth, describe_size, loads_json, open_regular
 from ..errors import WorkflowError
 from ..files import OutputError, check_output_file, describe_os_error, json_text, lock_file, make_parent
 
@@ -31,6 +32,9 @@ Item = tuple[Any, dict[str, Any]]  # (id, raw inputs)
 MAX_LINE_BYTES = 16 * 2**20
 #: A "line" this long is no JSONL input at all: the run stops rather than read for ever.
 MAX_SKIPPED_BYTES = 256 * 2**20
+#: The longest output row written or read back on resume. An id comes from an input line, so
+#: a failed row (the id and a short message) always fits.
+MAX_ROW_BYTES = 2 * MAX_LINE_BYTES
 LINE_BREAKS = ("\u0085", "\u2028", "\u2029")
 STDIN = "-"
 #: How every row starts (``RunResult.row`` puts the id first): a last line that starts so and
@@ -172,6 +176,24 @@ def encode_row(row: dict[str, Any]) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
+def row_line(row: dict[str, Any]) -> bytes:
+    """``encode_row``, or, for a result that cannot be a row (not JSON, or a line longer than a
+    resume reads back), a failed row saying why."""
+    try:
+        data = encode_row(row)
+    except ValueError as exc:
+        problem = f"the result cannot be written as JSON: {exc}"
+    else:
+        if len(data) <= MAX_ROW_BYTES + 1:  # the line break aside
+            return data
+        problem = (
+            f"the result is {describe_size(len(data))} as a row, over the "
+            f"{describe_size(MAX_ROW_BYTES)} a row may hold; ask for shorter outputs"
+        )
+    error = {"node": None, "message": problem}
+    return encode_row({"id": row["id"], "outputs": {}, "error": error, "cached": [], "seconds": 0})
+
+
 def is_row(value: Any) -> bool:
     """Whether a line read back is a result row (``RunResult.row``): an ``id``, its ``outputs``
     (an object) and its ``error`` (null or an object). Anything else with an id (an input line,
@@ -199,29 +221,42 @@ def check_not_inputs(output: str | Path, inputs: str | Path) -> None:
         )
 
 
-def scan_rows(data: bytes, path: Path) -> tuple[set[str], int]:
-    """(the finished ids, how many leading bytes to keep) of an output file's contents. A line
-    that is not a row is an error naming it; only a last row cut short is left out."""
+def row_key(line: bytes) -> str | None:
+    """The id (as JSON text) of a line that is a result row, else None."""
+    try:
+        row = json.loads(line)
+        return id_key(row["id"]) if is_row(row) else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def not_a_row(path: Path, number: int, why: str = "is not a result row") -> OutputError:
+    return OutputError(
+        f"{path}: line {number} {why}, so nothing was changed; resume only into a file written by "
+        "`ift run --output`, or fix or remove that line"
+    )
+
+
+def scan_rows(stream: IO[bytes], path: Path) -> tuple[set[str], int]:
+    """(the finished ids, how many leading bytes to keep) of an output file, read one line at a
+    time: only the ids are kept, and no line is read past ``MAX_ROW_BYTES`` (no row is longer,
+    see ``RowFile.write``). A line that is not a row is an error naming it; only a last row cut
+    short is left out."""
     done: set[str] = set()
     position = 0
-    lines = data.splitlines(keepends=True)
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(iter(partial(stream.readline, MAX_ROW_BYTES + 1), b""), start=1):
         complete = line.endswith(b"\n")
-        try:
-            row = json.loads(line)
-            if not is_row(row):
-                raise ValueError("not a result row")
-            done.add(id_key(row["id"]))
-        except (ValueError, RecursionError):
-            if not line.strip() and complete:
-                position += len(line)
-                continue
-            if number == len(lines) and not complete and line.startswith(ROW_START):
-                break  # the process died while writing this row: it runs again
-            raise OutputError(
-                f"{path}: line {number} is not a result row, so nothing was changed; resume only into a "
-                "file written by `ift run --output`, or fix or remove that line"
-            ) from None
+        if not complete and len(line) > MAX_ROW_BYTES:
+            raise not_a_row(path, number, f"is longer than {describe_size(MAX_ROW_BYTES)} (no result row is)")
+        key = row_key(line)
+        if key is not None:
+            done.add(key)
+        elif not complete and line.startswith(ROW_START):
+            break  # the last line (readline stopped short of the bound): its writer died, it runs again
+        elif complete and not line.strip():
+            pass
+        else:
+            raise not_a_row(path, number)
         position += len(line)
     return done, position
 
@@ -261,22 +296,19 @@ class RowFile:
                     "another --output (nothing was changed)"
                 )
             return set()
-        data = os.pread(self._fd, size, 0)
-        done, keep = scan_rows(data, self.path)
+        with os.fdopen(os.dup(self._fd), "rb") as stream:  # a second descriptor: closing it keeps ours
+            stream.seek(0)
+            done, keep = scan_rows(stream, self.path)
         if keep < size:
             os.ftruncate(self._fd, keep)
-        elif data and not data.endswith(b"\n"):  # a whole row whose newline was not written
+        elif size and os.pread(self._fd, 1, size - 1) != b"\n":  # a whole row whose newline was not written
             os.write(self._fd, b"\n")
         return done
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row with one write and hand it to the OS, so a killed process loses at most
         the row it was writing."""
-        try:
-            data = encode_row(row)
-        except ValueError as exc:
-            error = {"node": None, "message": f"the result cannot be written as JSON: {exc}"}
-            data = encode_row({"id": row["id"], "outputs": {}, "error": error, "cached": [], "seconds": 0})
+        data = row_line(row)
         end = os.fstat(self._fd).st_size
         try:
             while data:  # one write() normally; loop in case the OS takes part of it
@@ -305,4 +337,5 @@ def completed_ids(path: str | Path) -> set[str]:
     path = Path(path)
     if not path.exists():
         return set()
-    return scan_rows(path.read_bytes(), path)[0]
+    with os.fdopen(open_regular(path, "output file", OutputError), "rb") as stream:
+        return scan_rows(stream, path)[0]
