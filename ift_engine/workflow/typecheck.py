@@ -15,9 +15,19 @@ from typing import Any
 
 from ..structured import bounded
 from .bound import BoundNode, ErrorAt
-from .decisions import Comparison, comparisons, shown
+from .decisions import Comparison, comparisons
 from .spec import InputSource, InputSpec, is_of_type, ref_text
-from .value_types import NAMED_SCHEMAS, can_be, describe, describe_kinds, fits, follow, kind_of, kinds
+from .value_types import (
+    NAMED_SCHEMAS,
+    can_be,
+    describe,
+    describe_kinds,
+    fits,
+    follow,
+    kind_of,
+    kinds,
+    written,
+)
 
 #: What a map input needs, said where it gets something else.
 MAP_NEEDS = "map: runs the node once per element of a list (answer: lines, or json with an array schema)"
@@ -74,7 +84,7 @@ class EdgeTypes:
         if source.has_default and not is_of_type(source.default, wanted):
             what = "default" if source.refs else "the value"
             raise self.error(
-                f"{what} {shown(source.default)} is {_kind(source.default)}, but {needs}", node_id, field
+                f"{what} {written(source.default)} is {_kind(source.default)}, but {needs}", node_id, field
             )
 
     def _agree(self, branches: list[tuple[str, Any]], source: InputSource, node_id: str, field: str) -> None:
@@ -95,7 +105,7 @@ class EdgeTypes:
         default = source.default
         if source.has_default and default is not None and kind_of(default) not in (kinds(schema) or ()):
             raise self.error(
-                f"default {shown(default)} is {_kind(default)}, but {first} is {describe(schema)}; "
+                f"default {written(default)} is {_kind(default)}, but {first} is {describe(schema)}; "
                 "give a default of its type",
                 node_id,
                 field,
@@ -117,7 +127,7 @@ class EdgeTypes:
         for value in (test.equals, *(test.in_ or ()), test.is_):
             if value is not None and not can_be(value, schema):
                 raise self.error(
-                    f"{subject} is {describe(schema)}, so it is never {shown(value)}", node_id, field
+                    f"{subject} is {describe(schema)}, so it is never {written(value)}", node_id, field
                 )
 
     def _decoding(self, node_id: str) -> Any:
@@ -129,4 +139,4 @@ class EdgeTypes:
 
 
 def _kind(value: Any) -> str:
-    return describe_kinds([kind_of(value)])
+    return "null (no value)" if value is None else describe_kinds([kind_of(value)])

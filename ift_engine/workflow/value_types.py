@@ -7,10 +7,11 @@ parser that does not say) is of unknown type: edges from it are checked when the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
 
-from .decisions import same, shown
+from .decisions import same
 
 Schema = dict[str, Any]
 
@@ -89,7 +90,7 @@ def describe(schema: Any) -> str:
     enum = schema.get("enum") if isinstance(schema, dict) else None
     if isinstance(enum, list) and enum:
         more = ", ..." if len(enum) > SHOWN_VALUES else ""
-        return "one of " + ", ".join(shown(value) for value in enum[:SHOWN_VALUES]) + more
+        return "one of " + ", ".join(written(value) for value in enum[:SHOWN_VALUES]) + more
     return describe_kinds(kinds(schema))
 
 
@@ -98,6 +99,11 @@ def describe_kinds(found: Collection[str] | None) -> str:
         return "of any type"
     found = set(found) - ({"integer"} if "number" in found else set())
     return " or ".join(WORDS.get(k, k) for k in JSON_TYPES if k in found) or "nothing"
+
+
+def written(value: Any) -> str:
+    """A value as JSON writes it (strings quoted: a label with a stray space shows it)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def mapped(schema: Schema | None) -> Schema:
