@@ -58,7 +58,7 @@ def parse_label(answer: str, template: InstructionTemplate) -> str:
 
 
 def label_output(template: InstructionTemplate) -> dict[str, Any]:
-    return {"type": "string", "enum": list(template.labels)}
+    return {"type": "string", "enum": list(template.labels)} if template.labels else {"type": "string"}
 
 
 _BULLET = re.compile(r"^\s*(?:[-*•·]+|\d+[.)、]|[一二三四五六七八九十]+、|#+)\s*")

@@ -87,6 +87,12 @@ BASE: dict[str, Any] = {
             "inputs": {"part": "outline.output"},
             "map": "part",
         },
+        {
+            "id": "listed",
+            "instruction": "List {topic}",
+            "parser": "lines",
+            "inputs": {"topic": "$input.topic"},
+        },
         {"id": "use", "instruction": "Use {v}", "inputs": {"v": "draft.output"}},
     ],
 }
@@ -221,6 +227,7 @@ COMPATIBLE = [
     ("map over a list input", use("$input.items", map="v")),
     ("map over a literal list", use(["a", "b"], map="v")),
     ("map over json without a schema", use("free.output", map="v")),
+    ("map over text parsed as lines", use("listed.output", map="v")),
     ("an object where an object is declared", use({"from": "record.output", "type": "object"})),
     ("an object input", use({"from": "$input.meta", "type": "object"})),
     ("an integer where a number is declared", use({"from": "$input.n", "type": "number"})),
@@ -260,6 +267,7 @@ def test_each_answer_form_has_its_type():
     assert graph.node("record").output == RECORD_SCHEMA
     assert graph.node("free").output is None  # any JSON: checked when it runs
     assert graph.node("section").output == {"type": "array", "items": {"type": "string"}}
+    assert graph.node("listed").output == graph.node("outline").output  # the parser's type
 
 
 def test_a_value_of_unknown_type_is_checked_when_it_runs():

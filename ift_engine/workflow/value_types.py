@@ -145,7 +145,7 @@ def _property(schema: Schema, key: str) -> Any:
     """The schema of property ``key``, None where unknown, ``_NONE`` where objects have none."""
     properties = schema.get("properties")
     if isinstance(properties, dict) and key in properties:
-        return properties[key]
+        return _NONE if properties[key] is False else properties[key]
     if "patternProperties" in schema or "unevaluatedProperties" in schema:
         return None
     extra = schema.get("additionalProperties", True)
