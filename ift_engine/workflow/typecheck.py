@@ -40,6 +40,8 @@ def check_types(nodes: Mapping[str, BoundNode], inputs: Mapping[str, InputSpec],
 
 
 class EdgeTypes:
+    """The checks of one workflow's bound nodes, each raising ``error`` at its node and field."""
+
     def __init__(self, nodes: Mapping[str, BoundNode], inputs: Mapping[str, InputSpec], error: ErrorAt):
         self.nodes, self.inputs, self.error = nodes, inputs, error
         self._decoded: dict[str, Any] = {}  # node -> its output schema as decoding bounds it
