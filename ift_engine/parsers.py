@@ -12,14 +12,21 @@ from .errors import ParseError
 from .structured import regex_constraint, schema_errors
 from .templates import InstructionTemplate
 
+#: The JSON Schema of what a parser returns for a template, or None where it cannot say.
+OutputSchema = Callable[[InstructionTemplate], "dict[str, Any] | None"]
+
 
 @dataclass(frozen=True)
 class AnswerParser:
-    """A named function ``parse(answer, template) -> output``; raises ``ParseError`` on failure."""
+    """A named function ``parse(answer, template) -> output``; raises ``ParseError`` on failure.
+    ``output`` says what it returns (a JSON Schema, for a template): the edges from a node are
+    checked against it when a workflow loads. Without it, the output's type is unknown and is
+    checked when it runs."""
 
     name: str
     parse: Callable[[str, InstructionTemplate], Any]
     description: str = ""
+    output: OutputSchema | None = None
 
 
 def parse_text(answer: str, template: InstructionTemplate) -> str:
@@ -28,6 +35,10 @@ def parse_text(answer: str, template: InstructionTemplate) -> str:
     if template.regex is not None and not regex_constraint(template.regex).accepts(text):
         raise ParseError(f"answer {text[:60]!r} does not match the regex {template.regex!r}")
     return text
+
+
+def text_output(template: InstructionTemplate) -> dict[str, Any]:
+    return {"type": "string"}
 
 
 def find_label(answer: str, labels: Sequence[str]) -> int | None:
@@ -46,6 +57,10 @@ def parse_label(answer: str, template: InstructionTemplate) -> str:
     return template.labels[index]
 
 
+def label_output(template: InstructionTemplate) -> dict[str, Any]:
+    return {"type": "string", "enum": list(template.labels)} if template.labels else {"type": "string"}
+
+
 _BULLET = re.compile(r"^\s*(?:[-*•·]+|\d+[.)、]|[一二三四五六七八九十]+、|#+)\s*")
 
 
@@ -58,6 +73,12 @@ def parse_lines(answer: str, template: InstructionTemplate) -> list[str]:
     if template.items is not None and len(lines) != template.items:
         raise ParseError(f"answer has {len(lines)} lines, not the {template.items} asked for")
     return lines
+
+
+def lines_output(template: InstructionTemplate) -> dict[str, Any]:
+    count = template.items
+    bounds = {"minItems": count, "maxItems": count} if count is not None else {"minItems": 1}
+    return {"type": "array", "items": {"type": "string"}, **bounds}
 
 
 def parse_json(answer: str, template: InstructionTemplate) -> Any:
@@ -74,6 +95,13 @@ def parse_json(answer: str, template: InstructionTemplate) -> Any:
     if problem is not None:
         raise ParseError(f"the answer does not match the schema {problem}")
     return value
+
+
+def json_output(template: InstructionTemplate) -> dict[str, Any] | None:
+    """The template's schema (``true``: any JSON value); None without one: the first JSON object
+    or array in a free answer, of a shape nothing declares."""
+    schema = template.schema
+    return {} if schema is True else schema
 
 
 def first_json(answer: str) -> Any:

@@ -128,8 +128,18 @@ def test_map_over_an_empty_list_and_over_a_non_list() -> None:
         return Workflow.from_dict({**MAP_DOC, "nodes": [MAP_DOC["nodes"][0], section]})
 
     assert with_section([]).run(topic="bees")["section"] == []
-    [result] = with_section("$input.topic").run_many([{"topic": "bees"}])
-    assert result.error.node == "section" and "must be a list, not str" in result.error.message
+    # A JSON answer without a schema says nothing of its type: a map over it is checked as it runs.
+    outline = {**MAP_DOC["nodes"][0], "answer": "json"}
+    doc = {
+        **MAP_DOC,
+        "model": mock_spec(answers={"Outline": '{"intro": 1}'}),
+        "nodes": [outline, MAP_DOC["nodes"][1]],
+    }
+    [result] = Workflow.from_dict(doc).run_many([{"topic": "bees"}])
+    assert (
+        result.error.node == "section"
+        and "input 'section' must be of type list, not dict" in result.error.message
+    )
 
 
 def test_map_must_name_one_of_the_node_inputs() -> None:

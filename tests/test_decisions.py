@@ -554,10 +554,12 @@ def test_ift_validate_refuses_a_bad_condition_in_one_line(tmp_path):
 
 
 def test_conditions_survive_a_yaml_round_trip():
-    wf = load(loop_with(3, when={"any": [{"node": "check", "is": None}, {"node": "draft", "in": ["a", 1]}]}))
+    wf = load(
+        loop_with(3, when={"any": [{"node": "check", "is": None}, {"node": "draft", "in": ["a", "b"]}]})
+    )
     again = Workflow.from_yaml_text(wf.to_yaml())
     assert again.to_dict() == wf.to_dict() == Workflow.from_dict(wf.to_dict()).to_dict()  # as Ray ships it
     assert again.to_dict()["nodes"][3]["when"] == {
-        "any": [{"node": "check", "is": None}, {"node": "draft", "in": ["a", 1]}]
+        "any": [{"node": "check", "is": None}, {"node": "draft", "in": ["a", "b"]}]
     }
     assert again.to_dict()["nodes"][1]["repeat"] == {"max": 3, "until": {"node": "check", "equals": "yes"}}

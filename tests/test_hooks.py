@@ -58,6 +58,7 @@ def test_hook_register_parsers():
     parser = components.parsers.get("yes_no")
     template = components.templates.get("summary-en")
     assert parser.parse("Yes, it is.", template) is True
+    assert parser.output is not None and parser.output(template) == {"type": "boolean"}  # typed edges
     with pytest.raises(ParseError):
         parser.parse("maybe", template)
 

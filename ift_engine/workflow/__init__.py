@@ -1,6 +1,7 @@
 """Workflows: the YAML format, the validated DAG and the runner."""
 
-from .graph import BoundNode, WorkflowGraph
+from .bound import BoundNode
+from .graph import WorkflowGraph
 from .runner import NodeResult, Runner, RunResult
 from .spec import InputSpec, NodeSpec, WorkflowSpec
 from .workflow import Workflow, default_pool

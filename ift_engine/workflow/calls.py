@@ -23,8 +23,8 @@ from ..models.base import GenerationSettings, Model, Prompt, TextSink
 from ..models.resolve import ModelPool
 from ..models.worker import Completion, Failure
 from ..templates import AnswerForm
+from .bound import BoundNode
 from .cache import AnswerCache
-from .graph import BoundNode
 from .loops import Loop
 
 Messages = list[dict[str, str]]
@@ -198,4 +198,3 @@ class NodeCall:
             cache.put(self.keys[index], {**asdict(answer), "cached": False})
         except (OSError, TypeError, ValueError) as exc:  # a full disk must not fail the run
             cache.warn_once(f"answer cache: could not store an answer of node '{self.bound.spec.id}': {exc}")
-

@@ -3,12 +3,8 @@ edges with the conditions they carry. Shared by the Mermaid text and the picture
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .decisions import comparisons, describe
-
-if TYPE_CHECKING:
-    from .graph import WorkflowGraph
+from .graph import WorkflowGraph
 
 
 def node_notes(workflow: WorkflowGraph, node_id: str) -> list[str]:

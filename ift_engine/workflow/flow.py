@@ -26,13 +26,14 @@ from ..models.base import GenerationSettings, TextSink
 from ..models.resolve import ModelPool
 from ..models.worker import Failure
 from ..settings import using_settings
+from .bound import BoundNode
 from .cache import AnswerCache
 from .calls import Answer, NodeCall, Outcome
 from .decisions import ValueOf, describe, holds
-from .graph import BoundNode, WorkflowGraph
+from .graph import WorkflowGraph
 from .loops import Loop
 from .results import ItemError, NodeResult, RunEvents, RunOptions, RunResult
-from .spec import InputSource
+from .spec import InputSource, is_of_type, ref_text
 
 CacheParts = Callable[[BoundNode, GenerationSettings], "tuple[AnswerCache, dict[str, Any]] | None"]
 
@@ -57,8 +58,6 @@ class _Round:
     history: dict[str, list[NodeResult]] = field(default_factory=dict)
 
 
-#: How each kind of reference is written, for the reason a node was skipped.
-REF_TEXT = {"input": "$input.{}", "node": "{}.output", "self": "$self.{}"}
 #: What a reference reads when there is nothing to read (a skipped node, a first run's $self.output).
 _NOTHING = object()
 
@@ -193,7 +192,7 @@ class GraphRun:
         for variable, source in bound.sources.items():
             value = self._first(source, bound.spec.id, item)
             if value is _NOTHING:
-                written = ", ".join(REF_TEXT[kind].format(name) for kind, name in source.refs)
+                written = ", ".join(ref_text(ref) for ref in source.refs)
                 return values, f"nothing to read for input '{variable}' ({written}: skipped)"
             values[variable] = value
         return values, None
@@ -221,13 +220,18 @@ class GraphRun:
     def _prompts(self, bound: BoundNode, item: int) -> list[_Prompt]:
         """The prompts one item needs from this node: one, or one per element for a map node."""
         values = self._values(bound, item)[0]
+        for variable, value in values.items():
+            # Values whose type the file does not say (JSON without a schema) are checked here.
+            wanted = bound.input_type(variable)
+            if wanted is not None and not is_of_type(value, wanted):
+                raise WorkflowError(
+                    f"input '{variable}' must be of type {wanted}, not {type(value).__name__}"
+                )
         name = bound.spec.map
         if name is None:
             prompt = bound.template.render(values, bound.spec.paraphrase, bound.spec.paraphrase_seed)
             return [_Prompt(item, None, list(prompt.messages), prompt.paraphrase)]
         elements = values[name]
-        if not isinstance(elements, (list, tuple)):
-            raise WorkflowError(f"map: input '{name}' must be a list, not {type(elements).__name__}")
         prompts = []
         for k, element in enumerate(elements):
             prompt = bound.template.render(

@@ -16,13 +16,15 @@ from ..errors import ModelError, NodeError, WorkflowError
 from ..models.base import GenerationSettings
 from ..models.resolve import ModelPool
 from ..templates import AnswerForm
+from .bound import BoundNode
 from .cache import AnswerCache, model_identity
 from .flow import GraphRun
-from .graph import BoundNode, WorkflowGraph
+from .graph import WorkflowGraph
 from .loops import LocalLoop, Loop
 from .results import ItemError, NodeResult, RunEvents, RunOptions, RunResult, TextEvents
 
 __all__ = ["ItemError", "NodeResult", "RunEvents", "RunOptions", "RunResult", "Runner", "TextEvents"]
+
 
 class Runner:
     """Runs a graph for one input (``run``) or a batch of inputs (``run_batch``)."""

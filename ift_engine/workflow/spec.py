@@ -4,14 +4,15 @@ A value in a node's ``inputs`` is a reference or a literal: ``$input.NAME`` read
 input, ``NODE.output`` reads another node's output, ``$self.output`` and ``$self.iteration`` a
 repeated node's previous output and run number, anything else is used as written. The forms
 ``{from: REF, default: V}`` and ``{first_of: [REF, ...], default: V}`` say what a node reads
-when a node it refers to was skipped.
+when a node it refers to was skipped; either may declare the input's ``type:`` (one of the
+workflow input types), which the edges into it are checked against when the file loads.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -43,6 +44,7 @@ NODE_REF = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\.output\Z")
 SELF_REF = re.compile(r"\$self\.(output|iteration)\Z")
 #: Seeds and indices: what NumPy and native code take (a seed of 2**70 overflows them).
 MAX_SEED = 2**32 - 1
+
 
 # Node- and workflow-level generation settings: the same fields, all optional, merged over the
 # defaults (one definition of the fields, in GenerationSettings).
@@ -78,18 +80,47 @@ def reference(value: Any) -> tuple[str, str] | None:
     return None
 
 
+InputType = Literal["string", "number", "integer", "boolean", "list", "object"]
+PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "list": (list, tuple),
+    "object": (dict,),
+}
+
+
+def is_of_type(value: Any, name: str) -> bool:
+    """Whether ``value`` is of the input type ``name`` (``true`` is no number; null is of none)."""
+    if isinstance(value, bool) and name in ("number", "integer"):
+        return False
+    return isinstance(value, PYTHON_TYPES[name])
+
+
+#: How each kind of reference is written.
+REF_TEXT = {"input": "$input.{}", "node": "{}.output", "self": "$self.{}"}
+
+
+def ref_text(ref: tuple[str, str]) -> str:
+    """A reference as a workflow file writes it: ``$input.topic``, ``outline.output``."""
+    return REF_TEXT[ref[0]].format(ref[1])
+
+
 @dataclass(frozen=True)
 class InputSource:
     """Where a node input's value comes from: the first of ``refs`` that has one (a skipped
     node has none, nor has ``$self.output`` on a first run), else ``default`` when
-    ``has_default``. A literal is a source without refs whose default is the literal."""
+    ``has_default``. A literal is a source without refs whose default is the literal. ``type``:
+    the type the input declares (``type:``), checked when the file loads."""
 
     refs: tuple[tuple[str, str], ...]
     default: Any = None
     has_default: bool = False
+    type: InputType | None = None
 
 
-INPUT_FORM_KEYS = ("from", "first_of", "default")
+INPUT_FORM_KEYS = ("from", "first_of", "default", "type")
 
 
 def input_source(value: Any) -> InputSource:
@@ -100,7 +131,9 @@ def input_source(value: Any) -> InputSource:
         return InputSource((ref,)) if ref else InputSource((), value, True)
     extra = [key for key in value if key not in INPUT_FORM_KEYS]
     if extra:
-        raise ValueError(f"unknown key {extra[0]!r}: this form takes 'from' or 'first_of', and 'default'")
+        raise ValueError(
+            f"unknown key {extra[0]!r}: this form takes 'from' or 'first_of', and 'default' and 'type'"
+        )
     if "from" in value and "first_of" in value:
         raise ValueError("give one of 'from' (one reference) or 'first_of' (a list of them)")
     written = [value["from"]] if "from" in value else value["first_of"]
@@ -112,18 +145,12 @@ def input_source(value: Any) -> InputSource:
         if ref is None:
             raise ValueError(f"{item!r} is no reference: write NODE.output, $input.NAME or $self.output")
         refs.append(ref)
-    return InputSource(tuple(refs), value.get("default"), "default" in value)
-
-
-InputType = Literal["string", "number", "integer", "boolean", "list", "object"]
-PYTHON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "number": (int, float),
-    "integer": (int,),
-    "boolean": (bool,),
-    "list": (list, tuple),
-    "object": (dict,),
-}
+    declared: Any = value.get("type")
+    if declared is not None and not (isinstance(declared, str) and declared in PYTHON_TYPES):
+        raise ValueError(f"type {declared!r} is not one of {', '.join(PYTHON_TYPES)}")
+    return InputSource(
+        tuple(refs), value.get("default"), "default" in value, cast("InputType | None", declared)
+    )
 
 
 class InputSpec(BaseModel):
@@ -140,9 +167,7 @@ class InputSpec(BaseModel):
         return "default" not in self.model_fields_set
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, bool) and self.type in ("number", "integer"):
-            return False
-        return isinstance(value, PYTHON_TYPES[self.type])
+        return is_of_type(value, self.type)
 
     @model_validator(mode="after")
     def _default_of_its_type(self) -> InputSpec:

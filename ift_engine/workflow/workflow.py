@@ -16,6 +16,7 @@ from ..validation import validate_document
 from .batch import BatchReport, Executor, Item, LocalExecutor, run_file, run_many
 from .cache import CacheChoice, answer_cache
 from .graph import WorkflowGraph
+from .mermaid import mermaid
 from .runner import NodeResult, Runner, RunResult
 from .spec import WorkflowSpec
 
@@ -80,7 +81,7 @@ class Workflow:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def mermaid(self) -> str:
-        return self.graph.mermaid()
+        return mermaid(self.graph)
 
     def runner(self, cache: CacheChoice = True) -> Runner:
         """A runner over this workflow's graph. ``cache``: True for the default answer cache,

@@ -40,9 +40,13 @@ def parse_yes_no(answer: str, template: InstructionTemplate) -> bool:
     return word == "yes"
 
 
+def yes_no_output(template: InstructionTemplate) -> dict:
+    return {"type": "boolean"}  # what parse_yes_no returns: typed edges check what reads it
+
+
 @hookimpl
 def register_parsers(register):
-    register(AnswerParser("yes_no", parse_yes_no, "a boolean from a yes/no answer"))
+    register(AnswerParser("yes_no", parse_yes_no, "a boolean from a yes/no answer", yes_no_output))
 
 
 class Settings(BaseModel):
