@@ -8,9 +8,8 @@ entry point is in charge, Ctrl-C included, before any heavy import starts.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     IftError,
