@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from .errors import IftError
+
 _current: ContextVar[Mapping[str, BaseModel] | None] = ContextVar("ift_engine_plugin_settings", default=None)
 
 
@@ -35,15 +37,17 @@ class PluginSettings:
 
 
 def current_settings(name: str, model: type[BaseModel] | None = None) -> BaseModel:
-    """The settings of plugin ``name`` in the running workflow; outside a run (or when the
-    workflow does not configure the plugin), the defaults of ``model`` or of the registered one."""
+    """The settings of plugin ``name`` in the running workflow: what the workflow configures,
+    else the defaults of ``model`` or of the settings model the plugin registered. Outside a run
+    there is no workflow to ask: give ``model`` for its defaults."""
     settings = (_current.get() or {}).get(name)
     if settings is not None:
         return settings
     if model is None:
-        from .plugins import components
-
-        model = components().settings.get(name).model
+        raise IftError(
+            f"plugin settings '{name}': no workflow run configures them here; give the settings "
+            f"model for its defaults, current_settings({name!r}, YourSettings)"
+        )
     return model()
 
 

@@ -8,10 +8,11 @@ import random
 import re
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ift_engine import ParseError, Workflow, hookspecs
+from ift_engine import AnswerParser, IftError, ParseError, Workflow, current_settings, hookimpl, hookspecs
 from ift_engine.models.resolve import ModelPool
 from ift_engine.plugins import Components, build_plugin_manager
 
@@ -139,3 +140,24 @@ def test_hook_register_settings():
         == "SAY HI?!"
     )
     assert Workflow.from_dict(doc, components=components).run(x="hi")["n"] == "SAY HI!"
+
+
+def test_settings_read_without_their_model_are_the_registered_defaults_in_any_run():
+    """A workflow built with its own components, not configuring the plugin: the plugin's
+    registered defaults, not the process-wide components."""
+    example = documented_example("register_settings")  # registers "shout" with ShoutSettings
+    module = types.ModuleType("bare_settings")
+    module.register_settings = example.register_settings
+
+    @hookimpl
+    def register_parsers(register: Any) -> None:
+        register(AnswerParser("bare", lambda answer, template: answer + current_settings("shout").suffix))
+
+    module.register_parsers = register_parsers
+    doc = {
+        "name": "s", "inputs": {"x": {}}, "model": {"name": "m", "backend": "mock"},
+        "nodes": [{"id": "n", "instruction": "Say {x}", "inputs": {"x": "$input.x"}, "parser": "bare"}],
+    }
+    assert Workflow.from_dict(doc, components=components_with(module)).run(x="hi")["n"] == "Say hi!"
+    with pytest.raises(IftError, match="no workflow run configures them here"):
+        current_settings("shout")

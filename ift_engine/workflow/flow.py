@@ -110,7 +110,7 @@ class GraphRun:
         """Submit each ready node once, for all its ready items. The items it skips are decided
         first; that can make later nodes ready, which are decided in the same turn."""
         runs: dict[str, list[int]] = {}
-        with using_settings(self.graph.plugin_settings):
+        with using_settings(self.graph.settings_in_run):
             while self._ready:
                 ready, self._ready = self._ready, {}
                 for node_id, items in ready.items():
@@ -248,7 +248,7 @@ class GraphRun:
         bound = self.graph.node(node_id)
         timing = (began - self._began, time.perf_counter() - began)
         elements: dict[int, list[NodeResult]] = {item: [] for item in items}
-        with using_settings(self.graph.plugin_settings):
+        with using_settings(self.graph.settings_in_run):
             for prompt, outcome in zip(prompts, outcomes):
                 result = self.results[prompt.item]
                 if result.error is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..documents import decode_utf8, loads_json, read_bytes, value_problem
 from ..errors import ConstraintError, IftError, ModelError, TemplateError, WorkflowError
@@ -50,6 +50,9 @@ class WorkflowGraph:
         self._checked: set[str] = set()  # model specs already checked: big graphs share a few
         self.graph = nx.DiGraph()
         self.plugin_settings = self._plugin_settings()
+        #: What ``current_settings`` finds during a run: every registered plugin's defaults,
+        #: under what the workflow configures (the cache key holds only the configured ones).
+        self.settings_in_run = {**self._default_settings(), **self.plugin_settings}
         self._build()
 
     def error(self, message: str, node: str | None = None, field: str | None = None) -> WorkflowError:
@@ -82,6 +85,17 @@ class WorkflowGraph:
                     f"(nodes: {', '.join(sorted(ids)[:20])})"
                 )
         check_types({n: self.node(n) for n in self.graph}, self.spec.inputs, self.error)
+
+    def _default_settings(self) -> dict[str, BaseModel]:
+        """Each registered plugin's default settings (those whose model has defaults)."""
+        registry = self._components.settings
+        defaults = {}
+        for name in registry.names():
+            try:
+                defaults[name] = registry.get(name).model()
+            except ValidationError:  # required fields: only a workflow that sets them has them
+                continue
+        return defaults
 
     def _plugin_settings(self) -> dict[str, BaseModel]:
         """Each configured plugin's settings, validated by the model the plugin registered."""

@@ -13,32 +13,30 @@ Workers need ift_engine, the plugins the workflow uses, and the model files at t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from ..cluster import check_reachable, need_ray, start_ray
 from ..errors import IftError, WorkflowError
 from .batch import Item, run_items
-from .runner import RunResult
+from .runner import Runner, RunResult
 
-if TYPE_CHECKING:
-    from .workflow import Workflow
+#: Builds a workflow's runner in a worker process: picklable (a module-level function, or a
+#: ``functools.partial`` of one), so Ray ships it by name.
+RunnerFactory = Callable[[], Runner]
+
 
 class BatchWorker:
     """Runs batches in a Ray worker process; the workflow and its models load once."""
 
-    def __init__(self, spec: dict[str, Any], source: str, cwd: str, cache: str | None) -> None:
-        self.args = (spec, source, cwd, cache)
+    def __init__(self, make_runner: RunnerFactory, cwd: str) -> None:
+        self.make_runner, self.cwd = make_runner, cwd
 
     def ready(self) -> None:
         """Build the workflow and load its models (a method, not ``__init__``, so that an error
         reaches the driver as the engine's own exception)."""
-        spec, source, cwd, cache = self.args
-        os.chdir(cwd)
-        from .workflow import Workflow
-
-        self.runner = Workflow.from_dict(spec, source=source).runner(cache or False)
+        os.chdir(self.cwd)
+        self.runner = self.make_runner()
         self.runner.load_models()
 
     def run(self, batch: list[Item]) -> list[RunResult]:
@@ -46,14 +44,14 @@ class BatchWorker:
 
 
 class RayExecutor:
-    """Runs batches on Ray actors: one per CPU of the cluster unless ``workers`` says."""
+    """Runs batches on Ray actors: one per CPU of the cluster unless ``workers`` says.
+    ``make_runner`` builds the workflow's runner in each actor."""
 
     def __init__(
         self,
-        workflow: Workflow,
+        make_runner: RunnerFactory,
         address: str | None = None,
         workers: int | None = None,
-        cache: Path | None = None,
         cpus_per_worker: float = 1.0,
     ) -> None:
         need_ray("ray")
@@ -61,11 +59,9 @@ class RayExecutor:
             raise WorkflowError(f"--workers must be at least 1, not {workers} (leave it out for one per CPU)")
         if address is not None:
             check_reachable(address)  # when the command starts, not after the output is opened
-        self.spec = workflow.to_dict()
-        self.source = workflow.source
+        self.make_runner = make_runner
         self.address = address
         self.workers = workers
-        self.cache = str(cache) if cache else None
         self.cpus_per_worker = cpus_per_worker
 
     def map_batches(self, batches: Iterable[list[Item]]) -> Iterator[list[RunResult]]:
@@ -77,7 +73,7 @@ class RayExecutor:
             cpus = ray.cluster_resources().get("CPU", 1.0)
             count = self.workers or max(1, int(cpus // self.cpus_per_worker))
             worker = ray.remote(num_cpus=self.cpus_per_worker)(BatchWorker)
-            actors = [worker.remote(self.spec, self.source, os.getcwd(), self.cache) for _ in range(count)]
+            actors = [worker.remote(self.make_runner, os.getcwd()) for _ in range(count)]
             _get([actor.ready.remote() for actor in actors])
             yield from self._stream(actors, iter(batches))
         finally:

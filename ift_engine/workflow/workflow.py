@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,13 @@ class Workflow:
             from .ray_executor import RayExecutor
 
             answers = answer_cache(cache)
-            return RayExecutor(
-                self, address=address, workers=workers, cache=answers.folder if answers else None
-            )
+            folder = str(answers.folder) if answers else None
+            make_runner = functools.partial(runner_from_dict, self.to_dict(), self.source, folder)
+            return RayExecutor(make_runner, address=address, workers=workers)
         raise WorkflowError(f"unknown executor '{kind}' (known: local, ray)")
+
+
+def runner_from_dict(spec: dict[str, Any], source: str, cache: str | None) -> Runner:
+    """The runner of the workflow ``spec`` with the answer cache in ``cache`` (or none): what
+    a batch worker on another process or machine builds."""
+    return Workflow.from_dict(spec, source=source).runner(cache or False)
