@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import types
+import typing
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -52,14 +55,52 @@ def validate_document(model: type[M], data: Any, source: str, error: type[IftErr
     try:
         return forbidding_extra(model).model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        # Pydantic adds union branch names ("constrained-str", "ModelSpec") to locations; drop them.
-        loc = tuple(
-            p for p in first["loc"] if not (isinstance(p, str) and (p[:1].isupper() or p in UNION_TAGS))
-        )
-        message = first["msg"]
-        if first["type"] == "extra_forbidden" and len(loc) == 1:
-            message = f"unknown field (known: {', '.join(model.model_fields) or 'none'})"
-        raise error(f"{source}: {describe_location(loc, data)}: {message}{more}") from None
+        raise error(f"{source}: {first_problem(exc, model, data)}") from None
+
+
+def first_problem(exc: ValidationError, model: type[BaseModel], data: Any) -> str:
+    """``field: what is wrong`` for the first error of ``exc``; an unknown field is named with
+    the fields known there, the nearest first (``max_tokens``: did you mean ``max_new_tokens``?)."""
+    errors = exc.errors()
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    # Pydantic adds union branch names ("constrained-str", "ModelSpec") to locations; drop them.
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and (p[:1].isupper() or p in UNION_TAGS)))
+    message = first["msg"]
+    if first["type"] == "extra_forbidden" and loc:
+        holder = model_at(model, loc[:-1])
+        known = [field.alias or name for name, field in holder.model_fields.items()] if holder else []
+        if known:
+            near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            message = f"unknown field ({hint}known: {', '.join(known)})"
+    return f"{describe_location(loc, data)}: {message}{more}"
+
+
+def model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the fields at ``loc`` inside ``model``, where the
+    annotations say so plainly (a model, a list or dict of models, one optional); else None."""
+    current: Any = model
+    for part in loc:
+        current = _plain(current)
+        if isinstance(part, int) or typing.get_origin(current) is dict:
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        else:
+            return None
+    current = _plain(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _plain(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` -> X; a union with one model (or one type besides None) -> it."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        rest = [a for a in args if a is not type(None)]
+        return models[0] if len(models) == 1 else rest[0] if len(rest) == 1 else annotation
+    return annotation

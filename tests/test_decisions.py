@@ -513,7 +513,7 @@ for _ in range(9):
         ),
         (
             loop_with(1, repeat={"max": 2, "untill": {}}),
-            "nodes[1] (id 'rewrite').repeat.untill: Extra inputs",
+            "nodes[1] (id 'rewrite').repeat.untill: unknown field (did you mean 'until'?",
         ),
         (
             loop_with(1, inputs={"n": "$self.iteration", "topic": "$input.topic", "outline": "$self.output"}),

@@ -86,7 +86,7 @@ def test_valid_workflow_builds_a_dag():
         ),
         (
             with_node(0, temperature=0.5),
-            "flow.yaml: nodes[0] (id 'outline').temperature: Extra inputs are not permitted",
+            "flow.yaml: nodes[0] (id 'outline').temperature: unknown field (known: id, template, instruction,",
         ),
         (
             with_node(0, instruction="Hi {topic}"),
@@ -186,3 +186,10 @@ def test_shipped_workflows_validate():
     assert len(paths) >= 8, paths  # the glob found the shipped workflows
     for path in paths:
         Workflow.from_yaml(path)
+
+
+def test_a_typo_in_a_spec_built_in_python_is_the_engines_error_with_the_near_match():
+    with pytest.raises(WorkflowError, match=r"NodeSpec: generation\.max_tokens: unknown field \(did you mean 'max_new_tokens'\?"):
+        NodeSpec(id="a", instruction="x", generation={"max_tokens": 3})
+    with pytest.raises(WorkflowError, match=r"WorkflowSpec: nodse: unknown field \(did you mean 'nodes'\?"):
+        WorkflowSpec(name="x", model="m", nodes=[NodeSpec(id="a", instruction="x")], nodse=[])

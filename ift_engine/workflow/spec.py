@@ -19,16 +19,20 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
+    ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic._internal._model_construction import ModelMetaclass  # pydantic has no public name for it
 from pydantic.fields import FieldInfo
 
+from ..errors import WorkflowError
 from ..models.base import GenerationSettings
 from ..models.resolve import EnsembleSpec, ModelSpec
 from ..structured import MAX_LINES
 from ..templates import AnswerForm
+from ..validation import first_problem
 from .decisions import Condition, RepeatSpec, check_condition_size
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -153,7 +157,24 @@ def input_source(value: Any) -> InputSource:
     )
 
 
-class InputSpec(BaseModel):
+class _Explaining(ModelMetaclass):
+    """Pydantic's model metaclass, whose ``Model(...)`` (a call from Python, which validation
+    inside pydantic never makes) turns a bad field into the engine's one-line error."""
+
+    def __call__(cls, *args: Any, **data: Any) -> Any:
+        try:
+            return super().__call__(*args, **data)
+        except ValidationError as exc:
+            problem = first_problem(exc, cast(type[BaseModel], cls), data)
+            raise WorkflowError(f"{cls.__name__}: {problem}") from None
+
+
+class SpecModel(BaseModel, metaclass=_Explaining):
+    """A part of a workflow spec. Built in Python, a bad field is the engine's one-line error
+    naming it (and the nearest known field), as it is in a workflow file."""
+
+
+class InputSpec(SpecModel):
     """A workflow input. It is required unless it has a ``default``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -180,7 +201,7 @@ ModelName = Annotated[str, Field(min_length=1)]
 ModelRef = ModelName | ModelSpec | EnsembleSpec
 
 
-class RetrySpec(BaseModel):
+class RetrySpec(SpecModel):
     """How often a failed model call is tried again, waiting ``backoff * factor**k`` seconds
     before the k-th retry."""
 
@@ -195,7 +216,7 @@ class RetrySpec(BaseModel):
         return min(self.backoff * self.factor**retry, MAX_WAIT)
 
 
-class NodeSpec(BaseModel):
+class NodeSpec(SpecModel):
     """One subtask: render a template (or inline instruction), call a model, parse the answer."""
 
     model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
@@ -269,7 +290,7 @@ class NodeSpec(BaseModel):
         return self
 
 
-class WorkflowSpec(BaseModel):
+class WorkflowSpec(SpecModel):
     """A whole workflow file."""
 
     model_config = ConfigDict(extra="forbid")
