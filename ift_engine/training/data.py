@@ -57,6 +57,11 @@ class Example:
     paraphrase: int | None = None
     #: Plain text for language modelling (format ``text``): no prompt, every token trained.
     language_model: bool = False
+    #: Task records: the template, the paraphrase text used, and the record's values as read
+    #: (before augmentation), so the same record can be asked with every paraphrase.
+    template: str | None = None
+    instruction: str | None = None
+    values: tuple[tuple[str, str], ...] = ()
 
 
 def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -233,21 +238,38 @@ class ExampleBuilder:
                 f"{where}: record has none of instruction/prompt/messages/conversations/text, so it needs a "
                 "template: set 'template' on the dataset"
             )
-        output = _text(record, "output", where)
-        missing = [v for v in self.template.variables if v not in record]
-        if missing:
-            raise DataError(
-                f"{where}: field '{missing[0]}' is missing (template '{self.template.name}' needs it)"
-            )
-        if self.template.labels and output not in self.template.labels:
-            raise DataError(f"{where}: field 'output' is {output!r}, not one of {list(self.template.labels)}")
-        values = {v: augment(str(record[v])) for v in self.template.variables}
+        template = self.template
+        read, output = task_values(template, record, where)
+        values = {name: augment(value) for name, value in read.items()}
         if self.policy == "round-robin":
             paraphrase = self.paraphrases[index % len(self.paraphrases)]
         else:
             paraphrase = random.Random(f"{self.seed}:paraphrase:{index}:{copy}").choice(self.paraphrases)
-        rendered = self.template.render(values, paraphrase=paraphrase)
-        return Example(rendered.messages, output, self.template.task, self.template.labels, paraphrase)
+        rendered = template.render(values, paraphrase=paraphrase)
+        return Example(
+            rendered.messages,
+            output,
+            template.task,
+            template.labels,
+            paraphrase,
+            template=template.name,
+            instruction=template.paraphrases[paraphrase],
+            values=tuple(read.items()),
+        )
+
+
+def task_values(template: InstructionTemplate, record: Any, where: str) -> tuple[dict[str, str], str]:
+    """A task record's template variables (as text) and its ``output``, checked: every variable
+    present, the output a non-empty string and, for a label template, one of its labels."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: a record must be an object with named fields")
+    output = _text(record, "output", where)
+    missing = [v for v in template.variables if v not in record]
+    if missing:
+        raise DataError(f"{where}: field '{missing[0]}' is missing (template '{template.name}' needs it)")
+    if template.labels and output not in template.labels:
+        raise DataError(f"{where}: field 'output' is {output!r}, not one of {list(template.labels)}")
+    return {v: str(record[v]) for v in template.variables}, output
 
 
 def _sharegpt(turns: Any, where: str) -> list[dict[str, str]]:

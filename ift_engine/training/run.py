@@ -235,6 +235,7 @@ def write_outputs(
         "base_model": spec.base_model,
         "tasks": sorted({e.task for e in train_examples if e.task}),
         "templates": sorted({d.template for d in spec.datasets if d.template}),
+        "trained_paraphrases": trained_paraphrases(train_examples),
         "data_fingerprint": fingerprint(train_examples),
         "training": spec.model_dump(mode="json", exclude={"datasets"}),
         "metrics": metrics,
@@ -242,6 +243,16 @@ def write_outputs(
     folder.write_manifest(manifest)
     folder.finish()
     return TrainResult(folder.out, metrics)
+
+
+def trained_paraphrases(examples: list[Example]) -> list[dict[str, Any]]:
+    """Each (template, paraphrase) trained on, with its text: how ``ift eval`` tells the
+    instructions a model has seen from held-out ones."""
+    seen = {(e.template, e.paraphrase, e.instruction) for e in examples if e.template is not None}
+    return [
+        {"template": template, "paraphrase": index, "text": text}
+        for template, index, text in sorted(seen, key=lambda s: (str(s[0]), s[1] or 0))
+    ]
 
 
 def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:

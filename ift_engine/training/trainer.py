@@ -21,7 +21,7 @@ from ..validation import validate_document
 from .data import DataError, Example, ExampleBuilder, read_records
 from .output import RunFolder
 from .run import TrainResult, run_training
-from .spec import DatasetSpec, TrainSpec
+from .spec import RecordSource, TrainSpec
 
 
 def load_train_spec(path: str | Path) -> TrainSpec:
@@ -30,8 +30,9 @@ def load_train_spec(path: str | Path) -> TrainSpec:
     return validate_document(TrainSpec, data, str(path), TrainError)
 
 
-def _records(dataset: DatasetSpec, index: int, comps: Components) -> list[tuple[str, Any]]:
-    where = f"datasets[{index}]"
+def dataset_records(dataset: RecordSource, where: str, comps: Components) -> list[tuple[str, Any]]:
+    """``(where, record)`` pairs of a dataset as written (``columns`` applied; not shuffled,
+    not limited: see ``sample``)."""
     if dataset.path is not None:
         items = list(read_records(Path(dataset.path)))
     elif dataset.source is not None:
@@ -59,9 +60,17 @@ def _records(dataset: DatasetSpec, index: int, comps: Components) -> list[tuple[
     return items
 
 
+def sample(items: list[Any], seed: int, limit: int | None) -> list[Any]:
+    """``items`` shuffled with ``seed``, at most ``limit`` of them: what ``limit`` means."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items[:limit] if limit else items
+
+
 def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example], list[Example]]:
     """(train, eval) examples. The eval split is taken from the original records before
     augmentation, so no augmented copy of an eval record is trained on."""
+    comps = comps.with_templates(spec.templates, TrainError)
     base: list[tuple[ExampleBuilder, int, str, Any]] = []
     augmenters = []
     for i, op in enumerate(spec.augment.ops):
@@ -97,9 +106,7 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
             augmenters,
             spec.seed,
         )
-        records = _records(dataset, index, comps)
-        random.Random(spec.seed).shuffle(records)
-        records = records[: dataset.limit] if dataset.limit else records
+        records = sample(dataset_records(dataset, f"datasets[{index}]", comps), spec.seed, dataset.limit)
         base.extend((builder, i, where, record) for i, (where, record) in enumerate(records))
     random.Random(spec.seed + 1).shuffle(base)
     split = spec.eval.split

@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 
 from ..models.base import GenerationSettings
 from ..models.resolve import EnsembleSpec, ModelSpec
-from ..templates import AnswerForm
+from ..templates import AnswerForm, TemplateSpec
 from .decisions import Condition, RepeatSpec, check_condition_size
 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -243,6 +243,9 @@ class WorkflowSpec(BaseModel):
     models: dict[str, ModelSpec] = Field(default_factory=dict, description="named models")
     ensembles: dict[str, EnsembleSpec] = Field(default_factory=dict, description="named ensembles")
     model: ModelRef | None = Field(None, description="the model of nodes that name none")
+    templates: list[TemplateSpec] = Field(
+        default_factory=list, description="templates declared here, used like registered ones"
+    )
     backend: str | None = Field(
         None, description="run every model on this backend (e.g. onnx) unless a node says otherwise"
     )
