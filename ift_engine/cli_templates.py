@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from .console import out
 from .plugins import components
@@ -41,7 +41,8 @@ def cmd_templates(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    table = Table("name", "task", "language", "variables", "answer", "labels", "paraphrases")
+    name = Column("name", no_wrap=True)
+    table = Table(name, "task", "lang", "variables", "answer", "labels", "paraphrases")
     for row in rows:
         table.add_row(
             escape(row["name"]),
@@ -59,7 +60,8 @@ def cmd_templates(args: argparse.Namespace) -> int:
 
 def show_one(row: dict[str, Any]) -> None:
     labels = f" ({', '.join(row['labels'])})" if row["labels"] else ""
-    out.print(f"[bold]{escape(row['name'])}[/]: task {escape(row['task'])}, language {escape(row['language'])}")
+    head = f"task {escape(row['task'])}, language {escape(row['language'])}"
+    out.print(f"[bold]{escape(row['name'])}[/]: {head}")
     out.print(f"variables: {escape(', '.join(row['variables']) or 'none')}")
     out.print(f"answer: {row['answer']}{escape(labels)}")
     out.print(f"from: {escape(row['plugin'])}")

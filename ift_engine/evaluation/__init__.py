@@ -6,8 +6,9 @@
 """
 
 from .asking import EvalModel, Item, evaluate
+from .paraphrases import paraphrase_set
 from .results import Evaluation, ModelResult, Paraphrase, ParaphraseResult
-from .setup import paraphrase_set, run_eval, trained_texts
+from .setup import run_eval, trained_texts
 from .spec import EvaluationSpec, load_eval_spec
 
 __all__ = [

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Any
 
 from ..models.base import GenerationSettings, Prompt
 from ..models.worker import Completion, ModelWorker
@@ -58,21 +59,31 @@ def asking_template(template: InstructionTemplate, paraphrases: Sequence[Paraphr
     )
 
 
-def _chunks(worker: ModelWorker, prompts: list[Prompt], labels: tuple[str, ...] | None,
-            settings: GenerationSettings) -> list[Future[list[object]]]:
+def _chunks(
+    worker: ModelWorker,
+    prompts: Sequence[Prompt],
+    labels: tuple[str, ...] | None,
+    settings: GenerationSettings,
+) -> list[Future[list[Any]]]:
     """The prompts submitted in chunks of the worker's batch size: classified when ``labels``
     is given, else generated."""
     size = max(1, worker.max_batch)
-    futures: list[Future[list[object]]] = []
+    futures: list[Future[list[Any]]] = []
     for start in range(0, len(prompts), size):
         chunk = prompts[start : start + size]
         if labels is not None:
             # The key and call of WorkerModel.classify: jobs of both merge into one batch.
-            key = ("classify", *labels)
-            futures.append(worker.submit(key, lambda m, p, _, ls=labels: m.classify(p, ls), chunk))
+            futures.append(worker.submit(("classify", *labels), _classify_call(labels), chunk))
         else:
             futures.append(worker.generate(chunk, settings))  # type: ignore[arg-type]
     return futures
+
+
+def _classify_call(labels: tuple[str, ...]) -> Callable[[Any, list[Prompt], Any], list[Any]]:
+    def call(model: Any, prompts: list[Prompt], _: Any) -> list[Any]:
+        return list(model.classify(prompts, labels))
+
+    return call
 
 
 def _answer(outcome: object, labels: tuple[str, ...]) -> str | None:

@@ -14,36 +14,18 @@ from ..models.base import GenerationSettings
 from ..models.resolve import MANIFEST, EnsembleSpec, ModelPool, ModelSpec
 from ..plugins import Components, components
 from ..templates import AnswerForm, InstructionTemplate
-from ..training.data import task_values
-from ..training.trainer import dataset_records, sample
+from ..training.data import dataset_records, sample, task_values
 from .asking import EvalModel, Item, Progress, evaluate
-from .results import Evaluation, Paraphrase
-from .spec import DEFAULT_MAX_NEW_TOKENS, EvaluationSpec, build_eval_spec, load_eval_spec, model_label, read_held_out
-
-
-def paraphrase_set(
-    template: InstructionTemplate, chosen: str | Sequence[int], held_out: Sequence[str], field: str = "paraphrases"
-) -> list[Paraphrase]:
-    """The template's chosen paraphrases (``all`` or indices), then the held-out ones, each
-    linted as a template's paraphrase is."""
-    indices = range(len(template.paraphrases)) if chosen == "all" else list(chosen)
-    try:
-        found = [Paraphrase(f"p{i}", template.paraphrases[template.pick(i)], False) for i in indices]
-    except IftError as exc:
-        raise EvalError(f"{field}: {exc}") from None
-    if held_out:
-        try:
-            InstructionTemplate(
-                name=f"{template.name} (held out)",
-                task=template.task,
-                paraphrases=tuple(held_out),
-                variables=template.variables,
-                answer=template.answer,
-                labels=template.labels,
-            )
-        except IftError as exc:
-            raise EvalError(f"held_out: {exc}") from None
-    return found + [Paraphrase(f"h{i}", text, True) for i, text in enumerate(held_out)]
+from .paraphrases import paraphrase_set
+from .results import Evaluation
+from .spec import (
+    DEFAULT_MAX_NEW_TOKENS,
+    EvaluationSpec,
+    build_eval_spec,
+    load_eval_spec,
+    model_label,
+    read_held_out,
+)
 
 
 def read_items(spec: EvaluationSpec, template: InstructionTemplate, comps: Components) -> list[Item]:
@@ -121,15 +103,18 @@ def run_eval(
     spec: EvaluationSpec | Mapping[str, Any] | str | Path,
     on_progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    limit: int | None = None,
 ) -> Evaluation:
-    """Run an evaluation from a spec, a mapping or a YAML file. ``on_start(total)`` hears how
-    many prompts will be asked, once everything is checked and the models are loaded;
-    ``on_progress(n)`` as each chunk of ``n`` is answered."""
+    """Run an evaluation from a spec, a mapping or a YAML file (``limit`` over its
+    ``data.limit``). ``on_start(total)`` hears how many prompts will be asked, once everything
+    is checked and the models are loaded; ``on_progress(n)`` as each chunk of ``n`` is answered."""
     source = str(spec) if isinstance(spec, (str, Path)) else "<eval>"
     if isinstance(spec, (str, Path)):
         spec = load_eval_spec(spec)
     elif not isinstance(spec, EvaluationSpec):
         spec = build_eval_spec(dict(spec), source)
+    if limit is not None:
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"limit": limit})})
     pool: ModelPool | None = None
     try:
         comps = components().with_templates(spec.templates, EvalError)

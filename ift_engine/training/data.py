@@ -24,12 +24,17 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..augment import Augmenter
 from ..documents import loads_json, read_text
-from ..errors import IftError
+from ..errors import IftError, TrainError
 from ..templates import InstructionTemplate, Message
+from ..validation import validate_document
+
+if TYPE_CHECKING:
+    from ..plugins import Components
+    from .spec import RecordSource
 
 Format = Literal["alpaca", "prompt-completion", "messages", "sharegpt", "text", "task"]
 CHAT_ROLES = ("system", "user", "assistant")
@@ -283,3 +288,40 @@ def _sharegpt(turns: Any, where: str) -> list[dict[str, str]]:
             f"{', '.join(SHAREGPT_ROLES)}"
         )
     return [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in turns]
+
+
+def dataset_records(dataset: RecordSource, where: str, comps: Components) -> list[tuple[str, Any]]:
+    """``(where, record)`` pairs of a dataset as written (``columns`` applied; not shuffled,
+    not limited: see ``sample``)."""
+    if dataset.path is not None:
+        items = list(read_records(Path(dataset.path)))
+    elif dataset.source is not None:
+        try:
+            source = comps.datasets.get(dataset.source)
+        except IftError as exc:
+            raise TrainError(f"{where}.source: {exc}") from None
+        options = validate_document(source.options_model, dataset.options, f"{where}.options", TrainError)
+        items = [(f"{dataset.source}[{i}]", r) for i, r in enumerate(source.records(options))]
+    else:
+        items = [(f"{where}.records[{i}]", r) for i, r in enumerate(dataset.records or [])]
+    if dataset.columns:
+        items = [
+            (
+                w,
+                {
+                    **r,
+                    **{field: r[column] for field, column in dataset.columns.items() if column in r},
+                },
+            )
+            if isinstance(r, dict)
+            else (w, r)
+            for w, r in items
+        ]
+    return items
+
+
+def sample(items: list[Any], seed: int, limit: int | None) -> list[Any]:
+    """``items`` shuffled with ``seed``, at most ``limit`` of them: what ``limit`` means."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items[:limit] if limit else items

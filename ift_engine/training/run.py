@@ -226,6 +226,12 @@ def write_outputs(
         metrics["eval_token_accuracy"] = fitted.final_eval["eval_token_accuracy"]
         tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=settings.batch_size)
         metrics.update(task_metrics(tuned, eval_examples, spec.eval.max_generate))
+    paraphrase_eval = None
+    if spec.eval.paraphrases is not None:
+        from ..evaluation.after_training import evaluate_trained
+
+        tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=settings.batch_size)
+        paraphrase_eval = evaluate_trained(spec, tuned, examples, out)
     metrics["seconds"] = time.perf_counter() - started
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_losses(history, out / "loss_curve.png", f"{Path(spec.output).name}: {spec.base_model}")
@@ -240,6 +246,8 @@ def write_outputs(
         "training": spec.model_dump(mode="json", exclude={"datasets"}),
         "metrics": metrics,
     }
+    if paraphrase_eval is not None:
+        manifest["eval"] = paraphrase_eval
     folder.write_manifest(manifest)
     folder.finish()
     return TrainResult(folder.out, metrics)

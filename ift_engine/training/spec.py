@@ -144,6 +144,14 @@ class EvalSpec(BaseModel):
         None, description="more paraphrases to evaluate with: a list, or a YAML file holding one"
     )
 
+    @model_validator(mode="after")
+    def _records_to_evaluate(self) -> EvalSpec:
+        if self.paraphrases is not None and self.split == 0:
+            raise ValueError("paraphrases: evaluating needs held-out records; set split above 0")
+        if self.held_out is not None and self.paraphrases is None:
+            raise ValueError("held_out: add paraphrases (e.g. all) to evaluate after training")
+        return self
+
     @field_validator("split")
     @classmethod
     def _fraction_or_count(cls, value: float) -> float:

@@ -17,54 +17,18 @@ from ..documents import load_yaml_file
 from ..errors import IftError, TrainError
 from ..models.torch_thread import run_on_torch_thread
 from ..plugins import Components
+from ..templates import InstructionTemplate
 from ..validation import validate_document
-from .data import DataError, Example, ExampleBuilder, read_records
+from .data import DataError, Example, ExampleBuilder, dataset_records, sample
 from .output import RunFolder
 from .run import TrainResult, run_training
-from .spec import RecordSource, TrainSpec
+from .spec import TrainSpec
 
 
 def load_train_spec(path: str | Path) -> TrainSpec:
     path = Path(path)
     data = load_yaml_file(path, "training file", TrainError)
     return validate_document(TrainSpec, data, str(path), TrainError)
-
-
-def dataset_records(dataset: RecordSource, where: str, comps: Components) -> list[tuple[str, Any]]:
-    """``(where, record)`` pairs of a dataset as written (``columns`` applied; not shuffled,
-    not limited: see ``sample``)."""
-    if dataset.path is not None:
-        items = list(read_records(Path(dataset.path)))
-    elif dataset.source is not None:
-        try:
-            source = comps.datasets.get(dataset.source)
-        except IftError as exc:
-            raise TrainError(f"{where}.source: {exc}") from None
-        options = validate_document(source.options_model, dataset.options, f"{where}.options", TrainError)
-        items = [(f"{dataset.source}[{i}]", r) for i, r in enumerate(source.records(options))]
-    else:
-        items = [(f"{where}.records[{i}]", r) for i, r in enumerate(dataset.records or [])]
-    if dataset.columns:
-        items = [
-            (
-                w,
-                {
-                    **r,
-                    **{field: r[column] for field, column in dataset.columns.items() if column in r},
-                },
-            )
-            if isinstance(r, dict)
-            else (w, r)
-            for w, r in items
-        ]
-    return items
-
-
-def sample(items: list[Any], seed: int, limit: int | None) -> list[Any]:
-    """``items`` shuffled with ``seed``, at most ``limit`` of them: what ``limit`` means."""
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    return items[:limit] if limit else items
 
 
 def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example], list[Example]]:
@@ -98,6 +62,7 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
                     template.pick(paraphrase)  # checked now, not when the record is built
             except IftError as exc:
                 raise TrainError(f"datasets[{index}].paraphrases: {exc}") from None
+            check_eval_paraphrases(spec, template)
         builder = ExampleBuilder(
             dataset.format,
             template,
@@ -123,6 +88,21 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
     if not train_examples:
         raise TrainError("no training examples: add records or lower eval.split")
     return train_examples, eval_examples
+
+
+def check_eval_paraphrases(spec: TrainSpec, template: InstructionTemplate) -> None:
+    """``eval.paraphrases`` and ``eval.held_out`` checked against a dataset's template before
+    training, not after it."""
+    if spec.eval.paraphrases is None:
+        return
+    from ..evaluation.paraphrases import paraphrase_set
+    from ..evaluation.spec import read_held_out
+
+    try:
+        held_out = read_held_out(spec.eval.held_out, "eval.held_out")
+        paraphrase_set(template, spec.eval.paraphrases, held_out, "eval.paraphrases")
+    except IftError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def fingerprint(examples: list[Example]) -> str:
