@@ -11,7 +11,7 @@ models: [smollm2-135m-instruct, runs/sentiment-zh, {name: runs/sentiment-zh-onnx
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -19,7 +19,7 @@ from ..documents import load_yaml_file
 from ..errors import EvalError
 from ..models.resolve import EnsembleSpec, ModelSpec
 from ..templates import TemplateSpec
-from ..training.spec import MAX_COUNT, MAX_SEED, RecordSource
+from ..training.spec import MAX_SEED, ParaphraseChoice, RecordSource
 from ..validation import validate_document
 from ..workflow.spec import GenerationOverrides, ModelRef
 
@@ -36,7 +36,7 @@ class EvaluationSpec(BaseModel):
 
     data: RecordSource = Field(description="task records: the template's variables and 'output'")
     template: str = Field(min_length=1, description="a registered template, or one under templates:")
-    paraphrases: Literal["all"] | list[Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]] = Field(
+    paraphrases: ParaphraseChoice = Field(
         "all", description="the template's paraphrases to ask with"
     )
     held_out: list[str] | str | None = Field(

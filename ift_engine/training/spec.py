@@ -6,7 +6,15 @@ import difflib
 import functools
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from ..templates import TemplateSpec
 from .data import Format
@@ -32,6 +40,20 @@ def training_argument_names() -> tuple[str, ...]:
     return tuple(
         f.name for f in dataclasses.fields(TrainingArguments) if f.init and not f.name.startswith("_")
     )
+
+
+def _all_or_indices(value: Any) -> Any:
+    if value == "all" or (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in value)
+    ):
+        return value
+    raise ValueError(f"{value!r}: give all, or a list of paraphrase indices such as [0, 2]")
+
+
+#: ``all`` or paraphrase indices: which of a template's paraphrases to evaluate with.
+ParaphraseChoice = Annotated[Literal["all"] | list[int], BeforeValidator(_all_or_indices)]
 
 
 class RecordSource(BaseModel):
@@ -135,7 +157,7 @@ class EvalSpec(BaseModel):
 
     split: float = Field(0.1, ge=0, description="a fraction (< 1) or a count of records held out")
     max_generate: StrictInt = Field(32, ge=0, le=MAX_COUNT, description="eval examples generated for ROUGE-L")
-    paraphrases: Literal["all"] | list[Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]] | None = Field(
+    paraphrases: ParaphraseChoice | None = Field(
         None,
         description="after training, run ift eval on the held-out records with these paraphrases of "
         "each task template (all: every one); the figures go in ift_model.json",
