@@ -133,8 +133,8 @@ def _other_scores(evaluation: Evaluation) -> str:
     """Every score of text answers, per model, averaged over paraphrases."""
     rows = ["| model | exact match | ROUGE-L | chrF |", "|---|---|---|---|"]
     for model in evaluation.models:
-        rows_ = model.paraphrases
-        means = [sum(r.scores[k] for r in rows_) / len(rows_) for k in evaluation.scores]
+        count = len(model.paraphrases)
+        means = [sum(r.scores[k] for r in model.paraphrases) / count for k in evaluation.scores]
         rows.append(f"| {model.name} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     return "Mean over paraphrases:\n\n" + "\n".join(rows)
 
