@@ -19,18 +19,15 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.markup import escape
 
+from .console import err, out
 from .documents import loads_json
 from .errors import IftError, NodeError, WorkflowError
 from .files import check_output_file, write_file
 
 if TYPE_CHECKING:
     from .serve import ServeConfig
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _parse_inputs(pairs: Sequence[str], as_json: str | None, declared: dict[str, Any]) -> dict[str, Any]:
@@ -483,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list plugins, their versions and hooks")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
+
+    from .cli_eval import add_eval_parser
+    from .cli_templates import add_templates_parser
+
+    add_templates_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

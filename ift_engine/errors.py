@@ -44,6 +44,10 @@ class TrainError(IftError):
     """A training file, dataset, output folder or run is invalid."""
 
 
+class EvalError(IftError):
+    """An evaluation file, its data, paraphrases or models are invalid."""
+
+
 class NodeError(IftError):
     """A node failed while running. ``partial`` holds the results of the nodes that finished."""
 

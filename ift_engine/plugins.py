@@ -13,7 +13,8 @@ import importlib
 import os
 import threading
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points, version
 from operator import attrgetter
 from typing import Any
@@ -23,13 +24,13 @@ import pluggy
 from . import hookspecs
 from .augment import Augmenter, Lexicon
 from .ensemble import Ensembler
-from .errors import PluginError
+from .errors import IftError, PluginError, TemplateError
 from .models.base import Model, ModelAlias
 from .parsers import AnswerParser
 from .registry import Registry
 from .settings import PluginSettings
 from .sources import DatasetSource
-from .templates import InstructionTemplate
+from .templates import InstructionTemplate, TemplateSpec
 
 ENTRY_POINT_GROUP = "ift_engine"
 DEFAULT_PLUGINS = (
@@ -100,6 +101,32 @@ class Components:
                         f"plugin '{plugin_name}' failed in register_{kind}: {type(exc).__name__}: {exc}"
                     ) from exc
         return components
+
+    def with_templates(
+        self, declared: Sequence[TemplateSpec], error: type[IftError], source: str | None = None
+    ) -> Components:
+        """These components plus the templates a file declares under ``templates:``, each
+        linted as a registered one. A name that is already taken (by a plugin or an earlier
+        entry) is an ``error`` naming both; the plugins' own registry is left unchanged."""
+        if not declared:
+            return self
+        prefix = f"{source}: " if source else ""
+        registry = self.templates.copy()
+        for index, spec in enumerate(declared):
+            where = f"templates[{index}]"
+            try:
+                template = spec.build()
+            except TemplateError as exc:
+                raise error(f"{prefix}{where}: {exc}") from None
+            if spec.name in registry:
+                owner = registry.plugin_of(spec.name)
+                owner = owner if owner.startswith("templates[") else f"plugin '{owner}'"
+                raise error(
+                    f"{prefix}{where}: template '{spec.name}' is already defined by {owner}; "
+                    "give the one declared here another name"
+                )
+            registry.add(template, where)
+        return replace(self, templates=registry)
 
 
 @dataclass(frozen=True)

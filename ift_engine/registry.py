@@ -55,6 +55,12 @@ class Registry(Generic[T]):
             )
         self._entries[name] = Entry(obj, plugin)
 
+    def copy(self) -> Registry[T]:
+        """A registry with the same entries, to add to without changing this one."""
+        other: Registry[T] = Registry(self.kind, self._expected, self._name_of)
+        other._entries = dict(self._entries)
+        return other
+
     def get(self, name: str) -> T:
         entry = self._entries.get(name)
         if entry is None:

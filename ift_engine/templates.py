@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from .errors import TemplateError
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
@@ -185,6 +187,19 @@ class InstructionTemplate:
         messages.append({"role": "user", "content": text})
         return RenderedPrompt(tuple(messages), index)
 
+    def describe(self) -> dict[str, Any]:
+        """What ``ift templates --json`` prints: every field, the answer form as its name."""
+        return {
+            "name": self.name,
+            "task": self.task,
+            "language": self.language,
+            "answer": self.answer.value,
+            "labels": list(self.labels),
+            "variables": list(self.variables),
+            "system": self.system,
+            "paraphrases": list(self.paraphrases),
+        }
+
     @classmethod
     def inline(
         cls,
@@ -208,4 +223,39 @@ class InstructionTemplate:
             answer=AnswerForm(answer),
             labels=tuple(labels),
             **narrowed,
+        )
+
+
+class TemplateSpec(BaseModel):
+    """A template declared in a workflow, training or eval file (``templates:``): the fields of
+    ``InstructionTemplate``, with ``task`` defaulting to the name and ``variables`` to the
+    placeholders of the first paraphrase. ``build`` lints it as a registered template is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    task: str | None = Field(None, description="default: the name")
+    language: str = "en"
+    answer: AnswerForm = AnswerForm.TEXT
+    labels: list[str] = Field(default_factory=list, description="the label set of a label answer")
+    variables: list[str] | None = Field(None, description="default: the first paraphrase's placeholders")
+    paraphrases: list[str] = Field(min_length=1)
+    system: str | None = None
+
+    def build(self) -> InstructionTemplate:
+        variables = self.variables
+        if variables is None:
+            try:
+                variables = placeholders(self.paraphrases[0])
+            except TemplateError as exc:
+                raise TemplateError(f"template '{self.name}', paraphrase 0: {exc}") from None
+        return InstructionTemplate(
+            name=self.name,
+            task=self.task or self.name,
+            paraphrases=tuple(self.paraphrases),
+            variables=tuple(variables),
+            language=self.language,
+            answer=self.answer,
+            labels=tuple(self.labels),
+            system=self.system,
         )

@@ -164,7 +164,7 @@ def test_plugin_options_and_settings_reject_unknown_keys(site):
         "nodes": [{"id": "a", "instruction": "Hi"}],
     }
     Workflow.from_dict(doc)
-    with pytest.raises(WorkflowError, match="plugins.lax: strcit: unknown field \\(known: strict\\)"):
+    with pytest.raises(WorkflowError, match="plugins.lax: strcit: unknown field \\(did you mean 'strict'\\? known: strict\\)"):
         Workflow.from_dict({**doc, "plugins": {"lax": {"strcit": False}}})
     with pytest.raises(WorkflowError, match="option 'sped': Extra inputs are not permitted"):
         Workflow.from_dict({**doc, "model": {"name": "m", "backend": "lax", "options": {"sped": 2}}})

@@ -24,12 +24,17 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..augment import Augmenter
 from ..documents import loads_json, read_text
-from ..errors import IftError
+from ..errors import IftError, TrainError
 from ..templates import InstructionTemplate, Message
+from ..validation import validate_document
+
+if TYPE_CHECKING:
+    from ..plugins import Components
+    from .spec import RecordSource
 
 Format = Literal["alpaca", "prompt-completion", "messages", "sharegpt", "text", "task"]
 CHAT_ROLES = ("system", "user", "assistant")
@@ -57,6 +62,11 @@ class Example:
     paraphrase: int | None = None
     #: Plain text for language modelling (format ``text``): no prompt, every token trained.
     language_model: bool = False
+    #: Task records: the template, the paraphrase text used, and the record's values as read
+    #: (before augmentation), so the same record can be asked with every paraphrase.
+    template: str | None = None
+    instruction: str | None = None
+    values: tuple[tuple[str, str], ...] = ()
 
 
 def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -233,21 +243,38 @@ class ExampleBuilder:
                 f"{where}: record has none of instruction/prompt/messages/conversations/text, so it needs a "
                 "template: set 'template' on the dataset"
             )
-        output = _text(record, "output", where)
-        missing = [v for v in self.template.variables if v not in record]
-        if missing:
-            raise DataError(
-                f"{where}: field '{missing[0]}' is missing (template '{self.template.name}' needs it)"
-            )
-        if self.template.labels and output not in self.template.labels:
-            raise DataError(f"{where}: field 'output' is {output!r}, not one of {list(self.template.labels)}")
-        values = {v: augment(str(record[v])) for v in self.template.variables}
+        template = self.template
+        read, output = task_values(template, record, where)
+        values = {name: augment(value) for name, value in read.items()}
         if self.policy == "round-robin":
             paraphrase = self.paraphrases[index % len(self.paraphrases)]
         else:
             paraphrase = random.Random(f"{self.seed}:paraphrase:{index}:{copy}").choice(self.paraphrases)
-        rendered = self.template.render(values, paraphrase=paraphrase)
-        return Example(rendered.messages, output, self.template.task, self.template.labels, paraphrase)
+        rendered = template.render(values, paraphrase=paraphrase)
+        return Example(
+            rendered.messages,
+            output,
+            template.task,
+            template.labels,
+            paraphrase,
+            template=template.name,
+            instruction=template.paraphrases[paraphrase],
+            values=tuple(read.items()),
+        )
+
+
+def task_values(template: InstructionTemplate, record: Any, where: str) -> tuple[dict[str, str], str]:
+    """A task record's template variables (as text) and its ``output``, checked: every variable
+    present, the output a non-empty string and, for a label template, one of its labels."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: a record must be an object with named fields")
+    output = _text(record, "output", where)
+    missing = [v for v in template.variables if v not in record]
+    if missing:
+        raise DataError(f"{where}: field '{missing[0]}' is missing (template '{template.name}' needs it)")
+    if template.labels and output not in template.labels:
+        raise DataError(f"{where}: field 'output' is {output!r}, not one of {list(template.labels)}")
+    return {v: str(record[v]) for v in template.variables}, output
 
 
 def _sharegpt(turns: Any, where: str) -> list[dict[str, str]]:
@@ -261,3 +288,40 @@ def _sharegpt(turns: Any, where: str) -> list[dict[str, str]]:
             f"{', '.join(SHAREGPT_ROLES)}"
         )
     return [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in turns]
+
+
+def dataset_records(dataset: RecordSource, where: str, comps: Components) -> list[tuple[str, Any]]:
+    """``(where, record)`` pairs of a dataset as written (``columns`` applied; not shuffled,
+    not limited: see ``sample``)."""
+    if dataset.path is not None:
+        items = list(read_records(Path(dataset.path)))
+    elif dataset.source is not None:
+        try:
+            source = comps.datasets.get(dataset.source)
+        except IftError as exc:
+            raise TrainError(f"{where}.source: {exc}") from None
+        options = validate_document(source.options_model, dataset.options, f"{where}.options", TrainError)
+        items = [(f"{dataset.source}[{i}]", r) for i, r in enumerate(source.records(options))]
+    else:
+        items = [(f"{where}.records[{i}]", r) for i, r in enumerate(dataset.records or [])]
+    if dataset.columns:
+        items = [
+            (
+                w,
+                {
+                    **r,
+                    **{field: r[column] for field, column in dataset.columns.items() if column in r},
+                },
+            )
+            if isinstance(r, dict)
+            else (w, r)
+            for w, r in items
+        ]
+    return items
+
+
+def sample(items: list[Any], seed: int, limit: int | None) -> list[Any]:
+    """``items`` shuffled with ``seed``, at most ``limit`` of them: what ``limit`` means."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items[:limit] if limit else items

@@ -46,11 +46,11 @@ class DryRun:
 
 def describe_datasets(spec: TrainSpec) -> list[dict[str, Any]]:
     """Records and formats of each dataset, as written."""
-    from .trainer import _records
+    from .trainer import dataset_records
 
     rows = []
     for index, dataset in enumerate(spec.datasets):
-        records = _records(dataset, index, components())
+        records = dataset_records(dataset, f"datasets[{index}]", components())
         formats = Counter(
             dataset.format or detect_format(r) if isinstance(r, dict) else "not a record" for _, r in records
         )

@@ -1,42 +1,15 @@
-"""Evaluation measures: token accuracy, label accuracy by scoring, ROUGE-L.
-
-ROUGE-L is written here (an LCS, a dozen lines) rather than taken from rouge-score because it
-must work on Chinese characters as well as English words, which rouge-score's tokenizer drops.
-"""
+"""Evaluation measures: token accuracy, label accuracy by scoring, ROUGE-L (``scores``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ..augment import is_chinese
 from ..models.base import GenerationSettings, Model
+from ..scores import mean_rouge_l as rouge_l_of
 from .data import Example
 
 IGNORE = -100
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 over characters for Chinese text, over lowercased words otherwise."""
-    split = (
-        (lambda t: [c for c in t if not c.isspace()])
-        if is_chinese(reference)
-        else (lambda t: t.lower().split())
-    )
-    a, b = split(candidate), split(reference)
-    if not a or not b:
-        return 0.0
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(a), lcs / len(b)
-    return 2 * precision * recall / (precision + recall)
 
 
 def token_accuracy(logits_argmax: Any, labels: Any) -> float:
@@ -63,7 +36,7 @@ def mean_rouge_l(model: Model, examples: Sequence[Example], max_new_tokens: int 
     answers = model.generate(
         [list(e.prompt) for e in examples], GenerationSettings(max_new_tokens=max_new_tokens)
     )
-    return sum(rouge_l(a, e.completion) for a, e in zip(answers, examples)) / len(examples)
+    return rouge_l_of(answers, [e.completion for e in examples])
 
 
 def task_metrics(model: Model, examples: Sequence[Example], max_generate: int) -> dict[str, float]:

@@ -226,6 +226,12 @@ def write_outputs(
         metrics["eval_token_accuracy"] = fitted.final_eval["eval_token_accuracy"]
         tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=settings.batch_size)
         metrics.update(task_metrics(tuned, eval_examples, spec.eval.max_generate))
+    paraphrase_eval = None
+    if spec.eval.paraphrases is not None:
+        from ..evaluation.after_training import evaluate_trained
+
+        tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=settings.batch_size)
+        paraphrase_eval = evaluate_trained(spec, tuned, examples, out)
     metrics["seconds"] = time.perf_counter() - started
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_losses(history, out / "loss_curve.png", f"{Path(spec.output).name}: {spec.base_model}")
@@ -235,13 +241,26 @@ def write_outputs(
         "base_model": spec.base_model,
         "tasks": sorted({e.task for e in train_examples if e.task}),
         "templates": sorted({d.template for d in spec.datasets if d.template}),
+        "trained_paraphrases": trained_paraphrases(train_examples),
         "data_fingerprint": fingerprint(train_examples),
         "training": spec.model_dump(mode="json", exclude={"datasets"}),
         "metrics": metrics,
     }
+    if paraphrase_eval is not None:
+        manifest["eval"] = paraphrase_eval
     folder.write_manifest(manifest)
     folder.finish()
     return TrainResult(folder.out, metrics)
+
+
+def trained_paraphrases(examples: list[Example]) -> list[dict[str, Any]]:
+    """Each (template, paraphrase) trained on, with its text: how ``ift eval`` tells the
+    instructions a model has seen from held-out ones."""
+    seen = {(e.template, e.paraphrase, e.instruction) for e in examples if e.template is not None}
+    return [
+        {"template": template, "paraphrase": index, "text": text}
+        for template, index, text in sorted(seen, key=lambda s: (str(s[0]), s[1] or 0))
+    ]
 
 
 def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:

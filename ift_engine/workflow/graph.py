@@ -45,7 +45,7 @@ class WorkflowGraph:
     def __init__(self, spec: WorkflowSpec, components: Components, pool: ModelPool, source: str):
         self.spec = spec
         self.source = source
-        self._components = components
+        self._components = components.with_templates(spec.templates, WorkflowError, source)
         self._pool = pool
         self._checked: set[str] = set()  # model specs already checked: big graphs share a few
         self.graph = nx.DiGraph()

@@ -31,7 +31,7 @@ from ..errors import WorkflowError
 from ..models.base import GenerationSettings
 from ..models.resolve import EnsembleSpec, ModelSpec
 from ..structured import MAX_LINES
-from ..templates import AnswerForm
+from ..templates import AnswerForm, TemplateSpec
 from ..validation import first_problem
 from .decisions import Condition, RepeatSpec, check_condition_size
 
@@ -301,6 +301,9 @@ class WorkflowSpec(SpecModel):
     models: dict[str, ModelSpec] = Field(default_factory=dict, description="named models")
     ensembles: dict[str, EnsembleSpec] = Field(default_factory=dict, description="named ensembles")
     model: ModelRef | None = Field(None, description="the model of nodes that name none")
+    templates: list[TemplateSpec] = Field(
+        default_factory=list, description="templates declared here, used like registered ones"
+    )
     backend: str | None = Field(
         None, description="run every model on this backend (e.g. onnx) unless a node says otherwise"
     )
