@@ -254,3 +254,21 @@ def test_weights_whose_sum_overflows_are_refused() -> None:
 
     with pytest.raises(ModelError, match="positive, finite sum"):
         check_weights([1e308, 1e308], 2)
+
+
+def test_a_label_nodes_jobs_and_an_ensemble_members_meet_at_one_worker_with_their_own_answers():
+    """Both classify with the same labels; waiting together for a busy worker, each still gets
+    answers of its own kind (a label node's Answers, a member's probabilities)."""
+    from ift_engine.models.base import GenerationSettings
+    from ift_engine.workflow.calls import Answer, submit
+
+    doc = flow({**mock("a", "positive"), "options": {"default": "positive", "delay": 0.3}})
+    wf = Workflow.from_dict(doc)
+    bound = wf.graph.node("n")
+    worker = wf.pool.worker(bound.model)
+    prompt = [{"role": "user", "content": "fine"}]
+    busy = worker.generate([prompt], GenerationSettings())  # both jobs below wait for it
+    answers = submit(bound, bound.generation, wf.pool, [prompt], None)
+    probabilities = worker.classify([prompt], bound.template.labels)  # what an ensemble member asks
+    assert busy.result(10) and isinstance(answers.result(10)[0], Answer)
+    assert probabilities.result(10)[0] == [1.0, 0.0]

@@ -72,18 +72,10 @@ def _chunks(
     for start in range(0, len(prompts), size):
         chunk = prompts[start : start + size]
         if labels is not None:
-            # The key and call of WorkerModel.classify: jobs of both merge into one batch.
-            futures.append(worker.submit(("classify", *labels), _classify_call(labels), chunk))
+            futures.append(worker.classify(chunk, labels))  # batched with ensembles' members too
         else:
             futures.append(worker.generate(chunk, settings))  # type: ignore[arg-type]
     return futures
-
-
-def _classify_call(labels: tuple[str, ...]) -> Callable[[Any, list[Prompt], Any], list[Any]]:
-    def call(model: Any, prompts: list[Prompt], _: Any) -> list[Any]:
-        return list(model.classify(prompts, labels))
-
-    return call
 
 
 def _answer(outcome: object, labels: tuple[str, ...]) -> str | None:

@@ -159,10 +159,17 @@ class ModelWorker:
         self._put(job)
         return job.future
 
+    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> Future[list[Any]]:
+        """Each prompt's label probabilities (a list of floats, or a ``Failure``), batched with
+        every other ``classify`` of the same labels."""
+        labels = list(labels)
+        return self.submit(("classify", *labels), lambda m, p, _: m.classify(p, labels), prompts)
+
     def submit(
         self, key: Hashable, call: BatchCall, prompts: Sequence[Prompt], on_text: TextSink | None = None
     ) -> Future[list[Any]]:
-        """``call(model, prompts, on_text)`` batched with the waiting jobs of the same ``key``."""
+        """``call(model, prompts, on_text)`` batched with the waiting jobs of the same ``key``:
+        jobs of one key must make the same call (a key names what the call computes)."""
         job = self._job(prompts, on_text)
         job.key, job.call = key, call
         self._put(job)
@@ -475,9 +482,7 @@ class WorkerModel(Model):
         return [c.text for c in self._answers(self.worker.generate(prompts, settings).result())]
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
-        labels = list(labels)
-        future = self.worker.submit(("classify", *labels), lambda m, p, _: m.classify(p, labels), prompts)
-        return self._answers(future.result())
+        return self._answers(self.worker.classify(prompts, labels).result())
 
     def score(
         self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False

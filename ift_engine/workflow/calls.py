@@ -82,7 +82,9 @@ def submit(
     model = worker.model
     if template.answer is AnswerForm.LABEL and model.can("classify"):
         labels = list(template.labels)
-        return worker.submit(("classify", *labels), lambda m, p, _: classify_answers(m, p, labels), prompts)
+        # Its own key: these jobs answer with ``Answer``s, worker.classify's with probabilities.
+        key = ("label answers", *labels)
+        return worker.submit(key, lambda m, p, _: classify_answers(m, p, labels), prompts)
     if isinstance(model, TextEnsembleModel):
 
         def with_members(m: Any, p: list[Prompt], _: Any) -> list[Answer]:
