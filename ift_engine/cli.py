@@ -161,12 +161,8 @@ def run_inputs_file(wf: Any, args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    summary = f"{report.done} done, {report.failed} failed"
-    if report.skipped:
-        summary += f", {report.skipped} skipped (already in {args.output})"
-    if report.bad_lines:
-        summary += f", {len(report.bad_lines)} bad input lines"
-    err.print(f"{summary}; results in {args.output}", style="dim" if report.ok else "bold red")
+    style = "dim" if report.ok else "bold red"
+    err.print(f"{report.summary(args.output)}; results in {args.output}", style=style)
     if not report.ok:
         err.print("failed items carry their node and message in the 'error' field of their rows")
     return 0 if report.ok else 1

@@ -298,7 +298,7 @@ def test_malformed_lines_are_reported_by_number_and_the_rest_run(tmp_path: Path)
     assert set(rows) == {1, 6, 7}
     assert rows[1]["error"] is None and rows[7]["error"] is None
     assert "unknown input 'other'" in rows[6]["error"]["message"]
-    assert "3 done, 1 failed" in stderr and "3 bad input lines" in stderr
+    assert "2 succeeded, 1 failed" in stderr and "3 bad input lines" in stderr
 
 
 def test_batch_cli_refuses_to_overwrite_and_needs_an_output(tmp_path: Path) -> None:
@@ -372,3 +372,14 @@ def test_run_file_refuses_an_output_that_is_its_inputs(tmp_path: Path) -> None:
     with pytest.raises(IftError, match="the output is the inputs file"):
         wf.run_file(inputs, tmp_path / "link.jsonl", resume=True)
     assert inputs.read_text() == '{"topic": "bees"}\n'
+
+
+def test_run_many_hands_each_item_to_a_callback_and_shows_progress(capsys) -> None:
+    wf = two_step(mock_spec(default="ok", errors={"Outline b": "no b"}))
+    seen: list[Any] = []
+    records = [{"id": i, "topic": t} for i, t in enumerate("abc")]
+    results = list(wf.run_many(records, batch_size=2, cache=False, on_item_done=seen.append, progress=True))
+    assert [r.id for r in seen] == [r.id for r in results] and len(results) == 3
+    assert sum(r.error is not None for r in results) == 1
+    bar = capsys.readouterr().err
+    assert "3/3" in bar and "failed=1" in bar

@@ -141,7 +141,7 @@ def test_a_resume_over_many_rows_keeps_every_one_and_runs_only_the_rest(tmp_path
     before = "".join(json.dumps(row) + "\n" for row in rows) + '{"id": "r30000", "outp'
     output.write_text(before)
     code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
-    assert code == 0 and f"3 done, 0 failed, {count} skipped" in stderr, stderr
+    assert code == 0 and f"3 succeeded, 0 failed, {count} skipped" in stderr, stderr
     text = output.read_text()
     assert text.startswith(before.rpartition("\n")[0] + "\n")  # every finished row kept, as it was
     assert sorted(ids(output)) == sorted(f"r{i}" for i in range(count + 3))

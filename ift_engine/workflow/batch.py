@@ -99,7 +99,8 @@ def run_many(
 
 @dataclass
 class BatchReport:
-    """What a batch run did."""
+    """What a batch run did: ``done`` rows written (``failed`` of them with an error),
+    ``skipped`` inputs already in the output, ``bad_lines`` inputs that could not be read."""
 
     done: int = 0
     failed: int = 0
@@ -107,8 +108,21 @@ class BatchReport:
     bad_lines: list[BadLine] = field(default_factory=list)
 
     @property
+    def succeeded(self) -> int:
+        return self.done - self.failed
+
+    @property
     def ok(self) -> bool:
         return self.failed == 0 and not self.bad_lines
+
+    def summary(self, output: str) -> str:
+        """``5 succeeded, 1 failed, 2 skipped (already in OUT), 1 bad input line``."""
+        parts = [f"{self.succeeded} succeeded", f"{self.failed} failed"]
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped (already in {output})")
+        if self.bad_lines:
+            parts.append(f"{len(self.bad_lines)} bad input line{'s' if len(self.bad_lines) != 1 else ''}")
+        return ", ".join(parts)
 
 
 def run_file(

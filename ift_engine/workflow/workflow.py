@@ -108,14 +108,19 @@ class Workflow:
         batch_size: int = 8,
         cache: CacheChoice = True,
         executor: Executor | None = None,
+        on_item_done: Callable[[RunResult], None] | None = None,
+        progress: bool = False,
     ) -> Iterator[RunResult]:
         """Run many inputs, ``batch_size`` per model call; yields each result as its batch
         finishes. Failures stay with their item (``result.error``) and never stop the rest.
+        ``on_item_done(result)`` is called as each finishes; ``progress=True`` shows a bar
+        (items done, failures, rate) on standard error.
 
         >>> for r in wf.run_many([{"id": 1, "topic": "bees"}, {"id": 2, "topic": "ants"}]):
         ...     print(r.id, r.error or r["article"])
         """
-        return run_many(records, executor or self.executor(cache=cache), batch_size=batch_size)
+        results = run_many(records, executor or self.executor(cache=cache), batch_size=batch_size)
+        return _reported(results, on_item_done, progress, getattr(records, "__len__", None))
 
     def run_file(
         self,
@@ -158,3 +163,26 @@ def runner_from_dict(spec: dict[str, Any], source: str, cache: str | None) -> Ru
     """The runner of the workflow ``spec`` with the answer cache in ``cache`` (or none): what
     a batch worker on another process or machine builds."""
     return Workflow.from_dict(spec, source=source).runner(cache or False)
+
+
+def _reported(
+    results: Iterator[RunResult],
+    on_item_done: Callable[[RunResult], None] | None,
+    progress: bool,
+    size: Callable[[], int] | None,
+) -> Iterator[RunResult]:
+    """``results``, each handed to ``on_item_done`` and counted on a progress bar first."""
+    if not progress and on_item_done is None:
+        yield from results
+        return
+    from tqdm import tqdm
+
+    failed = 0
+    with tqdm(total=size() if size else None, unit="item", disable=not progress, dynamic_ncols=True) as bar:
+        for result in results:
+            failed += result.error is not None
+            bar.set_postfix(failed=failed, refresh=False)
+            bar.update()
+            if on_item_done is not None:
+                on_item_done(result)
+            yield result
