@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,20 @@ def test_rows_stay_one_per_line_for_every_reader():
     row = {"id": "\u0085", "outputs": {"a": "one\u2028two\u2029three"}}
     text = encode_row(row).decode("utf-8")
     assert len(text.splitlines()) == 1 and json.loads(text) == row  # found by hypothesis: U+0085 in a key
+
+
+def test_the_hub_is_asked_again_after_a_while_and_when_offline_mode_changes(monkeypatch):
+    from huggingface_hub import constants
+
+    from ift_engine.models import hub
+
+    asked: list[str] = []
+    monkeypatch.setattr(hub, "_accepts_connection", lambda endpoint: asked.append(endpoint) or True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    reachable = hub.Reachability(ttl=0.2)
+    assert reachable() and reachable() and len(asked) == 1  # remembered for a while
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert not reachable() and len(asked) == 1  # offline: no connection tried
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    time.sleep(0.3)
+    assert reachable() and len(asked) == 2  # asked again once the answer is old

@@ -8,8 +8,9 @@ download can work.
 
 from __future__ import annotations
 
-import functools
 import socket
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,20 +19,44 @@ from ..errors import ModelError
 CONNECT_SECONDS = 3.0
 
 
-@functools.cache
-def hub_reachable() -> bool:
-    """Whether the hub endpoint accepts a TCP connection (asked once per process)."""
-    from huggingface_hub import constants
+class Reachability:
+    """Whether the hub endpoint accepts a TCP connection: asked at most once per ``ttl``
+    seconds for each endpoint, so a service started offline finds the hub once it is back."""
 
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        self._answers: dict[tuple[str, bool], tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        from huggingface_hub import constants
+
+        key = (constants.ENDPOINT, bool(constants.HF_HUB_OFFLINE))
+        with self._lock:
+            asked = self._answers.get(key)
+            if asked is not None and time.monotonic() - asked[0] < self.ttl:
+                return asked[1]
+        answer = not key[1] and _accepts_connection(key[0])
+        with self._lock:
+            self._answers[key] = (time.monotonic(), answer)
+        return answer
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
+
+
+def _accepts_connection(endpoint: str) -> bool:
+    url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname or "", port), timeout=CONNECT_SECONDS).close()
     except OSError:
         return False
     return True
+
+
+hub_reachable = Reachability()
 
 
 def cached_snapshot(repo_id: str) -> Path | None:
