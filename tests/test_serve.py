@@ -491,3 +491,16 @@ def test_metrics_time_streams_to_their_last_byte_and_answers_to_their_first_toke
     assert f'ift_time_to_first_token_seconds_count{{model="{model}"}} 1.0' in text
     assert f'ift_time_per_output_token_seconds_count{{model="{model}"}} 1.0' in text
     assert f'ift_generated_tokens_total{{model="{model}"}}' in text
+
+
+def test_the_served_workflows_and_chat_share_one_pool_so_each_model_loads_once(tmp_path: Path) -> None:
+    for name in ("one", "two"):  # both use the mock model "writer"
+        (tmp_path / f"{name}.yaml").write_text(json.dumps(mock_flow(name)))
+    app = create_app(ServeConfig(paths=[str(tmp_path)], cache=False))
+    with TestClient(app) as client:
+        chat = client.post("/v1/chat/completions", json={"model": "writer", "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"] == "hello"
+    service = app.state.service
+    [pool] = service.pools
+    models = {id(pool.get(wf.graph.node("draft").model)) for wf in service.workflows.values()}
+    assert len(models) == 1  # one loaded "writer" for both workflows and the chat

@@ -165,8 +165,13 @@ def raise_for_item(result: RunResult) -> None:
 def create_app(config: ServeConfig, workflows: Mapping[str, Workflow] | None = None) -> FastAPI:
     """The app for ``config`` (or for ``workflows`` already loaded)."""
     metrics = Metrics()
+    if workflows is None:  # one pool for the app: each model loads once, whichever workflows use it
+        from ..models.resolve import ModelPool
+        from ..plugins import components
+
+        workflows = load_workflows(config.paths, ModelPool(components()))
     service = Service(
-        workflows if workflows is not None else load_workflows(config.paths),
+        workflows,
         cache=config.cache,
         stats=metrics.worker_stats,
     )

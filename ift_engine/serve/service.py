@@ -155,14 +155,18 @@ class Service:
         their backend and options), and the registered aliases. Never an arbitrary path: a
         request must not make the server load any folder on disk."""
         models: dict[str, ModelSpec] = {}
-        if self.workflows:
-            pool = next(iter(self.workflows.values())).pool
-            models = {name: ModelSpec(name=name) for name in pool.components.model_aliases.names()}
+        self._chat_pools: dict[str, ModelPool] = {}  # each model runs in its workflow's pool
         for workflow in self.workflows.values():
             for node_id in workflow.graph.order():
                 model = workflow.graph.node(node_id).model
-                if isinstance(model, ModelSpec):
-                    models.setdefault(model.name, model)
+                if isinstance(model, ModelSpec) and model.name not in models:
+                    models[model.name] = model
+                    self._chat_pools[model.name] = workflow.pool
+        if self.pools:
+            for name in self.pools[0].components.model_aliases.names():
+                if name not in models:
+                    models[name] = ModelSpec(name=name)
+                    self._chat_pools[name] = self.pools[0]
         return models
 
     # -- workflows -----------------------------------------------------------------------------
@@ -216,7 +220,7 @@ class Service:
 
     def check_constraint(self, model: str) -> None:
         """``ModelError`` unless chat model ``model`` can decode under a constraint."""
-        backend = self.pools[0].backend_for(self.chat_models[model])
+        backend = self._chat_pools[model].backend_for(self.chat_models[model])
         if not backend.structured_outputs:
             raise ModelError(
                 f"response_format is not supported by backend '{backend.backend}' of model '{model}'; "
@@ -236,8 +240,7 @@ class Service:
         spec = self.chat_models.get(model)
         if spec is None:
             raise ModelError(f"unknown model '{model}' (known: {', '.join(self.chat_models)})")
-        pool = self.pools[0]
-        worker = await asyncio.to_thread(pool.worker, spec)  # loads it the first time
+        worker = await asyncio.to_thread(self._chat_pools[model].worker, spec)  # loads it the first time
         sink = None if on_text is None else (lambda index, text: on_text(text))
         [reply] = await asyncio.wrap_future(worker.generate([list(messages)], settings, sink, constraint))
         if isinstance(reply, Failure):
