@@ -55,3 +55,10 @@ class NodeError(IftError):
         super().__init__(f"node '{node}': {message}")
         self.node = node
         self.partial = partial
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a
+    one-line error quotes of a library's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

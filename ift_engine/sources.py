@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import IftError
+from .errors import IftError, first_line
 
 
 class NoSourceOptions(BaseModel):
@@ -128,7 +128,7 @@ class HubDataset(DatasetSource):
         except IftError:
             raise
         except Exception as exc:  # datasets raises many kinds (FileNotFoundError, ValueError, ...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise IftError(f"dataset '{options.path}': {first}") from None
 
 

@@ -16,7 +16,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
 from .decoding import Cohort, Row, decode_to_end
@@ -48,7 +48,7 @@ def native_errors(name: str) -> Iterator[None]:
     try:
         yield
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(
             f"model '{name}': onnxruntime-genai failed: {first}; export the model again with `ift export`"
         ) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +59,5 @@ def load_pretrained(
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = auto_class.from_pretrained(source, dtype=pick_dtype(dtype, target)).to(target).eval()
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"could not load {kind} '{name}' from {source}: {first_line}") from exc
+        raise ModelError(f"could not load {kind} '{name}' from {source}: {first_line(exc)}") from exc
     return model, tokenizer

@@ -8,8 +8,7 @@ from typing import Any
 from ..models.base import GenerationSettings, Model
 from ..scores import mean_rouge_l as rouge_l_of
 from .data import Example
-
-IGNORE = -100
+from .tokenize import IGNORE
 
 
 def token_accuracy(logits_argmax: Any, labels: Any) -> float:

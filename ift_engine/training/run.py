@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import TrainError
+from ..errors import TrainError, first_line
 from ..models.resolve import ModelPool, ModelSpec
 from ..plugins import components
 from .data import Example
 from .output import RunFolder
 from .spec import LoraSpec, TrainSpec
+from .tokenize import IGNORE
 
 
 @dataclass
@@ -153,7 +154,7 @@ def training_arguments(spec: TrainSpec, folder: RunFolder, evaluating: bool, pro
     try:
         return TrainingArguments(output_dir=str(folder.checkpoints), **{**engine, **settings.args})
     except (ValueError, TypeError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise TrainError(f"training.args: {first}") from None
 
 
@@ -181,7 +182,7 @@ def fit(
         args=training_arguments(spec, folder, evaluating, progress),
         train_dataset=features,
         eval_dataset=eval_features or None,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE),
         compute_metrics=compute_metrics if evaluating else None,
         preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
     )
