@@ -262,3 +262,66 @@ def test_cli_validate_and_run_exit_2_on_a_bad_adapter(tiny_causal_dir, trained_a
         )
         assert done.returncode == 2, done.stderr
         assert "node 'outline', field 'model.base'" in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.fixture(scope="session")
+def onnx_home(tmp_path_factory) -> Path:
+    """The engine's cache (exports made on first use) for the ONNX tests."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def onnx_adapters(tiny_causal_dir, two_adapters, tmp_path_factory, onnx_home) -> list[Path]:
+    """Two adapters of one shape exported by `ift export`: the base once, each adapter a file."""
+    from ift_engine.export import export_model
+
+    folder = tmp_path_factory.mktemp("onnx-adapters")
+    third = random_adapter(tiny_causal_dir, folder / "three", 3, ["q_proj", "v_proj"])
+    outs = [folder / "one-onnx", folder / "three-onnx"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IFT_ENGINE_HOME", str(onnx_home))
+        for adapter, out in zip([two_adapters[0], third], outs):
+            export_model(adapter, out)
+    return outs
+
+
+def test_onnx_export_of_adapters_exports_the_base_once(onnx_adapters):
+    manifests = [json.loads((out / "ift_model.json").read_text()) for out in onnx_adapters]
+    assert manifests[0]["adapter"]["base_export"] == manifests[1]["adapter"]["base_export"]
+    for out, manifest in zip(onnx_adapters, manifests):
+        assert sorted(p.name for p in out.iterdir()) == ["adapter.onnx_adapter", "ift_model.json"]
+        assert manifest["parity"]["fp32"]["max_abs_logit_diff"] < 1e-3
+        assert manifest["parity"]["fp32"]["greedy_agreement"] == 1.0
+
+
+def test_onnx_adapters_share_one_base_and_answer_as_their_merged_models(
+    tiny_causal_dir, two_adapters, onnx_adapters, onnx_home, monkeypatch
+):
+    monkeypatch.setenv("IFT_ENGINE_HOME", str(onnx_home))
+    pool = ModelPool(components())
+    workers = [pool.worker(ModelSpec(name=str(out))) for out in onnx_adapters]
+    assert all(isinstance(w, AdapterWorker) for w in workers)
+    assert workers[0].worker is workers[1].worker  # type: ignore[union-attr]
+    futures = [w.generate(PROMPTS, GREEDY) for w in workers]
+    got = [[c.text for c in f.result()] for f in futures]
+    sources = [Path(json.loads((out / "ift_model.json").read_text())["source"]) for out in onnx_adapters]
+    assert got == [merged(tiny_causal_dir, source).generate(PROMPTS, GREEDY) for source in sources]
+    # A PyTorch adapter on backend onnx is exported on first use, onto the same base export.
+    view = pool.get(ModelSpec(name=str(tiny_causal_dir), adapter=str(two_adapters[0]), backend="onnx"))
+    assert view.generate(PROMPTS, GREEDY) == got[0]
+    assert len(list((onnx_home / "onnx").glob("*-lora-*"))) == 1
+    pool.close()
+
+
+def test_int4_adapter_export_keeps_the_lora_branches_in_fp32(two_adapters, tmp_path, monkeypatch):
+    import onnx
+
+    from ift_engine.export import export_model
+
+    monkeypatch.setenv("IFT_ENGINE_HOME", str(tmp_path / "home"))
+    manifest = export_model(two_adapters[1], tmp_path / "int4", quantize="int4")
+    assert set(manifest["parity"]) == {"int4"} and manifest["parity"]["int4"]["top1_agreement"] > 0.5
+    graph = onnx.load(Path(manifest["adapter"]["base_export"]) / "model.onnx", load_external_data=False).graph
+    lora = [n.op_type for n in graph.node if "/lora_" in n.name and "MatMul" in n.name]
+    assert lora and set(lora) == {"MatMul"}
+    assert "MatMulNBits" in {n.op_type for n in graph.node}
