@@ -9,8 +9,8 @@ faster than transformers on a CPU, so it went.
 
 from __future__ import annotations
 
-import copy
 import hashlib
+import json
 import logging
 import math
 import shutil
@@ -25,14 +25,17 @@ from .errors import IftError, ModelError
 from .files import (
     OutputLock,
     check_output_folder,
+    files_fingerprint,
     move_into_place,
     read_json_mapping,
     staging_folder,
     write_manifest,
 )
-from .models.chat import chat_ids
-from .models.ort import ONNX_FILE, OnnxOptions, OrtClassifierModule, Quantize
+from .models.adapters import ONNX_ADAPTER_FILE, adapter_base, check_base, is_adapter_folder
+from .models.ort import ONNX_FILE, Quantize
 from .models.resolve import MANIFEST, cache_home, infer_backend
+from .onnx_lora import LORA_INPUTS, builder_options, lora_layout, open_lora_inputs, write_adapter_file
+from .parity import PROBES, causal_parity, classifier_parity
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +44,6 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "hf-causal": ("fp16", "int8", "int4"),
     "hf-classifier": ("int8", "int4"),
 }
-PROBES: tuple[str, ...] = (
-    "Write an outline for a short article about how honeybees communicate.",
-    "Is this review positive or negative? The room was dirty and the staff were rude.",
-    "用一句话概括：今天的天气很好，我们去公园散步了。",
-    "List three uses of copper.",
-)
 #: int4 as llama.cpp's Q4_K_M does it: k-quant 4-bit weights, with the output head and the most
 #: quantisation-sensitive layers in int8. On the sentiment-tuned SmolLM2 the builder's plain int4
 #: lost 19 points of label accuracy against fp32, this recipe 3 (examples/sentiment_zh/REPORT.md).
@@ -63,16 +60,6 @@ class ExportError(IftError):
     """The export failed or its outputs disagree with PyTorch."""
 
 
-def merge_lora(folder: Path, into: Path) -> Path:
-    """A LoRA adapter folder merged into its base model (ONNX wants plain weights)."""
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
-
-    AutoPeftModelForCausalLM.from_pretrained(folder).merge_and_unload().save_pretrained(into)
-    AutoTokenizer.from_pretrained(folder).save_pretrained(into)
-    return into
-
-
 def die_with_parent() -> None:
     """In a child process, before it runs: have the kernel kill it when the engine dies, even by
     ``kill -9`` (Linux; elsewhere the child may outlive a killed engine)."""
@@ -82,13 +69,17 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def build_causal(weights: Path, out: Path, precision: str, device: str, tokenizer: Any) -> None:
+def build_causal(
+    weights: Path, out: Path, precision: str, device: str, tokenizer: Any, extra: Sequence[str] = ()
+) -> None:
     """onnxruntime-genai's model builder, run as the command it is (its Python entry point
-    wants options only its own argument parser prepares); its log goes to a file beside."""
+    wants options only its own argument parser prepares), with ``extra`` options; its log goes
+    to a file beside."""
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(weights)]
     command += ["-o", str(out), "-p", precision, "-e", device, "-c", str(out.parent / "builder-cache")]
-    if precision == "int4":
-        command += ["--extra_options", *INT4_RECIPE]
+    options = [*(INT4_RECIPE if precision == "int4" else ()), *extra]
+    if options:
+        command += ["--extra_options", *options]
     log_file = out.parent / f"builder-{precision}.log"
     with log_file.open("w") as sink:
         done = subprocess.run(
@@ -151,72 +142,6 @@ def quantize_classifier(source: Path, target: Path, method: str) -> None:
         )
         quantizer.process()
         quantizer.model.save_model_to_file(str(target / ONNX_FILE), False)
-
-
-def causal_parity(
-    reference: Any, folder: Path, tokenizer: Any, device: str, new_tokens: int = 16
-) -> dict[str, float]:
-    """How closely the export follows PyTorch on the probe prompts, each followed by PyTorch's
-    ``new_tokens`` greedy tokens: the largest |logit difference| over every position; the share
-    of those continuation tokens the export also ranks first (teacher-forced, so one early
-    difference does not decide the rest); and the share of greedy tokens that agree position by
-    position when each model decodes on its own."""
-    import torch
-
-    from .models.genai import GenaiCausalLM
-    from .models.hf_causal import HFCausalLM
-
-    candidate = GenaiCausalLM.load("export", str(folder), OnnxOptions(device=device))
-    chats = [[{"role": "user", "content": p}] for p in PROBES]
-    # A copy: HFCausalLM may give the tokenizer a pad token, and exports save it as the source had it.
-    reference_lm = HFCausalLM("reference", reference, copy.deepcopy(tokenizer))
-    with torch.inference_mode():
-        continuations = _greedy(reference_lm, chats, new_tokens)
-        own = _greedy(candidate, chats, new_tokens)
-        prompts = [chat_ids(tokenizer, chat) for chat in chats]
-        rows = [p + c for p, c in zip(prompts, continuations)]
-        got = candidate.prompt_logits(rows)
-        diff, top1 = 0.0, []
-        for index, (ids, prompt) in enumerate(zip(rows, prompts)):
-            want = reference(torch.tensor([ids], device=reference.device)).logits[0].float().cpu()
-            diff = max(diff, (want - got[index, : len(ids)]).abs().max().item())
-            predicted = got[index, len(prompt) - 1 : len(ids) - 1].argmax(-1)
-            top1 += (predicted == torch.tensor(ids[len(prompt) :])).tolist()
-    greedy = [a == b for want, mine in zip(continuations, own) for a, b in zip(want, mine)]
-    return {
-        "max_abs_logit_diff": diff,
-        "top1_agreement": sum(top1) / len(top1),
-        "greedy_agreement": sum(greedy) / len(greedy),
-        "probes": len(PROBES),
-    }
-
-
-def _greedy(model: Any, chats: Sequence[Any], steps: int) -> list[list[int]]:
-    """``steps`` greedy tokens for each chat, end of turn included (no early stop)."""
-    decoding = model.start_decoding(chats)
-    rows: list[list[int]] = [[] for _ in chats]
-    for _ in range(steps):
-        chosen = decoding.logits().argmax(-1).tolist()
-        for row, token in zip(rows, chosen):
-            row.append(token)
-        decoding.advance(chosen)
-    return rows
-
-
-def classifier_parity(reference: Any, folder: Path, tokenizer: Any, device: str) -> dict[str, float]:
-    """Max |logit difference| and the share of probe texts given the same label."""
-    import torch
-
-    candidate = OrtClassifierModule(folder, OnnxOptions(device=device))
-    enc = tokenizer(list(PROBES), return_tensors="pt", padding=True, truncation=True)
-    with torch.inference_mode():
-        want = reference(**enc).logits.float()
-        got = candidate(**enc).logits.float()
-    return {
-        "max_abs_logit_diff": (want - got).abs().max().item(),
-        "label_agreement": (want.argmax(-1) == got.argmax(-1)).float().mean().item(),
-        "probes": len(PROBES),
-    }
 
 
 def export_manifest(folder: Path) -> dict[str, Any] | None:
@@ -301,12 +226,13 @@ def _export_locked(
     device: Literal["cpu", "cuda"],
     atol: float,
     overwrite: bool,
+    lora: Path | None = None,
 ) -> dict[str, Any]:
     """``export_model`` once ``out``'s lock is held."""
     check_export_target(out, source, overwrite)  # as it is now that no other export can change it
     work = staging_folder(out, "exporting")
     try:
-        final, manifest = _export_into(work, source, backend, quantize, device, atol)
+        final, manifest = _export_into(work, source, backend, quantize, device, atol, lora)
         check_export_target(out, source, overwrite)  # nothing of the user's appeared there meanwhile
         move_into_place(final, out)
         return manifest
@@ -321,26 +247,28 @@ def _export_into(
     quantize: Quantize | None,
     device: Literal["cpu", "cuda"],
     atol: float,
+    lora: Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Export, check and (optionally) convert inside ``work``; the finished folder and manifest."""
+    """Export, check and (optionally) convert inside ``work``; the finished folder and manifest.
+    ``lora``: a causal LM built with LoRA inputs shaped as that adapter's (``onnx_lora.py``)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    weights = source
-    if (source / "adapter_config.json").exists():
-        log.info("merging the LoRA adapter in %s before export", source)
-        weights = merge_lora(source, work / "merged")
+    if is_adapter_folder(source):
+        return _export_adapter_into(work, source, quantize, device, atol)
     causal = backend == "hf-causal"
     loader = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
-    reference = loader.from_pretrained(weights).eval()
-    tokenizer = AutoTokenizer.from_pretrained(weights)
+    reference = loader.from_pretrained(source).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
 
     def build(folder: Path, precision: str) -> dict[str, float]:
         log.info("exporting %s to ONNX (%s)", source, precision)
         if causal:
-            build_causal(weights, folder, precision, device, tokenizer)
+            build_causal(source, folder, precision, device, tokenizer, builder_options(lora, work / "fp32"))
+            if lora is not None:
+                open_lora_inputs(folder)
             return causal_parity(reference, folder, tokenizer, device)
         if precision == "fp32":
-            build_classifier(weights, folder, reference, tokenizer)
+            build_classifier(source, folder, reference, tokenizer)
         else:
             quantize_classifier(work / "fp32", folder, precision)
         return classifier_parity(reference, folder, tokenizer, device)
@@ -366,26 +294,79 @@ def _export_into(
         "quantize": quantize,
         "parity": parity,
     }
+    if lora is not None:
+        manifest["lora"] = lora_layout(lora)
+    return final, write_manifest(final, MANIFEST, manifest)
+
+
+def _export_adapter_into(
+    work: Path, adapter: Path, quantize: Quantize | None, device: Literal["cpu", "cuda"], atol: float
+) -> tuple[Path, dict[str, Any]]:
+    """A LoRA adapter: its base exported once with LoRA inputs (into the export cache, shared by
+    every adapter of that shape), and the adapter as an ``og.Adapters`` file with its manifest,
+    checked against the merged PyTorch model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .models.resolve import ModelPool, ModelSpec
+    from .plugins import components
+
+    base = adapter_base(adapter)
+    base_folder = Path(ModelPool(components()).locate(ModelSpec(name=base)))
+    check_base(adapter, base, base_folder)
+    base_export = export_cached(str(base_folder), quantize, device, lora=adapter)
+    final = work / "adapter"
+    final.mkdir()
+    shapes = json.loads((base_export / LORA_INPUTS).read_text())
+    write_adapter_file(adapter, shapes, final / ONNX_ADAPTER_FILE)
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder), str(adapter))
+    reference = merged.merge_and_unload().eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    variant = quantize or "fp32"
+    parity = {variant: causal_parity(reference, base_export, tokenizer, device, adapter=final)}
+    log.info("%s parity of the adapter: %s", variant, parity[variant])
+    if variant == "fp32" and parity["fp32"]["max_abs_logit_diff"] > atol:
+        raise ExportError(
+            f"ONNX export of the adapter {adapter} disagrees with PyTorch: max |logit diff| "
+            f"{parity['fp32']['max_abs_logit_diff']:.2e} > {atol:.0e}; pass a larger --atol if you accept it"
+        )
+    manifest = {
+        "backend": "onnx",
+        "task": "text-generation",
+        "runtime": "onnxruntime-genai",
+        "device": device,
+        "source": str(adapter),
+        "source_backend": "hf-causal",
+        "quantize": quantize,
+        "adapter": {"base": base, "base_export": str(base_export)},
+        "parity": parity,
+    }
     return final, write_manifest(final, MANIFEST, manifest)
 
 
 def export_cached(
-    source: str, quantize: Quantize | None = None, device: Literal["cpu", "cuda"] = "cpu"
+    source: str,
+    quantize: Quantize | None = None,
+    device: Literal["cpu", "cuda"] = "cpu",
+    lora: Path | None = None,
 ) -> Path:
     """The export of ``source`` for ``device`` in the cache, made on first use (a workflow node
-    that asks for ``backend: onnx`` on a PyTorch folder)."""
+    that asks for ``backend: onnx`` on a PyTorch folder or adapter), keyed on the fingerprint of
+    its files: a retrained model or adapter is exported anew. ``lora``: the base built with LoRA
+    inputs shaped as that adapter's."""
     path = Path(source)
     if not path.is_dir():
         raise ModelError(f"backend 'onnx' needs a local model folder to export, not {source!r}")
-    stamp = (path / "config.json").stat().st_mtime_ns if (path / "config.json").exists() else 0
-    key = f"{path.resolve()}:{stamp}:{quantize}:{device}:{EXPORTER_VERSION}"
+    shape = json.dumps(lora_layout(lora), sort_keys=True) if lora is not None else ""
+    key = f"{path.resolve()}:{files_fingerprint(path)}:{quantize}:{device}:{shape}:{EXPORTER_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    target = cache_home() / "onnx" / f"{path.name}-{quantize or 'fp32'}-{device}-{digest}"
+    kind = "-lora" if lora is not None else ""
+    target = cache_home() / "onnx" / f"{path.name}{kind}-{quantize or 'fp32'}-{device}-{digest}"
     if is_export(target):
         return target
     backend = infer_backend(path) or "hf-causal"
     check_format(backend, quantize, device)
     with OutputLock(target, "ONNX export", wait=True):  # another process may be making it
         if not is_export(target):
-            _export_locked(path, target, backend, quantize, device, FP32_ATOL, overwrite=True)
+            _export_locked(path, target, backend, quantize, device, FP32_ATOL, overwrite=True, lora=lora)
     return target

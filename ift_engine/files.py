@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -125,6 +126,20 @@ def write_file(
     finally:
         with suppress(FileNotFoundError):
             staging.unlink()
+
+
+def files_fingerprint(path: Path) -> str:
+    """A digest of every file under ``path``: name, size, modification and change times and
+    inode. A retrained or re-exported model gets a new fingerprint without hashing gigabytes of
+    weights, even when a copy keeps the old size and modification time (the change time and
+    inode cannot be set back by a copy)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        name = file.relative_to(path) if file != path else file.name
+        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}\n".encode())
+    return digest.hexdigest()
 
 
 def is_empty_folder(path: Path) -> bool:

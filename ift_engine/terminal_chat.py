@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from .errors import IftError, ModelError
 from .models.base import GenerationSettings
 from .models.resolve import ModelPool, ModelSpec
-from .models.worker import Completion, ModelWorker
+from .models.worker import Completion, Worker
 
 HELP = "/reset forgets the conversation, /exit ends it; Ctrl-C stops a reply, Ctrl-D ends the chat"
 
@@ -49,7 +49,7 @@ def lines(source: TextIO, interactive: bool, out: TextIO) -> Iterator[str]:
 class Conversation:
     """The messages so far, and one reply at a time from ``worker``."""
 
-    def __init__(self, worker: ModelWorker, settings: GenerationSettings, system: str | None, out: TextIO):
+    def __init__(self, worker: Worker, settings: GenerationSettings, system: str | None, out: TextIO):
         self.worker, self.settings, self.out = worker, settings, out
         self.start: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         self.messages = list(self.start)

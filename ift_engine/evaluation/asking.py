@@ -17,7 +17,7 @@ from itertools import combinations
 from typing import Any
 
 from ..models.base import GenerationSettings, Prompt
-from ..models.worker import Completion, ModelWorker
+from ..models.worker import Completion, Worker
 from ..parsers import find_label
 from ..scores import chrf, exact_match, mean_rouge_l
 from ..templates import AnswerForm, InstructionTemplate
@@ -41,7 +41,7 @@ class EvalModel:
     trained on (None when not known)."""
 
     name: str
-    worker: ModelWorker
+    worker: Worker
     trained: frozenset[str] | None = None
 
 
@@ -60,7 +60,7 @@ def asking_template(template: InstructionTemplate, paraphrases: Sequence[Paraphr
 
 
 def _chunks(
-    worker: ModelWorker,
+    worker: Worker,
     prompts: Sequence[Prompt],
     labels: tuple[str, ...] | None,
     settings: GenerationSettings,

@@ -89,6 +89,9 @@ class Model(ABC):
     #: worker passes one per prompt; a workflow that needs one on a backend without is refused
     #: when it loads.
     structured_outputs: ClassVar[bool] = False
+    #: Whether the backend applies LoRA adapters on a shared base (``adapters.py``): a workflow
+    #: naming an adapter on a backend without is refused when it loads.
+    serves_adapters: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -98,6 +101,12 @@ class Model(ABC):
         """Make ready what ``load`` reads and return where it is (the ``onnx`` backend exports a
         PyTorch folder on first use). The pool calls it before ``load``; by default, nothing."""
         return source
+
+    @classmethod
+    def prepare_adapter(cls, adapter: Path, options: Any) -> tuple[str | None, Path]:
+        """Make ready a LoRA adapter folder for this backend: (the base to load it on, None for
+        the base the spec names; the folder ``add_adapter`` reads). By default, as it is."""
+        return None, adapter
 
     @classmethod
     @abstractmethod

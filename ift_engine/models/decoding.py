@@ -29,7 +29,8 @@ class Row:
     goes while it grows (``on_text(new text)``). ``finish`` is None while it runs, then
     ``"stop"`` (an end-of-turn token, or its ``constraint``'s grammar complete) or ``"length"``
     (``max_new_tokens`` reached). A constrained row's ``matcher`` (``guidance.py``) is set by
-    the cohort it starts in."""
+    the cohort it starts in. ``adapter`` names the LoRA adapter the row is decoded with (None:
+    the bare model; see ``adapters.py``)."""
 
     def __init__(
         self,
@@ -37,9 +38,10 @@ class Row:
         settings: GenerationSettings,
         on_text: Callable[[str], None] | None = None,
         constraint: Constraint | None = None,
+        adapter: str | None = None,
     ) -> None:
         self.prompt, self.settings, self.on_text = prompt, settings, on_text
-        self.constraint = constraint
+        self.constraint, self.adapter = constraint, adapter
         self.matcher: Any = None
         self.submitted = time.perf_counter()
         self.first_token: float | None = None  # when its first token was chosen
@@ -127,12 +129,13 @@ class BatchesContinuously(Protocol):
         ...
 
     def start_cohort(self, rows: Sequence[Row]) -> Cohort:
-        """Tokenize and prefill ``rows`` (all with settings of one ``cohort_key``)."""
+        """Tokenize and prefill ``rows`` (all of one ``cohort_key``)."""
         ...
 
-    def cohort_key(self, settings: GenerationSettings) -> Hashable:
-        """Settings under which rows may share a cohort (constrained or not: a cohort's rows
-        each have their own constraint)."""
+    def cohort_key(self, row: Row) -> Hashable:
+        """What rows that share a cohort have in common: settings and, where the backend
+        applies one adapter per batch, the adapter (constrained or not: a cohort's rows each
+        have their own constraint)."""
         ...
 
 
@@ -142,13 +145,15 @@ def decode_to_end(
     settings: GenerationSettings,
     on_text: TextSink | None = None,
     constraint: Constraint | None = None,
+    adapter: str | None = None,
 ) -> list[Row]:
-    """Answer ``prompts`` in cohorts of the model's batch size (``generate`` of the backends)."""
+    """Answer ``prompts`` in cohorts of the model's batch size (``generate`` of the backends),
+    with ``adapter`` applied where given."""
 
     def sink(index: int) -> Callable[[str], None] | None:
         return None if on_text is None else lambda text: on_text(index, text)
 
-    rows = [Row(prompt, settings, sink(i), constraint) for i, prompt in enumerate(prompts)]
+    rows = [Row(prompt, settings, sink(i), constraint, adapter) for i, prompt in enumerate(prompts)]
     for offset in range(0, len(rows), model.batch_size):
         cohort = model.start_cohort(rows[offset : offset + model.batch_size])
         while cohort.rows:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError, first_line
+from .adapters import ONNX_ADAPTER_FILE, AdapterError, SwitchesAdapters
 from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
 from .decoding import Cohort, Row, decode_to_end
@@ -66,11 +67,13 @@ def _model_config(folder: Path) -> dict[str, Any]:
     return model
 
 
-class GenaiCausalLM(StreamingModel):
-    """An ``ift export`` of a causal LM, run by onnxruntime-genai (registered through ``onnx``)."""
+class GenaiCausalLM(StreamingModel, SwitchesAdapters):
+    """An ``ift export`` of a causal LM, run by onnxruntime-genai (registered through ``onnx``).
+    An export built with LoRA inputs (``adapter_export.py``) applies one adapter per generator."""
 
     backend = "onnx"
     structured_outputs = True
+    serves_adapters = True
 
     def __init__(self, name: str, folder: Path, tokenizer: PreTrainedTokenizerBase, options: OnnxOptions):
         import onnxruntime_genai as og
@@ -100,6 +103,23 @@ class GenaiCausalLM(StreamingModel):
                 config.append_provider("cuda")
             config.overlay(json.dumps({"model": overlay}))
             self.og_model = og.Model(config)
+        self.adapters: set[str] = set()
+        self._og_adapters: Any = None
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        """Load an adapter exported by ``ift export`` (an ``og.Adapters`` file)."""
+        if name in self.adapters:
+            return
+        import onnxruntime_genai as og
+
+        try:
+            if self._og_adapters is None:
+                self._og_adapters = og.Adapters(self.og_model)
+            self._og_adapters.load(str(folder / ONNX_ADAPTER_FILE), name)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AdapterError(f"adapter '{folder}' does not fit model '{self.name}': {first}") from None
+        self.adapters.add(name)
 
     @classmethod
     def load(cls, name: str, source: str, options: OnnxOptions) -> GenaiCausalLM:
@@ -114,10 +134,15 @@ class GenaiCausalLM(StreamingModel):
         return np.array([list(r) + [self.pad_id] * (width - len(r)) for r in rows], dtype=np.int32)
 
     def _generator(
-        self, prompts: Sequence[Sequence[int]], settings: GenerationSettings | None, room: int = 1
+        self,
+        prompts: Sequence[Sequence[int]],
+        settings: GenerationSettings | None,
+        room: int = 1,
+        adapter: str | None = None,
     ) -> Any:
-        """A generator over right-padded ``prompts``, ready for its first token; without
-        ``settings``, with ``room`` for that many more tokens (for scoring)."""
+        """A generator over right-padded ``prompts``, ready for its first token, with ``adapter``
+        (else the one of ``using_adapter``) applied; without ``settings``, with ``room`` for that
+        many more tokens (for scoring)."""
         import onnxruntime_genai as og
 
         params = og.GeneratorParams(self.og_model)
@@ -146,6 +171,9 @@ class GenaiCausalLM(StreamingModel):
         with native_errors(self.name):
             params.set_search_options(**options)
             generator = og.Generator(self.og_model, params)
+            adapter = adapter or self.active
+            if adapter is not None:
+                generator.set_active_adapter(self._og_adapters, adapter)
             generator.append_tokens(self._padded(prompts))
         return generator
 
@@ -154,9 +182,9 @@ class GenaiCausalLM(StreamingModel):
     ) -> list[str]:
         return [row.text() for row in decode_to_end(self, prompts, settings, on_text)]
 
-    def cohort_key(self, settings: GenerationSettings) -> Hashable:
-        """One generator has one set of search options (its seed included)."""
-        return settings.model_copy(update={"max_new_tokens": 1}).model_dump_json()
+    def cohort_key(self, row: Row) -> Hashable:
+        """One generator has one set of search options (its seed included) and one adapter."""
+        return row.settings.model_copy(update={"max_new_tokens": 1}).model_dump_json(), row.adapter
 
     def start_cohort(self, rows: Sequence[Row]) -> GenaiCohort:
         return GenaiCohort(self, rows)
@@ -236,7 +264,7 @@ class GenaiCohort(Cohort):
         longest = max(row.settings.max_new_tokens for row in self.slots)
         settings = self.slots[0].settings.model_copy(update={"max_new_tokens": longest})
         model.guidance.start(self.slots)
-        self.generator = model._generator(prompts, settings)
+        self.generator = model._generator(prompts, settings, adapter=self.slots[0].adapter)
         self.ended: set[int] = set()
 
     def step(self) -> list[Row]:

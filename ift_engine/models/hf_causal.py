@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ModelError
+from .adapters import AdapterError, SwitchesAdapters, read_adapter_config
 from .base import GenerationSettings, Prompt, StreamingModel, TextSink
 from .chat import chat_ids, text_ids
 from .decoding import Row, decode_to_end, sampling_key
@@ -22,6 +24,8 @@ if TYPE_CHECKING:  # imported lazily: see torch_utils
 
 # End-of-turn markers of common chat formats; generation stops at any that the vocabulary has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
+#: peft's name, in a mixed-adapter batch, for the rows that run on the bare base.
+BASE_ROWS = "__base__"
 
 
 class CausalLMOptions(BaseModel):
@@ -61,10 +65,11 @@ def repeat_cache(past: Any, times: int) -> Any:
     return type(past)(tuple(t.repeat_interleave(times, 0) for t in layer) for layer in past)
 
 
-class HFCausalLM(StreamingModel):
+class HFCausalLM(StreamingModel, SwitchesAdapters):
     backend = "hf-causal"
     options_model = CausalLMOptions
     structured_outputs = True
+    serves_adapters = True
 
     def __init__(
         self,
@@ -89,6 +94,7 @@ class HFCausalLM(StreamingModel):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.stop_ids[0])
         self.guidance = Guidance(name, tokenizer, self.stop_ids, getattr(model.config, "vocab_size", None))
+        self.adapters: set[str] = set()
 
     @classmethod
     def load(cls, name: str, source: str, options: CausalLMOptions) -> HFCausalLM:
@@ -113,8 +119,38 @@ class HFCausalLM(StreamingModel):
         with torch.inference_mode():
             return [row.text() for row in decode_to_end(self, prompts, settings, on_text)]
 
-    def cohort_key(self, settings: GenerationSettings) -> Hashable:
-        return sampling_key(settings)
+    def cohort_key(self, row: Row) -> Hashable:
+        """Rows of every adapter share a cohort: peft runs each row's own adapter."""
+        return sampling_key(row.settings)
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        """Load a peft LoRA adapter beside the base weights (which stay unmerged, so rows of
+        several adapters and of the bare base share one forward pass)."""
+        if name in self.adapters:
+            return
+        from peft import PeftModel
+
+        if read_adapter_config(folder).get("use_dora"):
+            raise AdapterError(
+                f"adapter '{folder}' is a DoRA adapter, which peft cannot mix with other rows in a "
+                "batch; merge it into its base (lora.merge: true) instead"
+            )
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(folder), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AdapterError(f"adapter '{folder}' does not fit model '{self.name}': {first}") from None
+        self.model.eval()
+        self.adapters.add(name)
+
+    def adapter_args(self, adapters: Sequence[str | None]) -> dict[str, Any]:
+        """The forward pass's per-row adapters (nothing while the model has none loaded)."""
+        if not self.adapters:
+            return {}
+        return {"adapter_names": [name or BASE_ROWS for name in adapters]}
 
     def prompt_length(self, prompt: Prompt) -> int:
         return len(chat_ids(self.tokenizer, prompt))
@@ -165,6 +201,7 @@ class HFCausalLM(StreamingModel):
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
             use_cache=True,
+            **self.adapter_args([self.active] * n_prompts),
         )
         first = out.logits[:, -1].float().log_softmax(-1).cpu()  # predicts each choice's first token
         past = repeat_cache(out.cache, n_choices)
@@ -185,6 +222,7 @@ class HFCausalLM(StreamingModel):
             ).to(self.device),
             cache=past,
             use_cache=True,
+            **self.adapter_args([self.active] * (n_prompts * n_choices)),
         )
         steps = out.logits.float().log_softmax(-1).cpu()
         rows: list[list[float]] = []

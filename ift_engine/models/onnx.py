@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .adapters import adapter_base, infer_adapter
 from .base import Model
 from .genai import GenaiCausalLM, is_genai_export
 from .hf_classifier import HFClassifier
@@ -26,6 +27,18 @@ class OnnxModel(Model):
     backend = "onnx"
     options_model = OnnxOptions
     structured_outputs = True  # causal LM exports (a classifier export does not generate)
+    serves_adapters = True  # causal LM exports, through og.Adapters
+
+    @classmethod
+    def prepare_adapter(cls, adapter: Path, options: OnnxOptions) -> tuple[str | None, Path]:
+        """A PyTorch adapter is exported on first use, once (its base once for all its
+        adapters); an exported adapter is loaded on the base export its manifest names."""
+        if infer_adapter(adapter) != "onnx":
+            from ..export import export_cached
+
+            on_gpu = pick_provider(options.device) == CUDA
+            adapter = export_cached(str(adapter), options.quantize, "cuda" if on_gpu else "cpu")
+        return adapter_base(adapter), adapter
 
     @classmethod
     def prepare(cls, source: str, options: OnnxOptions) -> str:

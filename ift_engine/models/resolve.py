@@ -19,14 +19,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ModelError
 from ..validation import forbidding_extra
+from .adapters import (
+    AdapterError,
+    AdapterModel,
+    adapter_base,
+    adapter_key,
+    check_adapter_folder,
+    check_base,
+    infer_adapter,
+)
 from .base import Model
 from .hub import resolve_hub_id
 from .torch_thread import on_torch_thread
-from .worker import ModelWorker, WorkerModel, WorkerStats
+from .worker import AdapterWorker, ModelWorker, Worker, WorkerModel, WorkerStats
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MANIFEST = "ift_model.json"
@@ -35,16 +44,34 @@ log = logging.getLogger(__name__)
 
 class ModelSpec(BaseModel):
     """Which model to load and how: ``name`` (alias, folder, GGUF file or hub id), ``backend``
-    (inferred when left out) and backend ``options`` (device, dtype, batch size...)."""
+    (inferred when left out) and backend ``options`` (device, dtype, batch size...). With
+    ``adapter`` (a LoRA adapter folder), the model is that adapter on ``name``, which may also
+    be written ``base``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     backend: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    adapter: str | None = Field(None, min_length=1, description="a LoRA adapter folder applied to the base")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _base_is_the_name(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or "base" not in value:
+            return value
+        if "name" in value:
+            raise ValueError("give 'base' or 'name', not both")
+        return {("name" if key == "base" else key): item for key, item in value.items()}
 
     def key(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        # A spec without an adapter keys as it did before adapters existed (cached answers stay).
+        dumped = self.model_dump(mode="json", exclude={"adapter"} if self.adapter is None else set())
+        return json.dumps(dumped, sort_keys=True)
+
+    def base(self) -> ModelSpec:
+        """The model the adapter is applied to (the spec itself when it names none)."""
+        return self.model_copy(update={"adapter": None})
 
 
 class EnsembleSpec(BaseModel):
@@ -199,6 +226,7 @@ class ModelPool:
         self.stats = stats
         self._models: dict[str, Model] = {}
         self._workers: dict[str, ModelWorker] = {}
+        self._bases: dict[str, str] = {}  # an adapter spec's key -> its base's key
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -251,11 +279,44 @@ class ModelPool:
             )
         return "hub", spec.name
 
+    def resolve(self, spec: ModelSpec) -> ModelSpec:
+        """The spec with an adapter folder named alone read as ``{name: its base, adapter:
+        folder}`` (the base from its manifest; the backend too, when the spec gives none)."""
+        path = Path(spec.name).expanduser()
+        if spec.adapter is not None or not path.is_dir() or infer_adapter(path) is None:
+            return spec
+        return ModelSpec(
+            name=adapter_base(path),
+            backend=spec.backend or infer_backend(path),
+            options=spec.options,
+            adapter=spec.name,
+        )
+
     def check(self, spec: ModelSpec) -> None:
-        """Validate a spec (backend, options, where it points) without loading anything."""
+        """Validate a spec (backend, options, where it points, its adapter) without loading anything."""
+        spec = self.resolve(spec)
+        if spec.adapter is not None:
+            self._check_adapter(spec)
         if self.backend_for(spec).locates_weights:
             self._where(spec)
         self.options_for(spec)
+
+    def _check_adapter(self, spec: ModelSpec) -> Path:
+        """The adapter folder, checked: a backend that applies adapters, a folder that holds one,
+        and a base that exists and is the one the adapter was trained on."""
+        cls = self.backend_for(spec)
+        if not cls.serves_adapters:
+            raise AdapterError(f"backend '{cls.backend}' cannot apply LoRA adapters; use hf-causal or onnx")
+        folder = check_adapter_folder(spec.adapter or "")
+        try:
+            kind, _ = self._where(spec.base())
+            base_folder = None if kind == "hub" else Path(self.locate(spec.base()))
+        except AdapterError:
+            raise
+        except ModelError as exc:
+            raise AdapterError(str(exc), "base") from None
+        check_base(folder, spec.name, base_folder)
+        return folder
 
     def locate(self, spec: ModelSpec) -> str:
         """The folder or hub id that ``spec.name`` points to (converting a GGUF file once)."""
@@ -281,6 +342,7 @@ class ModelPool:
             self.check(member if isinstance(member, ModelSpec) else ModelSpec(name=member))
 
     def get(self, spec: ModelSpec | EnsembleSpec) -> Model:
+        spec = self.resolve(spec) if isinstance(spec, ModelSpec) else spec
         key = spec.key()
         with self._guard:
             if key in self._models:
@@ -291,10 +353,15 @@ class ModelPool:
                 self._models[key] = self._load(spec)
             return self._models[key]
 
-    def worker(self, spec: ModelSpec | EnsembleSpec) -> ModelWorker:
-        """The worker of ``spec``'s model, loading it first if need be."""
+    def worker(self, spec: ModelSpec | EnsembleSpec) -> Worker:
+        """The worker of ``spec``'s model, loading it first if need be; for an adapter, its view
+        of the base's worker."""
         model = self.get(spec)
+        spec = self.resolve(spec) if isinstance(spec, ModelSpec) else spec
         key = spec.key()
+        if isinstance(model, AdapterModel):
+            base = self._workers[self._bases[key]]
+            return AdapterWorker(base, model, model.adapter)
         with self._guard:
             if key not in self._workers:
                 stats = self.stats(model.name) if self.stats else None
@@ -317,7 +384,27 @@ class ModelPool:
             ]
             ensembler = self.components.ensemblers.get(spec.ensemble)
             return ensembler(members, spec.weights).model(spec.name)
+        if spec.adapter is not None:
+            return self._load_adapter(spec)
         cls = self.backend_for(spec)
         options = self.options_for(spec)
         source = cls.prepare(self.locate(spec), options) if cls.locates_weights else spec.name
         return cls.load(spec.name, source, options)
+
+    def _load_adapter(self, spec: ModelSpec) -> Model:
+        """The adapter loaded into its base's model (loading the base once for all its
+        adapters), seen as a model of its own."""
+        folder = self._check_adapter(spec)
+        cls = self.backend_for(spec)
+        base_name, prepared = cls.prepare_adapter(folder, self.options_for(spec))
+        base_spec = (
+            spec.base()
+            if base_name is None
+            else ModelSpec(name=base_name, backend=spec.backend, options=spec.options)
+        )
+        worker = self.worker(base_spec)
+        assert isinstance(worker, ModelWorker)  # a spec without adapter has a worker of its own
+        view = AdapterModel(spec.adapter or "", worker.model, adapter_key(prepared))
+        worker.run(lambda: view.base.add_adapter(view.adapter, prepared)).result()
+        self._bases[spec.key()] = base_spec.key()
+        return view

@@ -8,7 +8,10 @@ left-padded with masked columns), and columns that no row attends to any more ar
   leave at once, new rows prefill on their own and then join the running batch.
 - ``TorchSteps``: logits then chosen tokens, for token-level ensembles (``DecodesSteps``).
 
-Rows and joins only ever add masked padding, so a row's answer is the one it gets alone.
+Rows and joins only ever add masked padding, so a row's answer is the one it gets alone. Each
+row carries its LoRA adapter (``Row.adapter``), which peft applies to that row alone in the shared
+forward pass (``adapter_names``), so rows of several adapters and of the bare base decode
+together.
 """
 
 from __future__ import annotations
@@ -39,10 +42,14 @@ def left_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
 
 
 class KVBatch:
-    """Rows of token ids with their KV cache (see the module docstring)."""
+    """Rows of token ids with their KV cache (see the module docstring); ``adapters``: each
+    row's LoRA adapter (None: the bare model)."""
 
-    def __init__(self, model: HFCausalLM, prompts: Sequence[Sequence[int]]) -> None:
+    def __init__(
+        self, model: HFCausalLM, prompts: Sequence[Sequence[int]], adapters: Sequence[str | None]
+    ) -> None:
         self.model = model
+        self.adapters = list(adapters)
         ids, self.mask = left_padded(prompts, model.tokenizer.pad_token_id)
         self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
         self.past: Any = None
@@ -60,6 +67,7 @@ class KVBatch:
             cache=self.past,
             use_cache=True,
             **last,
+            **self.model.adapter_args(self.adapters),
         )
         self.past = out.cache
         return out.logits[:, -1, :].float().cpu()
@@ -86,6 +94,7 @@ class KVBatch:
         index = torch.tensor(list(indices), dtype=torch.long)
         self.past.batch_select_indices(index.to(self.model.device))
         self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
+        self.adapters = [self.adapters[i] for i in indices]
         self._trim()
 
     def _trim(self) -> None:
@@ -114,6 +123,7 @@ class KVBatch:
         self.mask = torch.cat([widened(self.mask, 1), widened(other.mask, 1)])
         self.positions = torch.cat([self.positions[:, -1:], other.positions[:, -1:]])
         self.logits = torch.cat([self.logits, other.logits])
+        self.adapters += other.adapters
 
 
 class TorchCohort(Cohort):
@@ -134,7 +144,7 @@ class TorchCohort(Cohort):
                     f"{limit}; shorten the input"
                 )
         model.guidance.start(self.slots)
-        self.batch = KVBatch(model, prompts)
+        self.batch = KVBatch(model, prompts, [row.adapter for row in self.slots])
         self.chooser = TokenChooser(self.slots[0].settings)
         self.generators = [self.chooser.generator(row.settings) for row in self.slots]
         self.seen = torch.zeros(self.batch.logits.shape, dtype=torch.bool)
@@ -205,7 +215,8 @@ class TorchSteps:
     """Step-by-step decoding for token-level ensembles (``DecodingSteps``)."""
 
     def __init__(self, model: HFCausalLM, prompts: Sequence[Prompt]) -> None:
-        self.batch = KVBatch(model, [chat_ids(model.tokenizer, p) for p in prompts])
+        ids = [chat_ids(model.tokenizer, p) for p in prompts]
+        self.batch = KVBatch(model, ids, [model.active] * len(ids))
 
     def logits(self) -> Any:
         return self.batch.logits

@@ -143,10 +143,12 @@ class ModelWorker:
         settings: GenerationSettings,
         on_text: TextSink | None = None,
         constraint: Constraint | None = None,
+        adapter: str | None = None,
     ) -> Future[list[Completion | Failure]]:
         """Generated answers; ``on_text(prompt index, new text)`` as they grow. Decoding is
         limited to ``constraint`` on models that batch continuously; others (the mock) answer
-        as they do, and their answers are checked when parsed."""
+        as they do, and their answers are checked when parsed. ``adapter``: the LoRA adapter
+        (loaded into the model) the rows are decoded with."""
         if not isinstance(self.model, BatchesContinuously):
             key = ("generate", settings.model_dump_json())
             return self.submit(key, _generate_call(settings), prompts, on_text)
@@ -155,15 +157,14 @@ class ModelWorker:
         def sink(index: int) -> Callable[[str], None] | None:
             return None if on_text is None else lambda text: on_text(index, text)
 
-        job.rows = [Row(p, settings, sink(i), constraint) for i, p in enumerate(job.prompts)]
+        job.rows = [Row(p, settings, sink(i), constraint, adapter) for i, p in enumerate(job.prompts)]
         self._put(job)
         return job.future
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> Future[list[Any]]:
         """Each prompt's label probabilities (a list of floats, or a ``Failure``), batched with
         every other ``classify`` of the same labels."""
-        labels = list(labels)
-        return self.submit(("classify", *labels), lambda m, p, _: m.classify(p, labels), prompts)
+        return self.submit(*_classify_job(labels), prompts)
 
     def submit(
         self, key: Hashable, call: BatchCall, prompts: Sequence[Prompt], on_text: TextSink | None = None
@@ -308,7 +309,7 @@ class ModelWorker:
                 tokens -= need
             self._rows.popleft()
             self._starting.append((job, index))  # failed with the rest if anything below raises
-            groups.setdefault(model.cohort_key(job.rows[index].settings), []).append((job, index))
+            groups.setdefault(model.cohort_key(job.rows[index]), []).append((job, index))
             room -= 1
         for entries in groups.values():
             cohort = self._started([job.rows[i] for job, i in entries], entries)
@@ -317,8 +318,8 @@ class ModelWorker:
                 continue
             for entry in entries:
                 self._owner[id(entry[0].rows[entry[1]])] = entry
-            key = model.cohort_key(cohort.rows[0].settings)
-            running = next((c for c in self._cohorts if model.cohort_key(c.rows[0].settings) == key), None)
+            key = model.cohort_key(cohort.rows[0])
+            running = next((c for c in self._cohorts if model.cohort_key(c.rows[0]) == key), None)
             if running is None or not running.merge(cohort):
                 self._cohorts.append(cohort)
 
@@ -444,6 +445,52 @@ def _generate_call(settings: GenerationSettings) -> BatchCall:
     return call
 
 
+class AdapterWorker:
+    """One LoRA adapter's view of its base model's worker (``adapters.py``): generation rows
+    carry the adapter, so they share decode steps with the base's other rows; batched calls
+    are keyed by the adapter and given ``model``, the adapter's view of the base."""
+
+    def __init__(self, worker: ModelWorker, model: Model, adapter: str) -> None:
+        self.worker, self.model, self.adapter = worker, model, adapter
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        settings: GenerationSettings,
+        on_text: TextSink | None = None,
+        constraint: Constraint | None = None,
+    ) -> Future[list[Completion | Failure]]:
+        return self.worker.generate(prompts, settings, on_text, constraint, self.adapter)
+
+    def submit(
+        self, key: Hashable, call: BatchCall, prompts: Sequence[Prompt], on_text: TextSink | None = None
+    ) -> Future[list[Any]]:
+        view = self.model
+        keyed = ("adapter", self.adapter, key)
+        return self.worker.submit(keyed, lambda _, p, t: call(view, p, t), prompts, on_text)
+
+    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> Future[list[Any]]:
+        """``ModelWorker.classify`` under the adapter."""
+        return self.submit(*_classify_job(labels), prompts)
+
+    def run(self, function: Callable[[], R]) -> Future[R]:
+        return self.worker.run(function)
+
+    @property
+    def max_batch(self) -> int:
+        return self.worker.max_batch
+
+
+def _classify_job(labels: Sequence[str]) -> tuple[Hashable, BatchCall]:
+    """The key and call of a classification: every job of the key makes this call."""
+    labels = list(labels)
+    return ("classify", *labels), lambda model, prompts, _: model.classify(prompts, labels)
+
+
+#: What callers submit to: a model's worker, or an adapter's view of its base's.
+Worker = ModelWorker | AdapterWorker
+
+
 class WorkerModel(Model):
     """A model seen through its worker: each call is submitted and waited for. Ensembles hold
     their members this way, so a member that other nodes also use still has one owner."""
@@ -451,13 +498,13 @@ class WorkerModel(Model):
     backend = "worker"
     locates_weights = False
 
-    def __init__(self, worker: ModelWorker) -> None:
+    def __init__(self, worker: Worker) -> None:
         super().__init__(worker.model.name)
         self.worker, self.inner = worker, worker.model
         self.backend = worker.model.backend  # type: ignore[misc]  # error messages name the real one
 
     @staticmethod
-    def of(worker: ModelWorker) -> WorkerModel:
+    def of(worker: Worker) -> WorkerModel:
         """The right view: one that decodes step by step where the model does."""
         return SteppingWorkerModel(worker) if isinstance(worker.model, DecodesSteps) else WorkerModel(worker)
 
@@ -498,7 +545,7 @@ class SteppingWorkerModel(WorkerModel):
     """A ``WorkerModel`` of a model that decodes step by step (``DecodesSteps``); each step
     runs on the model's worker."""
 
-    def __init__(self, worker: ModelWorker) -> None:
+    def __init__(self, worker: Worker) -> None:
         super().__init__(worker)
         inner: Any = worker.model
         # A copy: the ensemble tokenizes on its own thread, and a fast tokenizer must not be
@@ -511,7 +558,7 @@ class SteppingWorkerModel(WorkerModel):
 
 
 class _WorkerSteps:
-    def __init__(self, worker: ModelWorker, steps: DecodingSteps) -> None:
+    def __init__(self, worker: Worker, steps: DecodingSteps) -> None:
         self.worker, self.steps = worker, steps
 
     def logits(self) -> Any:

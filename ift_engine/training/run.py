@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainError, first_line
+from ..files import files_fingerprint, read_json_mapping
+from ..models.adapters import shape_of
 from ..models.resolve import ModelPool, ModelSpec
 from ..plugins import components
 from .data import Example
@@ -200,20 +202,23 @@ def write_outputs(
     fitted: Fitted,
     examples: tuple[list[Example], list[Example]],
     started: float,
+    base_folder: str,
 ) -> TrainResult:
-    """The merged model folder, metrics, loss curve, log and manifest, renamed into place."""
+    """The model folder (merged, or the adapter alone), metrics, loss curve, log and manifest,
+    renamed into place."""
     from ..models.hf_causal import HFCausalLM
     from .metrics import task_metrics
     from .trainer import fingerprint
 
     train_examples, eval_examples = examples
     out, settings = folder.work, spec.training
-    if settings.lora is not None:
+    keeps_adapter = settings.lora is not None and not settings.lora.merge
+    if settings.lora is not None and not keeps_adapter:
         if settings.keep_adapter:
             model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
     model.eval()
-    model.save_pretrained(out)
+    model.save_pretrained(out)  # with the adapter kept: a peft adapter folder
     tokenizer.save_pretrained(out)
     history = fitted.trainer.state.log_history
     metrics: dict[str, Any] = {
@@ -249,6 +254,8 @@ def write_outputs(
     }
     if paraphrase_eval is not None:
         manifest["eval"] = paraphrase_eval
+    if keeps_adapter:
+        manifest["adapter"] = adapter_record(spec.base_model, base_folder)
     folder.write_manifest(manifest)
     folder.finish()
     return TrainResult(folder.out, metrics)
@@ -262,6 +269,19 @@ def trained_paraphrases(examples: list[Example]) -> list[dict[str, Any]]:
         {"template": template, "paraphrase": index, "text": text}
         for template, index, text in sorted(seen, key=lambda s: (str(s[0]), s[1] or 0))
     ]
+
+
+def adapter_record(base_model: str, base_folder: str) -> dict[str, Any]:
+    """What a kept adapter's manifest says of its base: how to name it (an alias or hub id as
+    given, a folder as an absolute path), its shape and its files' fingerprint, which the
+    engine checks before applying the adapter."""
+    folder = Path(base_folder)
+    local = Path(base_model).expanduser()
+    record: dict[str, Any] = {"base": str(local.resolve()) if local.exists() else base_model}
+    if folder.is_dir():
+        record["base_shape"] = shape_of(read_json_mapping(folder / "config.json") or {})
+        record["base_fingerprint"] = files_fingerprint(folder)
+    return record
 
 
 def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
@@ -281,7 +301,8 @@ def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainRes
     try:
         if not fitted.trainer.is_world_process_zero():
             return TrainResult(folder.out, {})
-        return write_outputs(spec, folder, model, tokenizer, fitted, (train_examples, eval_examples), started)
+        examples = (train_examples, eval_examples)
+        return write_outputs(spec, folder, model, tokenizer, fitted, examples, started, base_folder)
     finally:
         leave_process_group()
 

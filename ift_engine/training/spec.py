@@ -163,6 +163,11 @@ class LoraSpec(BaseModel):
         le=MAX_COUNT,
         description="adapt only the last N decoder layers: backward stops there, so steps are cheaper",
     )
+    merge: bool = Field(
+        True,
+        description="merge the adapter into the base (a full model folder); false: keep the adapter "
+        "alone (a peft adapter folder that names its base), to serve beside other adapters on one base",
+    )
 
 
 class TrainingSettings(BaseModel):
@@ -189,6 +194,15 @@ class TrainingSettings(BaseModel):
         description="any transformers TrainingArguments field, over the engine's settings "
         "(report_to, bf16, gradient_checkpointing, lr_scheduler_type, warmup_steps, ...)",
     )
+
+    @model_validator(mode="after")
+    def _adapter_kept_once(self) -> TrainingSettings:
+        if self.keep_adapter and self.lora is not None and not self.lora.merge:
+            raise ValueError(
+                "keep_adapter saves the adapter beside a merged model; with lora.merge: false "
+                "the output is the adapter: remove keep_adapter"
+            )
+        return self
 
     @field_validator("args")
     @classmethod

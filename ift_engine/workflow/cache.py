@@ -23,6 +23,7 @@ from typing import Any
 
 from ..documents import read_bytes
 from ..errors import IftError
+from ..files import files_fingerprint
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec, cache_home
 
 log = logging.getLogger(__name__)
@@ -33,20 +34,6 @@ STAGING_GRACE_SECONDS = 60
 #: Far more than any answer (generation stops at 32,768 tokens): a larger entry is not one.
 MAX_ENTRY_BYTES = 16 * 2**20
 ANSWER_FIELDS = {"raw": (str, type(None)), "label": (str, type(None)), "probabilities": (dict, type(None))}
-
-
-def files_fingerprint(path: Path) -> str:
-    """A digest of every file under ``path``: name, size, modification and change times and
-    inode. A retrained or re-exported model gets a new fingerprint without hashing gigabytes of
-    weights, even when a copy keeps the old size and modification time (the change time and
-    inode cannot be set back by a copy)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        stat = file.stat()
-        name = file.relative_to(path) if file != path else file.name
-        digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}\n".encode())
-    return digest.hexdigest()
 
 
 def is_answer(value: Any) -> bool:
@@ -60,16 +47,20 @@ def is_answer(value: Any) -> bool:
 
 
 def model_identity(pool: ModelPool, spec: ModelSpec | EnsembleSpec) -> str:
-    """The spec plus, for models with weights on disk, the fingerprint of their files."""
+    """The spec plus, for models with weights on disk, the fingerprint of their files (an
+    adapter's and its base's)."""
     if isinstance(spec, EnsembleSpec):
         members = [
             model_identity(pool, m if isinstance(m, ModelSpec) else ModelSpec(name=m)) for m in spec.members
         ]
         return json.dumps({"ensemble": spec.ensemble, "weights": spec.weights, "members": members})
+    spec = pool.resolve(spec)
     parts = {"spec": spec.key()}
     if pool.backend_for(spec).locates_weights:
-        where = pool.locate(spec)
+        where = pool.locate(spec.base())
         parts["files"] = files_fingerprint(Path(where)) if Path(where).exists() else where  # hub id
+    if spec.adapter is not None:
+        parts["adapter"] = files_fingerprint(Path(spec.adapter))  # a retrained adapter answers anew
     return json.dumps(parts, sort_keys=True)
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..documents import decode_utf8, loads_json, read_bytes, value_problem
 from ..errors import ConstraintError, IftError, ModelError, TemplateError, WorkflowError
+from ..models.adapters import AdapterError
 from ..models.base import GenerationSettings
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
 from ..parsers import AnswerParser
@@ -139,7 +140,7 @@ class WorkflowGraph:
         model = self._model_spec(ref)
         if backend and backend != model.backend:
             # Options belong to the backend they were written for; a switched backend starts clean.
-            model = ModelSpec(name=model.name, backend=backend)
+            model = ModelSpec(name=model.name, backend=backend, adapter=model.adapter)
         return model
 
     def _bind(self, node: NodeSpec, ids: set[str]) -> BoundNode:
@@ -238,6 +239,8 @@ class WorkflowGraph:
             elif model.key() not in self._checked:
                 self._pool.check(model)
                 self._checked.add(model.key())
+        except AdapterError as exc:
+            raise self.error(str(exc), node.id, f"model.{exc.field}") from None
         except (ModelError, TemplateError) as exc:
             raise self.error(str(exc), node.id, "model") from None
         return model
