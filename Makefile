@@ -50,6 +50,7 @@ bench-workflow: setup
 lint: setup-dev
 	$(BIN)/ruff check ift_engine tests plugins
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -197,7 +197,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     document = load_yaml_file(Path(args.file), "workflow or training file", WorkflowError)
     if isinstance(document, dict) and "nodes" not in document and TRAINING_KEYS & document.keys():
-        from .training.trainer import build_spec, collect_examples
+        from .training.examples import collect_examples
+        from .training.trainer import build_spec
 
         examples, held = collect_examples(build_spec(args.file), components())
         out.print(f"{args.file}: ok (training file: {len(examples)} examples to train, {len(held)} held out)")

@@ -17,13 +17,13 @@ exactly as it uses one model. Built-in ensemblers:
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 from .errors import ModelError
 from .models.base import DecodesSteps, GenerationSettings, Model, Prompt
+from .models.resolve import check_weights
 
 
 class Ensembler(ABC):
@@ -51,13 +51,6 @@ class Ensembler(ABC):
     @abstractmethod
     def model(self, name: str) -> Model:
         """The ensemble as a model."""
-
-
-def check_weights(weights: Sequence[float], members: int) -> None:
-    if len(weights) != members:
-        raise ModelError(f"{len(weights)} weights for {members} members: give one weight per member")
-    if any(not math.isfinite(w) or w < 0 for w in weights) or not 0 < sum(weights) < math.inf:
-        raise ModelError("weights must be non-negative numbers with a positive, finite sum")
 
 
 class EnsembleModel(Model):

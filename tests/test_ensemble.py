@@ -249,8 +249,8 @@ def test_rerank_picks_the_best_scored_candidate(tiny, tiny_causal_dir):
 
 
 def test_weights_whose_sum_overflows_are_refused() -> None:
-    from ift_engine.ensemble import check_weights
     from ift_engine.errors import ModelError
+    from ift_engine.models.resolve import check_weights
 
     with pytest.raises(ModelError, match="positive, finite sum"):
         check_weights([1e308, 1e308], 2)

@@ -10,7 +10,8 @@ import pytest
 
 from ift_engine import TrainError, Workflow, WorkflowError
 from ift_engine.plugins import components
-from ift_engine.training.trainer import build_spec, collect_examples
+from ift_engine.training.examples import collect_examples
+from ift_engine.training.trainer import build_spec
 
 POLITE = {
     "name": "polite-zh",

@@ -22,9 +22,10 @@ from ift_engine.augment import (
 )
 from ift_engine.plugins import components
 from ift_engine.training.data import Example, ExampleBuilder
+from ift_engine.training.examples import collect_examples
 from ift_engine.training.spec import TrainSpec
 from ift_engine.training.tokenize import IGNORE, tokenize_example
-from ift_engine.training.trainer import TrainError, collect_examples
+from ift_engine.training.trainer import TrainError
 
 TWO_REVIEWS = [
     {"text": "这个手机非常好用，电池也很耐用，推荐购买！", "output": "正面"},

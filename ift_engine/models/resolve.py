@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,6 +95,13 @@ class EnsembleSpec(BaseModel):
 
     def key(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def check_weights(weights: Sequence[float], members: int) -> None:
+    if len(weights) != members:
+        raise ModelError(f"{len(weights)} weights for {members} members: give one weight per member")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or not 0 < sum(weights) < math.inf:
+        raise ModelError("weights must be non-negative numbers with a positive, finite sum")
 
 
 def cache_home() -> Path:
@@ -331,8 +339,6 @@ class ModelPool:
 
     def check_ensemble(self, spec: EnsembleSpec) -> None:
         """Validate an ensemble (method, weights, members) without loading anything."""
-        from ..ensemble import check_weights
-
         ensemblers = self.components.ensemblers
         if spec.ensemble not in ensemblers:
             raise ModelError(f"unknown ensemble method '{spec.ensemble}' (known: {ensemblers.known()})")

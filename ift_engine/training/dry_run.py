@@ -46,7 +46,7 @@ class DryRun:
 
 def describe_datasets(spec: TrainSpec) -> list[dict[str, Any]]:
     """Records and formats of each dataset, as written."""
-    from .trainer import dataset_records
+    from .data import dataset_records
 
     rows = []
     for index, dataset in enumerate(spec.datasets):
@@ -89,7 +89,7 @@ def dry_run(spec: TrainSpec, time_steps: bool = True) -> DryRun:
     from transformers import AutoTokenizer
 
     from ..models.hf_causal import end_of_turn_ids
-    from .trainer import collect_examples
+    from .examples import collect_examples
 
     report = DryRun(datasets=describe_datasets(spec))
     train, held = collect_examples(spec, components())

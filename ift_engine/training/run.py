@@ -207,8 +207,8 @@ def write_outputs(
     """The model folder (merged, or the adapter alone), metrics, loss curve, log and manifest,
     renamed into place."""
     from ..models.hf_causal import HFCausalLM
+    from .examples import fingerprint
     from .metrics import task_metrics
-    from .trainer import fingerprint
 
     train_examples, eval_examples = examples
     out, settings = folder.work, spec.training
@@ -285,8 +285,8 @@ def adapter_record(base_model: str, base_folder: str) -> dict[str, Any]:
 
 
 def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
+    from .examples import collect_examples, fingerprint
     from .tokenize import tokenize_example
-    from .trainer import collect_examples, fingerprint
 
     started = time.perf_counter()
     comps = components()
