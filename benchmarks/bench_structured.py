@@ -28,7 +28,7 @@ from ift_engine.models.base import GenerationSettings
 from ift_engine.models.resolve import ModelPool, ModelSpec
 from ift_engine.parsers import parse_json
 from ift_engine.plugins import components
-from ift_engine.structured import Constraint, json_constraint
+from ift_engine.structured import Constraint, choice_constraint, json_constraint
 from ift_engine.templates import AnswerForm, InstructionTemplate
 
 RESULTS = Path(__file__).parent / "results"
@@ -87,6 +87,46 @@ def run_way(
     return {"valid": valid / len(items), "right": right / len(items), "tok_s": tokens / seconds, "seconds": seconds}
 
 
+GOOD = ["the room was clean", "the staff were kind", "breakfast was excellent", "the bed was comfortable"]
+BAD = ["the room was dirty", "the staff were rude", "breakfast was cold", "the bed was broken"]
+
+
+def reviews(count: int) -> list[tuple[str, str]]:
+    """(review, its label), the same every run: two remarks, both good or both bad."""
+    pick = random.Random(1)
+    out = []
+    for i in range(count):
+        label, pool = ("positive", GOOD) if i % 2 == 0 else ("negative", BAD)
+        out.append((f"Our stay: {' and '.join(pick.sample(pool, 2))}.", label))
+    return out
+
+
+def label_ways(pool: ModelPool, spec: ModelSpec, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """A label node's two ways on one model: scoring each label (what a label node does on a
+    causal LM) and generating under the labels' constraint."""
+    template = components().templates.get("sentiment-en")
+    labels = list(template.labels)
+    prompts = [list(template.render({"text": text}).messages) for text, _ in items]
+    worker = pool.worker(spec)
+    settings = GenerationSettings(max_new_tokens=8)
+    constraint = choice_constraint(labels)
+    rows = []
+    for way in ("scored", "generated under the labels"):
+        def ask(chosen: list[Any]) -> list[str]:
+            if way == "scored":
+                return [labels[max(range(len(p)), key=p.__getitem__)] for p in worker.classify(chosen, labels).result()]
+            return [a.text.strip() for a in worker.generate(chosen, settings, None, constraint).result()]
+
+        ask(prompts[:1])  # warm-up
+        began = time.perf_counter()
+        answers = ask(prompts)
+        seconds = time.perf_counter() - began
+        right = sum(a == truth for a, (_, truth) in zip(answers, items))
+        rows.append({"way": way, "right": right / len(items), "prompts_s": len(items) / seconds,
+                     "in_labels": sum(a in labels for a in answers) / len(items)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=100)
@@ -108,11 +148,16 @@ def main() -> None:
             row = {"backend": backend, "decoding": label, **run_way(pool, spec, items, chosen)}
             print(f"{backend}, {label}: {row}", flush=True)
             rows.append(row)
+    label_rows = []
+    for backend, spec in backends.items():
+        for row in label_ways(pool, spec, reviews(8 if args.quick else args.prompts)):
+            label_rows.append({"backend": backend, **row})
+            print(f"{backend}, labels {row}", flush=True)
     pool.close()
-    report(args, rows, len(items))
+    report(args, rows, len(items), label_rows)
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]], count: int) -> None:
+def report(args: argparse.Namespace, rows: list[dict[str, Any]], count: int, label_rows: list[dict[str, Any]]) -> None:
     columns = [
         ("backend", "backend"),
         ("decoding", "decoding"),
@@ -130,6 +175,16 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], count: int) -> 
             f"{constrained['tok_s'] / free['tok_s']:.2f}x; wall time constrained / free: "
             f"{constrained['seconds'] / free['seconds']:.2f}x (a constrained answer ends with its JSON)"
         )
+    label_columns = [("backend", "backend"), ("way", "label answer"), ("right", "right"),
+                     ("in_labels", "one of the labels"), ("prompts_s", "prompts/s")]
+    table += "\n\nA label node (sentiment-en, positive/negative) on the same model, two ways:\n\n"
+    table += markdown_table(label_rows, label_columns)
+    for scored, generated in zip(label_rows[::2], label_rows[1::2]):
+        summary.append(
+            f"{scored['backend']} labels: generating under the labels runs at "
+            f"{generated['prompts_s'] / scored['prompts_s']:.2f}x the prompts/s of scoring them, "
+            f"{100 * generated['right']:.0f}% right vs {100 * scored['right']:.0f}%"
+        )
     print("\n" + table + "\n\n" + "\n".join(summary))
     machine = describe_machine()
     device = "gpu" if machine["gpu"] else "cpu"
@@ -142,7 +197,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], count: int) -> 
         table,
         summary,
         machine,
-        {"prompts": count, "batch_size": args.batch_size, "schema": SCHEMA, "rows": rows},
+        {"prompts": count, "batch_size": args.batch_size, "schema": SCHEMA, "rows": rows, "labels": label_rows},
     )
 
 

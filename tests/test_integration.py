@@ -57,3 +57,23 @@ def test_extract_gives_a_record_that_validates_and_a_summary_of_it():
     jsonschema.validate(record, json.loads((WORKFLOWS / "extract.schema.json").read_text()))
     assert record["name"] == "Maria Lopez" and record["city"] == "Seville"
     assert isinstance(result["summary"], str) and "Maria" in result["summary"]
+
+
+def test_triage_labels_each_review_and_replies_on_the_branch_its_label_chose():
+    wf = Workflow.from_yaml(WORKFLOWS / "triage.yaml")
+    reviews = ["房间很脏，服务员也很不耐烦，再也不来了。", "房间干净，早餐很好，服务员非常热情。"]
+    for result in wf.run_many([{"review": r} for r in reviews], cache=False):
+        assert result.error is None, result.error
+        label = result["sentiment"]
+        assert label in ("正面", "负面")
+        ran, skipped = ("apology", "thanks") if label == "负面" else ("thanks", "apology")
+        assert result.nodes[skipped].skipped and not result.nodes[ran].skipped
+        assert result["reply"] and result.nodes[ran].output.strip()[:20] in result.nodes["reply"].prompt[-1]["content"]
+
+
+def test_refine_rewrites_until_the_check_accepts_or_three_rounds():
+    result = Workflow.from_yaml(WORKFLOWS / "refine.yaml").run(topic="how bees make honey", cache=False)
+    rounds = result.nodes["rewrite"].iterations or [result.nodes["rewrite"]]
+    assert 1 <= len(rounds) <= 3 and result["accepted"] in ("yes", "no")
+    assert result["accepted"] == "yes" or len(rounds) == 3  # it stops at a yes, else after the last round
+    assert isinstance(result["outline"], list) and result["outline"]

@@ -206,7 +206,7 @@ def ensemble_groups(
 ) -> dict[str, Any]:
     """Two groups of equal-weight ensembles over the members' probability tables."""
     groups = {
-        # The members the issue names: the tuned LM, an encoder classifier, a Bayes model.
+        # The members chosen before the run: the tuned LM, an encoder classifier, a Bayes model.
         "ensembles": ["IFT SmolLM2-135M", "MiniLM classifier", "SnowNLP retrained"],
         # Added after the first run showed the English MiniLM encoder weak on Chinese (0.63):
         # the three methods trained on exactly the same records that are not.
