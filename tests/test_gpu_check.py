@@ -40,5 +40,6 @@ def test_every_step_runs_on_the_cpu_in_quick_mode() -> None:
     assert [row["batch"] for row in gpu["rows"]] == [1, 2] and all(row["worker"] > 0 for row in gpu["rows"])
     engine = json.loads((results / "engine-cpu-quick.json").read_text())
     assert engine["rows"][0]["parity"] == "6/6" and all(row["tok_s"] > 0 for row in engine["rows"])
+    assert engine["rows"][1]["parity"] == "6/6"  # the worker: the answers of one generator each
     serve = json.loads((results / "serve-cpu-quick.json").read_text())
     assert all(row["failed"] == 0 and row["tok_s"] > 0 for row in serve["rows"])
