@@ -169,7 +169,7 @@ def test_inputs_from_a_pipe(tmp_path: Path, source: str) -> None:
         ift("run", str(flow), "--inputs", source, "--output", str(output), stdin=subprocess.PIPE), data
     )
     assert code == 0, stderr
-    assert ids(output) == [f"r{i}" for i in range(5)] and "5 done, 0 failed" in stderr
+    assert ids(output) == [f"r{i}" for i in range(5)] and "5 succeeded, 0 failed" in stderr
 
 
 def test_inputs_from_a_fifo(tmp_path: Path) -> None:
