@@ -259,10 +259,11 @@ def wait_until_ready(process: subprocess.Popen[bytes], url: str, workflows: dict
     deadline = time.time() + seconds
     while time.time() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"{url}/healthz", timeout=5).json()["workflows"] == workflows:
+            health = httpx.get(f"{url}/healthz", timeout=5)
+            if health.status_code == 200 and health.json()["workflows"] == workflows:
                 return
         except httpx.HTTPError:
-            pass
+            pass  # not listening yet (Ray's proxy answers 404 until the app is deployed)
         time.sleep(0.2)
     process.kill()
     log = process.stdout.read().decode() if process.stdout else ""
