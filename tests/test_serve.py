@@ -140,6 +140,7 @@ def test_api_key() -> None:
         assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200
         denied = client.get("/v1/workflows")
         assert denied.status_code == 401 and denied.headers["WWW-Authenticate"] == "Bearer"
+        assert denied.headers["X-Served-By"] == client.get("/healthz").headers["X-Served-By"]  # refusals too
         assert client.get("/v1/workflows", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get("/v1/workflows", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert client.get("/metrics").status_code == 401

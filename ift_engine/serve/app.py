@@ -215,6 +215,7 @@ def install_middleware(app: FastAPI, config: ServeConfig, metrics: Metrics) -> N
                     401, "a valid API key is needed: Authorization: Bearer KEY", "unauthorized"
                 )
                 response.headers["WWW-Authenticate"] = "Bearer"
+                response.headers["X-Served-By"] = served_by
                 metrics.observe("unauthorized", 401, time.perf_counter() - started)
                 return response
         response = await call_next(request)
