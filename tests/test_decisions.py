@@ -6,13 +6,12 @@ from __future__ import annotations
 import copy
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from test_cli import ift
 from test_hostile_input import assert_one_line_error  # the one definition of the promise
 
 from ift_engine import MockModel, Workflow, WorkflowError
@@ -542,12 +541,7 @@ def test_ift_validate_refuses_a_bad_condition_in_one_line(tmp_path):
         yaml.safe_dump(router_with(2, when={"node": "sentiment", "in": "positive"}), allow_unicode=True),
         encoding="utf-8",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "ift_engine.cli", "validate", str(flow)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = ift("validate", str(flow))
     assert_one_line_error(
         done.returncode, done.stderr, str(flow), "nodes[2] (id 'thanks').when.in", "valid list"
     )

@@ -5,13 +5,12 @@ schema of what they read allows. Every mismatch is a one-line error when the fil
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from test_cli import ift
 from test_hostile_input import assert_one_line_error  # the one definition of the promise
 
 from ift_engine import Workflow, WorkflowError
@@ -420,12 +419,7 @@ def test_paths_follow_anyof_refs_and_tuples_without_false_errors():
 def test_ift_validate_refuses_a_map_over_text_in_one_line(tmp_path):
     flow = tmp_path / "flow.yaml"
     flow.write_text(yaml.safe_dump(use("draft.output", map="v"), allow_unicode=True), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-m", "ift_engine.cli", "validate", str(flow)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = ift("validate", str(flow))
     assert_one_line_error(
         done.returncode, done.stderr, str(flow), "node 'use', field 'map'", "draft.output is a string"
     )
