@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 from machine import describe_machine, markdown_table, save_results
 
-from ift_engine.default_plugins.models import smollm2_gguf
+from ift_engine.models.embedded import smollm2_gguf
 from ift_engine.export import export_cached
 from ift_engine.models.base import GenerationSettings
 from ift_engine.models.chat import format_chat

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 
 from .errors import ModelError
 from .models.base import DecodesSteps, GenerationSettings, Model, Prompt
 from .models.resolve import check_weights
 
+#: What an ensembler combines: label probabilities, or generated text.
+Combines = Literal["classify", "generate"]
 
 class Ensembler(ABC):
     """Builds an ensemble model from members and their weights. Register subclasses through
@@ -32,7 +34,7 @@ class Ensembler(ABC):
 
     name: ClassVar[str]
     #: "classify" for label ensembles, "generate" for free-text ones.
-    capability: ClassVar[str]
+    capability: ClassVar[Combines]
 
     def __init__(self, members: Sequence[Model], weights: Sequence[float] | None = None) -> None:
         if not members:
@@ -83,6 +85,8 @@ def _member_probabilities(
 
 
 class LabelEnsembleModel(EnsembleModel):
+    capabilities = frozenset({"classify", "members"})
+
     def check_labels(self, labels: Sequence[str]) -> None:
         for member in self.members:
             member.check_labels(labels)
@@ -100,7 +104,7 @@ class LabelEnsembleModel(EnsembleModel):
 
 
 class LabelEnsembler(Ensembler):
-    capability = "classify"
+    capability: ClassVar[Combines] = "classify"
 
     def model(self, name: str) -> Model:
         return LabelEnsembleModel(name, self)
@@ -153,6 +157,8 @@ class HardVote(LabelEnsembler):
 class TextEnsembleModel(EnsembleModel):
     """A free-text ensemble; ``generate_with_members`` also returns per-prompt details."""
 
+    capabilities = frozenset({"generate", "members"})
+
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         return self.generate_with_members(prompts, settings)[0]
 
@@ -176,18 +182,18 @@ class TokenAverageModel(TextEnsembleModel):
 
 class TokenAverage(Ensembler):
     name = "token_average"
-    capability = "generate"
+    capability: ClassVar[Combines] = "generate"
 
     def __init__(self, members: Sequence[Model], weights: Sequence[float] | None = None) -> None:
         super().__init__(members, weights)
         vocabularies = []
         for member in self.members:
-            if not isinstance(member, DecodesSteps):
+            if not member.can("steps"):
                 raise ModelError(
                     f"token_average: member '{member.name}' ({member.backend}) cannot decode step by "
                     "step; use hf-causal or onnx causal LMs"
                 )
-            vocabularies.append(member.tokenizer.get_vocab())
+            vocabularies.append(cast(DecodesSteps, member).tokenizer.get_vocab())
         if any(v != vocabularies[0] for v in vocabularies[1:]):
             odd = next(m.name for m, v in zip(self.members, vocabularies) if v != vocabularies[0])
             raise ModelError(
@@ -220,7 +226,7 @@ class RerankModel(TextEnsembleModel):
 
 class Rerank(Ensembler):
     name = "rerank"
-    capability = "generate"
+    capability: ClassVar[Combines] = "generate"
 
     def __init__(self, members: Sequence[Model], weights: Sequence[float] | None = None) -> None:
         super().__init__(members, weights)

@@ -39,8 +39,29 @@ def test_every_hook_is_documented_with_its_signature():
     assert HOOKS  # the spec module really has hooks
     for hook in HOOKS:
         signature = str(inspect.signature(getattr(hookspecs, hook))).split(" ->")[0]
-        assert signature == "(register: 'Register')", hook
+        assert re.fullmatch(r"\(register: 'Register\[.+\]'\)", signature), (hook, signature)
         assert f"### `{hook}(register)`" in GUIDE, f"{hook} is missing from docs/plugins.md"
+
+
+def test_plugin_code_in_the_guide_imports_only_the_plugin_api():
+    import ift_engine.plugin
+
+    imports = re.findall(r"^from (ift_engine[\w.]*) import (.+)$", GUIDE, re.M)
+    assert imports
+    for module, names in imports:
+        if module == "ift_engine":  # running a workflow in a plugin's test: the user's API
+            assert names == "Workflow", names
+            continue
+        assert module == "ift_engine.plugin", module
+        for name in names.split(", "):
+            assert name in ift_engine.plugin.__all__, name
+
+
+def test_the_bundled_plugins_import_only_the_plugin_api():
+    root = Path(__file__).parent.parent / "plugins"
+    for path in root.glob("*/ift_engine_*/*.py"):
+        modules = set(re.findall(r"^\s*(?:from|import) (ift_engine\b[\w.]*)", path.read_text(), re.M))
+        assert modules <= {"ift_engine.plugin"}, (path, modules)
 
 
 def test_every_hook_has_a_test_of_its_own():

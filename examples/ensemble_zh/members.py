@@ -17,6 +17,7 @@ class SnowNLPClassifier(Model):
     ``sentiment`` is a retrained ``snownlp.sentiment.Sentiment``; by default the shipped one."""
 
     backend = "snownlp"
+    capabilities = frozenset({"classify"})
     locates_weights = False
 
     def __init__(self, name: str, sentiment: Any = None) -> None:
@@ -91,6 +92,7 @@ class TfidfClassifier(Model):
     probabilities of the last user text."""
 
     backend = "sklearn"
+    capabilities = frozenset({"classify"})
     locates_weights = False
 
     def __init__(self, name: str, pipeline: Any) -> None:

@@ -7,6 +7,7 @@ from importlib.resources import files
 import yaml
 
 from ..augment import (
+    Augmenter,
     CharacterNoise,
     Lexicon,
     RandomDeletion,
@@ -18,7 +19,7 @@ from ..hookspecs import Register, hookimpl
 
 
 @hookimpl
-def register_augmenters(register: Register) -> None:
+def register_augmenters(register: Register[type[Augmenter]]) -> None:
     for augmenter in (
         SynonymReplacement,
         RandomInsertion,
@@ -30,7 +31,7 @@ def register_augmenters(register: Register) -> None:
 
 
 @hookimpl
-def register_lexicons(register: Register) -> None:
+def register_lexicons(register: Register[Lexicon]) -> None:
     folder = files(__package__).joinpath("lexicons")
     for resource in sorted(folder.iterdir(), key=str):
         if resource.name.endswith(".yaml"):

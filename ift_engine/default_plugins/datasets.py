@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..hookspecs import Register, hookimpl
-from ..sources import HubDataset, SnowNLPSentiment
+from ..sources import DatasetSource, HubDataset, SnowNLPSentiment
 
 
 @hookimpl
-def register_datasets(register: Register) -> None:
+def register_datasets(register: Register[type[DatasetSource]]) -> None:
     register(SnowNLPSentiment)
     register(HubDataset)

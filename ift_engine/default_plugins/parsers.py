@@ -17,7 +17,7 @@ from ..parsers import (
 
 
 @hookimpl
-def register_parsers(register: Register) -> None:
+def register_parsers(register: Register[AnswerParser]) -> None:
     register(AnswerParser("text", parse_text, "the answer, stripped", text_output))
     register(AnswerParser("label", parse_label, "the template label named first in the answer", label_output))
     register(AnswerParser("lines", parse_lines, "non-empty lines without bullets or numbering", lines_output))

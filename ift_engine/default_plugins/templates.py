@@ -20,6 +20,6 @@ def builtin_templates() -> list[InstructionTemplate]:
 
 
 @hookimpl
-def register_templates(register: Register) -> None:
+def register_templates(register: Register[InstructionTemplate]) -> None:
     for template in builtin_templates():
         register(template)

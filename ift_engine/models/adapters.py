@@ -181,13 +181,11 @@ class AdapterModel(StreamingModel):
         self.backend = self.base.backend  # type: ignore[misc]  # error messages name the real one
         self.tokenizer, self.stop_ids = self.base.tokenizer, self.base.stop_ids
         self.batch_size: int = self.base.batch_size
+        self.capabilities = self.base.capabilities
 
     @classmethod
     def load(cls, name: str, source: str, options: Any) -> Model:  # pragma: no cover - built by the pool
         raise ModelError("an adapter is loaded by the pool, on its base")
-
-    def can(self, capability: str) -> bool:
-        return bool(self.base.can(capability))
 
     def check_labels(self, labels: Sequence[str]) -> None:
         self.base.check_labels(labels)
@@ -201,10 +199,6 @@ class AdapterModel(StreamingModel):
         with self.base.inference():
             rows = decode_to_end(self.base, prompts, settings, on_text, adapter=self.adapter)
         return [row.text() for row in rows]
-
-    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
-        with self.base.using_adapter(self.adapter):
-            return self.base.classify(prompts, labels)  # type: ignore[no-any-return]
 
     def score(
         self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False

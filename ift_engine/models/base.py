@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +33,28 @@ class GenerationSettings(BaseModel):
 
 #: Receives streamed text: the prompt's index in the call, and the text added since last time.
 TextSink = Callable[[int, str], None]
+
+#: What a model can be asked to do, as its class declares in ``capabilities``:
+#:
+#: - ``generate``: answer prompts with text (``generate``);
+#: - ``stream``: hand out the text as it grows (``generate_stream``, ``StreamsText``);
+#: - ``score``: the log-likelihood of given answers (``score``); a model that scores also
+#:   classifies, by a softmax over its labels' scores, unless it defines ``classify`` itself;
+#: - ``classify``: probabilities over a label set (``classify``);
+#: - ``steps``: decoding one token at a time (``start_decoding``, ``DecodesSteps``), what
+#:   token-level ensembles need;
+#: - ``members``: answers that carry each member's (ensembles: ``classify_with_members`` or
+#:   ``generate_with_members``), shown in the run trace and on the page.
+Capability = Literal["generate", "stream", "score", "classify", "steps", "members"]
+CAPABILITIES: frozenset[str] = frozenset(get_args(Capability))
+#: The method a declared capability promises (``members`` depends on the answer form).
+_METHODS = {
+    "generate": "generate",
+    "stream": "generate_stream",
+    "score": "score",
+    "classify": "classify",
+    "steps": "start_decoding",
+}
 
 
 @runtime_checkable
@@ -69,19 +92,41 @@ class DecodesSteps(Protocol):
         ...
 
 
+class AnswersWithMembers(Protocol):
+    """An ensemble (capability ``members``): its answers with each member's."""
+
+    members: Sequence[Model]
+
+    def classify_with_members(
+        self, prompts: Sequence[Prompt], labels: Sequence[str]
+    ) -> tuple[list[list[float]], list[list[list[float]]]]:
+        """(combined probabilities, each member's probabilities), for label ensembles."""
+        ...
+
+    def generate_with_members(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings
+    ) -> tuple[list[str], list[Any]]:
+        """(answers, one detail per prompt or None), for text ensembles."""
+        ...
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Model(ABC):
-    """A loaded model. Backends override the capabilities they have.
+    """A loaded model. A backend declares what it can do in ``capabilities`` and defines
+    those methods; the engine asks ``can`` before it binds a node or an ensemble to it.
 
     ``generate`` answers chat prompts with text; ``classify`` returns, for each prompt, a
     probability for each of ``labels`` (in that order); ``score`` returns, for each prompt, the
-    log-likelihood of each choice as the answer. A backend that lacks one raises ``ModelError``.
+    log-likelihood of each choice as the answer. A method the model lacks raises ``ModelError``.
     """
 
     backend: ClassVar[str]
+    #: What the backend can do (``Capability``); checked against its methods when the class is
+    #: defined. Declaring ``score`` gives ``classify`` too (from the scores).
+    capabilities: frozenset[str] = frozenset()
     options_model: ClassVar[type[BaseModel]] = NoOptions
     #: False for backends that need no weights (the mock): the name is then not resolved.
     locates_weights: ClassVar[bool] = True
@@ -95,6 +140,22 @@ class Model(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check a class's declared ``capabilities``: known names, and the promised methods
+        defined (a typo or a missing method fails when the plugin is imported, not mid-run)."""
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("capabilities")
+        if declared is None:
+            return
+        unknown = sorted(set(declared) - CAPABILITIES)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.capabilities: unknown {unknown} (known: {sorted(CAPABILITIES)})")
+        for capability in declared:
+            method = _METHODS.get(capability)
+            if method and getattr(cls, method, None) is getattr(Model, method, None):
+                raise TypeError(f"{cls.__name__} declares '{capability}' but defines no {method}()")
+        cls.capabilities = frozenset(declared) | ({"classify"} if "score" in declared else set())
 
     @classmethod
     def prepare(cls, source: str, options: Any) -> str:
@@ -117,7 +178,10 @@ class Model(ABC):
         raise ModelError(f"model '{self.name}' ({self.backend}) cannot generate text")
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
-        raise ModelError(f"model '{self.name}' ({self.backend}) cannot classify")
+        """By default, a softmax over the labels' answer log-likelihoods (``score``)."""
+        if not self.can("score"):
+            raise ModelError(f"model '{self.name}' ({self.backend}) cannot classify")
+        return [softmax(row) for row in self.score(prompts, labels)]
 
     def score(
         self, prompts: Sequence[Prompt], choices: Sequence[str], mean: bool = False
@@ -132,14 +196,24 @@ class Model(ABC):
         """The context the model's worker runs it in (PyTorch backends: inference mode)."""
         return nullcontext()
 
-    def can(self, capability: str) -> bool:
-        """Whether this model's class implements ``generate``, ``classify`` or ``score``."""
-        return getattr(type(self), capability) is not getattr(Model, capability)
+    def can(self, capability: Capability) -> bool:
+        """Whether the model declares ``capability`` (see ``Capability``)."""
+        return capability in self.capabilities
+
+
+def softmax(scores: Sequence[float]) -> list[float]:
+    """Probabilities from log-likelihoods, stable for very negative ones."""
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    total = sum(weights)
+    return [w / total for w in weights]
 
 
 class StreamingModel(Model):
     """A model whose ``generate`` and ``generate_stream`` (``StreamsText``) are one method,
     ``_generate``, with or without a text sink."""
+
+    capabilities = frozenset({"generate", "stream"})
 
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         return self._generate(prompts, settings, None)

@@ -72,6 +72,7 @@ class GenaiCausalLM(StreamingModel, SwitchesAdapters):
     An export built with LoRA inputs (``adapter_export.py``) applies one adapter per generator."""
 
     backend = "onnx"
+    capabilities = frozenset({"generate", "stream", "score", "steps"})
     structured_outputs = True
     serves_adapters = True
 
@@ -241,12 +242,6 @@ class GenaiCausalLM(StreamingModel, SwitchesAdapters):
                 scores += [float(steps[i - 1, t]) for i, t in enumerate(choice) if i > 0]
             picked.append(scores)
         return picked
-
-    def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
-        """Probabilities over ``labels`` from their answer log-likelihoods (a softmax)."""
-        import torch
-
-        return torch.tensor(self.score(prompts, labels)).softmax(-1).tolist()
 
     def start_decoding(self, prompts: Sequence[Prompt]) -> GenaiSteps:
         return GenaiSteps(self, [chat_ids(self.tokenizer, p) for p in prompts])

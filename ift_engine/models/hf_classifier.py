@@ -31,6 +31,7 @@ class ClassifierOptions(BaseModel):
 
 class HFClassifier(Model):
     backend = "hf-classifier"
+    capabilities = frozenset({"classify"})
     options_model = ClassifierOptions
 
     def __init__(

@@ -43,6 +43,7 @@ class MockCall:
 
 class MockModel(Model):
     backend = "mock"
+    capabilities = frozenset({"generate", "stream", "classify"})
     options_model = MockOptions
     locates_weights = False
     #: Its canned answers are the test's to write: they are parsed and validated against a

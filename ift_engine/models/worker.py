@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import IftError, ModelError
-from .base import DecodesSteps, DecodingSteps, GenerationSettings, Model, Prompt, StreamsText, TextSink
+from .base import DecodingSteps, GenerationSettings, Model, Prompt, TextSink
 from .decoding import BatchesContinuously, Cohort, Row
 
 if TYPE_CHECKING:
@@ -436,7 +436,7 @@ def _generate_call(settings: GenerationSettings) -> BatchCall:
     """Generation as one batched call, for backends that do not batch continuously."""
 
     def call(model: Any, prompts: list[Prompt], on_text: TextSink | None) -> list[Completion]:
-        if on_text is not None and isinstance(model, StreamsText):
+        if on_text is not None and model.can("stream"):
             texts = model.generate_stream(prompts, settings, on_text)
         else:
             texts = model.generate(prompts, settings)
@@ -502,18 +502,17 @@ class WorkerModel(Model):
         super().__init__(worker.model.name)
         self.worker, self.inner = worker, worker.model
         self.backend = worker.model.backend  # type: ignore[misc]  # error messages name the real one
+        # What the calls below pass on (streaming goes through the worker itself).
+        self.capabilities = worker.model.capabilities & {"generate", "score", "classify"}
 
     @staticmethod
     def of(worker: Worker) -> WorkerModel:
         """The right view: one that decodes step by step where the model does."""
-        return SteppingWorkerModel(worker) if isinstance(worker.model, DecodesSteps) else WorkerModel(worker)
+        return SteppingWorkerModel(worker) if worker.model.can("steps") else WorkerModel(worker)
 
     @classmethod
     def load(cls, name: str, source: str, options: Any) -> Model:  # pragma: no cover - built by the pool
         raise IftError("a worker's model is loaded by the pool")
-
-    def can(self, capability: str) -> bool:
-        return self.inner.can(capability)
 
     def check_labels(self, labels: Sequence[str]) -> None:
         self.inner.check_labels(labels)
@@ -551,6 +550,7 @@ class SteppingWorkerModel(WorkerModel):
         # A copy: the ensemble tokenizes on its own thread, and a fast tokenizer must not be
         # used by two threads at once.
         self.tokenizer, self.stop_ids = copy.deepcopy(inner.tokenizer), inner.stop_ids
+        self.capabilities = self.capabilities | {"steps"}
 
     def start_decoding(self, prompts: Sequence[Prompt]) -> DecodingSteps:
         inner: Any = self.inner

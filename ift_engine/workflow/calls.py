@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
-from ..ensemble import LabelEnsembleModel, TextEnsembleModel
-from ..models.base import GenerationSettings, Model, Prompt, TextSink
+from ..models.base import AnswersWithMembers, GenerationSettings, Model, Prompt, TextSink
 from ..models.resolve import ModelPool
 from ..models.worker import Completion, Failure
 from ..templates import AnswerForm
@@ -51,8 +50,8 @@ def _argmax(probabilities: Mapping[str, float]) -> str:
 
 def classify_answers(model: Model, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[Answer]:
     """Label answers with their probabilities (an ensemble's members' too)."""
-    if isinstance(model, LabelEnsembleModel):
-        rows, member_rows = model.classify_with_members(prompts, labels)
+    if model.can("members"):
+        rows, member_rows = cast(AnswersWithMembers, model).classify_with_members(prompts, labels)
     else:
         rows, member_rows = model.classify(prompts, labels), None
     answers = []
@@ -61,7 +60,7 @@ def classify_answers(model: Model, prompts: Sequence[Prompt], labels: Sequence[s
         members = None
         if member_rows is not None:
             members = {}
-            for member, member_row in zip(model.members, member_rows):  # type: ignore[attr-defined]
+            for member, member_row in zip(cast(AnswersWithMembers, model).members, member_rows):
                 probs = dict(zip(labels, member_row[i]))
                 members[member.name] = {"output": _argmax(probs), "probabilities": probs}
         answers.append(Answer(None, _argmax(probabilities), probabilities, members))
@@ -85,7 +84,7 @@ def submit(
         # Its own key: these jobs answer with ``Answer``s, worker.classify's with probabilities.
         key = ("label answers", *labels)
         return worker.submit(key, lambda m, p, _: classify_answers(m, p, labels), prompts)
-    if isinstance(model, TextEnsembleModel):
+    if model.can("members"):
 
         def with_members(m: Any, p: list[Prompt], _: Any) -> list[Answer]:
             texts, details = m.generate_with_members(p, settings)

@@ -16,8 +16,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ift_engine import GenerationSettings, Model, ModelError, hookimpl
-from ift_engine.models.chat import chat_segments
+from ift_engine.plugin import (
+    GenerationSettings,
+    Model,
+    ModelError,
+    Register,
+    chat_segments,
+    embedded_gguf,
+    hookimpl,
+)
 
 __version__ = "0.1.0"
 
@@ -35,9 +42,7 @@ class LlamaCppOptions(BaseModel):
 
 def gguf_path(name: str) -> Path:
     if name in GGUF_ALIASES:
-        from ift_engine.default_plugins.models import smollm2_gguf
-
-        return smollm2_gguf()
+        return embedded_gguf()
     path = Path(name).expanduser()
     if path.suffix != ".gguf" or not path.is_file():
         raise ModelError(
@@ -48,6 +53,7 @@ def gguf_path(name: str) -> Path:
 
 class LlamaCppModel(Model):
     backend = "llama-cpp"
+    capabilities = frozenset({"generate", "score"})  # classify: the default, from score
     options_model = LlamaCppOptions
     locates_weights = False  # it reads GGUF files itself
 
@@ -153,17 +159,7 @@ class LlamaCppModel(Model):
                 rows.append(row)
         return rows
 
-    def classify(
-        self, prompts: Sequence[Sequence[dict[str, str]]], labels: Sequence[str]
-    ) -> list[list[float]]:
-        rows = []
-        for row in self.score(prompts, labels):
-            top = max(row)
-            weights = [math.exp(s - top) for s in row]
-            rows.append([w / sum(weights) for w in weights])
-        return rows
-
 
 @hookimpl
-def register_models(register):
+def register_models(register: Register[type[Model]]) -> None:
     register(LlamaCppModel)

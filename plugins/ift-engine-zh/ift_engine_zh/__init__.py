@@ -18,8 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ift_engine import InstructionTemplate, hookimpl
-from ift_engine.augment import Lexicon
+from ift_engine.plugin import InstructionTemplate, Lexicon, hookimpl, rouge_l
 
 __version__ = "0.1.0"
 
@@ -91,8 +90,6 @@ def rouge_zh(candidate: str, reference: str, unit: str = "char") -> dict[str, fl
     for n in (1, 2):
         ca, cb = _ngrams(a, n), _ngrams(b, n)
         scores[f"rouge{n}"] = _f1(sum((ca & cb).values()), max(sum(ca.values()), 1), max(sum(cb.values()), 1))
-    from ift_engine.scores import rouge_l
-
     if unit == "word":  # each word as one ASCII token, so the LCS runs over words, not characters
         token = {w: f"w{i}" for i, w in enumerate(dict.fromkeys(a + b))}
         scores["rougeL"] = rouge_l(" ".join(token[w] for w in a), " ".join(token[w] for w in b))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from ift_engine import (
+from ift_engine.plugin import (
     AnswerParser,
     InstructionTemplate,
     ParseError,
