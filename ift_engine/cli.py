@@ -207,6 +207,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     order = wf.graph.order()
     shown = " -> ".join(order[:12]) + (f" -> ... ({len(order) - 12} more)" if len(order) > 12 else "")
     out.print(f"{args.file}: ok ({len(order)} nodes, order: {shown})")
+    for name, read_as in wf.graph.model_names().items():
+        out.print(f"  model {name}: {read_as}")
     return 0
 
 

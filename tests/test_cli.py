@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,28 @@ def test_ift_chat_refuses_bad_settings_and_options_in_one_line() -> None:
     ):
         done = ift("chat", "x", "--backend", "mock", *args)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_relative_model_paths_are_read_from_the_workflow_files_folder(tiny_causal_dir: Path, tmp_path):
+    """From another folder, `runs/tiny` is the folder beside the file, not a hub id."""
+    project = tmp_path / "project"
+    (project / "runs").mkdir(parents=True)
+    shutil.copytree(tiny_causal_dir, project / "runs" / "tiny")
+    (project / "flow.yaml").write_text(
+        "name: relative\n"
+        "inputs: {topic: {}}\n"
+        "model: {name: runs/tiny, options: {device: cpu}}\n"
+        "generation: {max_new_tokens: 4}\n"
+        "nodes:\n"
+        "  - id: outline\n"
+        "    template: outline-en\n"
+        "    inputs: {topic: $input.topic}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    checked = ift("validate", str(project / "flow.yaml"), cwd=elsewhere)
+    assert checked.returncode == 0, checked.stderr
+    assert f"model {(project / 'runs' / 'tiny').resolve()}: a folder" in checked.stdout
+    done = ift("run", str(project / "flow.yaml"), "--input", "topic=bees", "--json", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["outline"]) == 1

@@ -114,9 +114,63 @@ class WorkflowGraph:
         return settings
 
     def _model_spec(self, ref: Any) -> ModelSpec:
-        if isinstance(ref, ModelSpec):
-            return ref
-        return self.spec.models.get(ref) or ModelSpec(name=ref)
+        if not isinstance(ref, ModelSpec):
+            ref = self.spec.models.get(ref) or ModelSpec(name=ref)
+        return self._beside_the_file(ref)
+
+    @property
+    def folder(self) -> Path | None:
+        """The workflow file's folder (None for a workflow built in code or from text)."""
+        return Path(self.source).parent if Path(self.source).is_file() else None
+
+    def _beside_the_file(self, model: ModelSpec) -> ModelSpec:
+        """Relative model and adapter paths in a workflow file are read from the file's folder,
+        wherever the command runs (as ``schema:`` files are); names that no path there matches
+        (aliases, hub ids) stay as written."""
+        if self.folder is None:
+            return model
+        updates = {}
+        for field in ("name", "adapter"):
+            value = getattr(model, field)
+            if field == "name" and value in self._components.model_aliases:
+                continue
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                candidate = self.folder / value
+                if candidate.exists():
+                    updates[field] = str(candidate.resolve())
+        return model.model_copy(update=updates) if updates else model
+
+    def models(self) -> list[ModelSpec]:
+        """The model specs the nodes use, an ensemble's members in its place, each once."""
+        found: dict[str, ModelSpec] = {}
+
+        def walk(ref: ModelSpec | EnsembleSpec | str) -> None:
+            if isinstance(ref, EnsembleSpec):
+                for member in ref.members:
+                    walk(member)
+            else:
+                spec = ref if isinstance(ref, ModelSpec) else ModelSpec(name=ref)
+                found.setdefault(spec.key(), spec)
+
+        for vertex in self.graph:
+            walk(self.graph.nodes[vertex]["node"].model)
+        return list(found.values())
+
+    def model_names(self) -> dict[str, str]:
+        """Each model the nodes use (paths resolved) and what it was read as: an alias, a path
+        or a hub id, for ``ift validate``."""
+        found: dict[str, str] = {}
+        for spec in self.models():
+            path = Path(spec.name).expanduser()
+            if spec.name in self._components.model_aliases:
+                found[spec.name] = "an alias"
+            elif path.exists():
+                found[spec.name] = "a folder" if path.is_dir() else "a file"
+            else:
+                found[spec.name] = "a hub id (no such path beside the workflow file or here)"
+            if spec.adapter is not None:
+                found[spec.adapter] = "an adapter folder"
+        return found
 
     def _model_ref(
         self, ref: Any, backend: str | None, node: str, within: str | None = None
