@@ -9,12 +9,12 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Column, Table
 
-from .console import out
-from .plugins import components
-from .templates import InstructionTemplate
+from ..console import out
+from ..plugins import components
+from ..templates import InstructionTemplate
 
 
-def add_templates_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "templates", help="list instruction templates: variables, answer form, labels, paraphrases"
     )

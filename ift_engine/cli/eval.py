@@ -9,15 +9,15 @@ from typing import Any
 
 from rich.markup import escape
 
-from .console import err, out
-from .errors import EvalError
-from .files import check_output_file, json_text, write_file
+from ..console import err, out
+from ..errors import EvalError
+from ..files import check_output_file, json_text, write_file
 
 #: Flags that describe the evaluation itself: given with a file, they would be ignored.
 SIMPLE_FLAGS = {"data": "--data", "source": "--source", "template": "--template", "model": "--model"}
 
 
-def add_eval_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "eval", help="score models on a labelled dataset under every paraphrase of a template"
     )
@@ -64,7 +64,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     if args.report:
         check_output_file(Path(args.report), "report", args.overwrite)
     if args.plot:
-        from .workflow.picture import check_picture_path
+        from ..workflow.picture import check_picture_path
 
         check_picture_path(Path(args.plot), args.overwrite)
 
@@ -72,8 +72,8 @@ def check_outputs(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .evaluation import run_eval
-    from .evaluation.report import draw_plot, markdown_report, notes, terminal_table
+    from ..evaluation import run_eval
+    from ..evaluation.report import draw_plot, markdown_report, notes, terminal_table
 
     spec = spec_from_flags(args)
     if args.limit is not None and args.limit < 1:
