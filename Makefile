@@ -48,7 +48,8 @@ bench-workflow: setup
 	$(BIN)/python benchmarks/bench_workflow.py
 
 lint: setup-dev
-	$(BIN)/ruff check ift_engine tests plugins
+	$(BIN)/ruff check ift_engine tests plugins benchmarks examples
+	$(BIN)/ruff format --check ift_engine tests plugins benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

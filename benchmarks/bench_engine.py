@@ -29,7 +29,10 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def prompts(count: int) -> list[list[dict[str, str]]]:
-    return [[{"role": "user", "content": f"Write about topic number {i} in a few sentences."}] for i in range(count)]
+    return [
+        [{"role": "user", "content": f"Write about topic number {i} in a few sentences."}]
+        for i in range(count)
+    ]
 
 
 def weights_folder(folder: Path, workdir: Path) -> Path:
@@ -54,18 +57,35 @@ def build(weights: Path, out: Path, precision: str, device: str, extras: list[st
     from ift_engine.export import INT4_RECIPE
 
     options = [*extras, *(INT4_RECIPE if precision == "int4" else ())]
-    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(weights), "-o", str(out),
-               "-p", precision, "-e", device, "-c", str(out.parent / "builder-cache")]
+    command = [
+        sys.executable,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(weights),
+        "-o",
+        str(out),
+        "-p",
+        precision,
+        "-e",
+        device,
+        "-c",
+        str(out.parent / "builder-cache"),
+    ]
     if options:
         command += ["--extra_options", *options]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"the builder failed ({' '.join(extras) or precision}): {done.stdout[-800:]}{done.stderr[-800:]}")
+        raise SystemExit(
+            f"the builder failed ({' '.join(extras) or precision}): {done.stdout[-800:]}{done.stderr[-800:]}"
+        )
     AutoTokenizer.from_pretrained(weights).save_pretrained(out)
     return out
 
 
-def engine_run(folder: Path, ids: list[list[int]], new_tokens: int, arriving: int) -> tuple[float, list[list[int]]]:
+def engine_run(
+    folder: Path, ids: list[list[int]], new_tokens: int, arriving: int
+) -> tuple[float, list[list[int]]]:
     """``og.Engine`` on ``ids``, ``arriving`` new requests before each step: seconds, tokens."""
     import numpy as np
     import onnxruntime_genai as og
@@ -151,7 +171,9 @@ def main() -> None:
     from ift_engine.models.chat import chat_ids
     from ift_engine.plugins import components
 
-    source = Path(args.model) if args.model else components().model_aliases.get("smollm2-135m-instruct").locate()
+    source = (
+        Path(args.model) if args.model else components().model_aliases.get("smollm2-135m-instruct").locate()
+    )
     chats = prompts(args.prompts)
     arriving = 4
     with tempfile.TemporaryDirectory() as workdir:
@@ -167,19 +189,33 @@ def main() -> None:
         engine_run(scheduled, ids[:1], args.new_tokens, 1)  # warm-up
         engine_seconds, engine_tokens = engine_run(scheduled, ids, args.new_tokens, arriving)
         checked = min(len(ids), 8)
-        same = sum(engine_tokens[i] == generator_tokens(scheduled, ids[i], args.new_tokens) for i in range(checked))
-        worker_seconds, worker_count, worker_texts = worker_run(plain, chats, args.new_tokens, arriving, args.device)
-        alone = [tokenizer.decode(generator_tokens(plain, ids[i], args.new_tokens), skip_special_tokens=True)
-                 for i in range(checked)]
+        same = sum(
+            engine_tokens[i] == generator_tokens(scheduled, ids[i], args.new_tokens) for i in range(checked)
+        )
+        worker_seconds, worker_count, worker_texts = worker_run(
+            plain, chats, args.new_tokens, arriving, args.device
+        )
+        alone = [
+            tokenizer.decode(generator_tokens(plain, ids[i], args.new_tokens), skip_special_tokens=True)
+            for i in range(checked)
+        ]
         worker_same = sum(worker_texts[i].strip() == alone[i].strip() for i in range(checked))
     engine_count = sum(len(t) for t in engine_tokens)
     rows = [
-        {"path": "og.Engine" + (" (paged, dynamic)" if args.device == "cuda" else " (static batches)"),
-         "tok_s": engine_count / engine_seconds, "parity": f"{same}/{checked}"},
-        {"path": "the engine's worker (og.Generator cohorts)", "tok_s": worker_count / worker_seconds,
-         "parity": f"{worker_same}/{checked}"},
+        {
+            "path": "og.Engine" + (" (paged, dynamic)" if args.device == "cuda" else " (static batches)"),
+            "tok_s": engine_count / engine_seconds,
+            "parity": f"{same}/{checked}",
+        },
+        {
+            "path": "the engine's worker (og.Generator cohorts)",
+            "tok_s": worker_count / worker_seconds,
+            "parity": f"{worker_same}/{checked}",
+        },
     ]
-    table = markdown_table(rows, [("path", "scheduler"), ("tok_s", "tokens/s"), ("parity", "answers equal to og.Generator's")])
+    table = markdown_table(
+        rows, [("path", "scheduler"), ("tok_s", "tokens/s"), ("parity", "answers equal to og.Generator's")]
+    )
     lines = [
         f"og.Engine: {rows[0]['tok_s'] / rows[1]['tok_s']:.2f}x the worker's tokens/s; "
         f"answers equal to one og.Generator per prompt: og.Engine {same} of {checked}, the worker "

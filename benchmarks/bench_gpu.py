@@ -32,7 +32,9 @@ def load(folder: Path, device: str) -> Any:
     from ift_engine.models.torch_utils import load_pretrained
 
     if any(folder.glob("*.safetensors")):
-        model, tokenizer = load_pretrained(AutoModelForCausalLM, "causal LM", "bench", str(folder), device, "auto")
+        model, tokenizer = load_pretrained(
+            AutoModelForCausalLM, "causal LM", "bench", str(folder), device, "auto"
+        )
     else:
         from transformers import AutoTokenizer
 
@@ -43,7 +45,10 @@ def load(folder: Path, device: str) -> Any:
 
 
 def prompts(count: int) -> list[list[dict[str, str]]]:
-    return [[{"role": "user", "content": f"Write about topic number {i} in a few sentences."}] for i in range(count)]
+    return [
+        [{"role": "user", "content": f"Write about topic number {i} in a few sentences."}]
+        for i in range(count)
+    ]
 
 
 def tokens_per_second(run: Any, rounds: int) -> float:
@@ -67,7 +72,9 @@ def main() -> None:
     from ift_engine.models.worker import ModelWorker
     from ift_engine.plugins import components
 
-    folder = Path(args.model) if args.model else components().model_aliases.get("smollm2-135m-instruct").locate()
+    folder = (
+        Path(args.model) if args.model else components().model_aliases.get("smollm2-135m-instruct").locate()
+    )
     model = load(folder, args.device)
     new_tokens = 4 if args.quick else args.new_tokens
     sizes, rounds = ([1, 2], 1) if args.quick else ([1, 8, 32], 3)
@@ -78,8 +85,14 @@ def main() -> None:
         enc = encode_chats(model.tokenizer, prompts(n)).to(model.device)
         with torch.inference_mode():
             out = model.model.generate(
-                **enc, max_new_tokens=new_tokens, do_sample=False, top_k=None, top_p=None, temperature=None,
-                eos_token_id=model.stop_ids, pad_token_id=model.tokenizer.pad_token_id,
+                **enc,
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                top_k=None,
+                top_p=None,
+                temperature=None,
+                eos_token_id=model.stop_ids,
+                pad_token_id=model.tokenizer.pad_token_id,
             )
         return int((out[:, enc["input_ids"].shape[1] :] != model.tokenizer.pad_token_id).sum())
 
@@ -95,16 +108,29 @@ def main() -> None:
     plain(1), continuous(1)  # warm-up: kernels, allocator
     rows = []
     for n in sizes:
-        rows.append({
-            "batch": n,
-            "generate": tokens_per_second(lambda n=n: plain(n), rounds),
-            "worker": tokens_per_second(lambda n=n: continuous(n), rounds),
-        })
+        rows.append(
+            {
+                "batch": n,
+                "generate": tokens_per_second(lambda n=n: plain(n), rounds),
+                "worker": tokens_per_second(lambda n=n: continuous(n), rounds),
+            }
+        )
     worker.close()
     for row in rows:
         row["ratio"] = row["worker"] / row["generate"]
-    table = markdown_table(rows, [("batch", "prompts"), ("generate", "generate tok/s"), ("worker", "worker tok/s"), ("ratio", "worker / generate")])
-    lines = [f"{r['batch']} prompts: the worker decodes {r['ratio']:.2f}x the tokens/s of one generate call" for r in rows]
+    table = markdown_table(
+        rows,
+        [
+            ("batch", "prompts"),
+            ("generate", "generate tok/s"),
+            ("worker", "worker tok/s"),
+            ("ratio", "worker / generate"),
+        ],
+    )
+    lines = [
+        f"{r['batch']} prompts: the worker decodes {r['ratio']:.2f}x the tokens/s of one generate call"
+        for r in rows
+    ]
     print(table)
     print("\n".join(lines))
     save_results(

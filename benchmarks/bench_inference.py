@@ -28,10 +28,10 @@ from typing import Any
 import psutil
 from machine import describe_machine, markdown_table, save_results
 
-from ift_engine.models.embedded import smollm2_gguf
 from ift_engine.export import export_cached
 from ift_engine.models.base import GenerationSettings
 from ift_engine.models.chat import format_chat
+from ift_engine.models.embedded import smollm2_gguf
 from ift_engine.models.resolve import MANIFEST, convert_gguf, read_json_object
 
 PROMPTS = [

@@ -83,7 +83,9 @@ class Server:
 
     def start(self) -> None:
         args = [a.replace("PORT", str(self.port)) for a in self.command]
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -156,7 +158,9 @@ async def chat(http: httpx.AsyncClient, server: Server, text: str, max_tokens: i
     }
 
 
-async def load(server: Server, texts: list[str], concurrency: int, max_tokens: int) -> tuple[float, list[Any]]:
+async def load(
+    server: Server, texts: list[str], concurrency: int, max_tokens: int
+) -> tuple[float, list[Any]]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=server.url, timeout=900) as http:
 
@@ -169,7 +173,9 @@ async def load(server: Server, texts: list[str], concurrency: int, max_tokens: i
         return time.perf_counter() - started, list(results)
 
 
-async def arrivals(server: Server, texts: list[str], gaps: list[float], max_tokens: int) -> tuple[float, list[Any]]:
+async def arrivals(
+    server: Server, texts: list[str], gaps: list[float], max_tokens: int
+) -> tuple[float, list[Any]]:
     """Request ``i`` sent ``sum(gaps[:i + 1])`` seconds after the start, whatever is in flight."""
     async with httpx.AsyncClient(base_url=server.url, timeout=900) as http:
         started = time.perf_counter()
@@ -192,10 +198,14 @@ def poisson_gaps(count: int, rate: float, seed: int = 0) -> list[float]:
 
 def count_tokens(tokenizer: Any, results: list[dict[str, Any]]) -> int:
     """Generated tokens: the server's usage where it reports one, else the text re-tokenized."""
-    return sum(r["tokens"] if r["tokens"] is not None else len(tokenizer(r["text"])["input_ids"]) for r in results)
+    return sum(
+        r["tokens"] if r["tokens"] is not None else len(tokenizer(r["text"])["input_ids"]) for r in results
+    )
 
 
-def summary(server: str, concurrency: int, runs: list[tuple[float, list[Any]]], tokenizer: Any) -> dict[str, Any]:
+def summary(
+    server: str, concurrency: int, runs: list[tuple[float, list[Any]]], tokenizer: Any
+) -> dict[str, Any]:
     results = [r for _, rs in runs for r in rs]
     latencies = sorted(r["latency"] for r in results)
     return {
@@ -234,8 +244,18 @@ def servers_for(folder: Path, workdir: Path, device: str) -> list[Server]:
     servers = [
         Server(
             "transformers serve --continuous-batching",
-            [str(scripts / "transformers"), "serve", "--continuous-batching",
-             str(folder), "--host", "127.0.0.1", "--port", "PORT", "--device", device],
+            [
+                str(scripts / "transformers"),
+                "serve",
+                "--continuous-batching",
+                str(folder),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "PORT",
+                "--device",
+                device,
+            ],
             "/health",
             str(folder),
         )
@@ -246,8 +266,12 @@ def servers_for(folder: Path, workdir: Path, device: str) -> list[Server]:
             model["backend"] = "onnx"
         flows = workdir / name
         flows.mkdir()
-        chat_flow = {"name": "chat", "inputs": {"text": "string"}, "model": model,
-                     "nodes": [{"id": "answer", "instruction": "{text}", "inputs": {"text": "$input.text"}}]}
+        chat_flow = {
+            "name": "chat",
+            "inputs": {"text": "string"},
+            "model": model,
+            "nodes": [{"id": "answer", "instruction": "{text}", "inputs": {"text": "$input.text"}}],
+        }
         (flows / "chat.yaml").write_text(json.dumps(chat_flow))
         summarize = json.loads(json.dumps(yaml_dict(SUMMARIZE)))
         summarize["model"] = model
@@ -283,11 +307,15 @@ def flow_rows(flows: dict[tuple[str, int], list[tuple[float, list[float]]]]) -> 
     rows = []
     for (server, concurrency), runs in sorted(flows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         latencies = sorted(x for _, xs in runs for x in xs)
-        rows.append({
-            "server": server, "concurrency": concurrency, "requests": len(latencies),
-            "runs_s": len(latencies) / sum(seconds for seconds, _ in runs),
-            "p50": statistics.median(latencies),
-        })
+        rows.append(
+            {
+                "server": server,
+                "concurrency": concurrency,
+                "requests": len(latencies),
+                "runs_s": len(latencies) / sum(seconds for seconds, _ in runs),
+                "p50": statistics.median(latencies),
+            }
+        )
     return rows
 
 
@@ -299,7 +327,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=2.0, help="requests/s of the Poisson run (0: none)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model", help="a model folder (default: the embedded SmolLM2, converted once)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, 2 tokens, concurrency 1 and 2")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 1 round, 2 tokens, concurrency 1 and 2"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.concurrency, args.max_tokens, args.rate = 1, [1, 2], 2, 20.0
@@ -325,7 +355,10 @@ class Measurements:
             for server in order:
                 result = asyncio.run(load(server, texts, concurrency, args.max_tokens))
                 self.chats.setdefault((server.name, concurrency), []).append(result)
-                print(f"round {round_ + 1}, {concurrency} at once, {server.name}: {result[0]:.1f} s", file=sys.stderr)
+                print(
+                    f"round {round_ + 1}, {concurrency} at once, {server.name}: {result[0]:.1f} s",
+                    file=sys.stderr,
+                )
         if args.rate > 0:
             count = 4 if args.quick else 32
             gaps = poisson_gaps(count, args.rate, seed=round_)
@@ -349,7 +382,9 @@ def main() -> None:
 
     from ift_engine.plugins import components
 
-    folder = Path(args.model) if args.model else components().model_aliases.get("smollm2-135m-instruct").locate()
+    folder = (
+        Path(args.model) if args.model else components().model_aliases.get("smollm2-135m-instruct").locate()
+    )
     tokenizer = AutoTokenizer.from_pretrained(folder)
     measured = Measurements()
     with tempfile.TemporaryDirectory() as workdir:
@@ -364,7 +399,9 @@ def main() -> None:
     report(args, rows, max(measured.ceiling), flow_rows(measured.flows))
 
 
-def target_lines(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float, flows: list[dict[str, Any]]) -> list[str]:
+def target_lines(
+    args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float, flows: list[dict[str, Any]]
+) -> list[str]:
     def at(server: str, concurrency: int | str, table: list[dict[str, Any]] = rows) -> dict[str, Any]:
         return next(r for r in table if r["server"].endswith(server) and r["concurrency"] == concurrency)
 
@@ -379,25 +416,46 @@ def target_lines(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: 
     ]
     if 4 in args.concurrency and 1 in args.concurrency:
         for name in ("pytorch", "int8", "int4"):
-            lines.append(f"{name}: p50 latency at 4 at once {at(name, 4)['p50'] / at(name, 1)['p50']:.2f}x the one-request latency (target <= 1.5x)")
+            lines.append(
+                f"{name}: p50 latency at 4 at once {at(name, 4)['p50'] / at(name, 1)['p50']:.2f}x the one-request latency (target <= 1.5x)"
+            )
     for name in ("pytorch", "int8", "int4"):
         gain = at(name, top, flows)["runs_s"] / at(name, 1, flows)["runs_s"]
-        lines.append(f"summarize.yaml (two nodes) on {name}: {top} requests at once {gain:.2f}x the runs/s of one at a time")
+        lines.append(
+            f"summarize.yaml (two nodes) on {name}: {top} requests at once {gain:.2f}x the runs/s of one at a time"
+        )
     if args.rate > 0:
         poisson = at("int4", POISSON)["p50"] / at("--continuous-batching", POISSON)["p50"]
         lines.append(f"Poisson arrivals at {args.rate:g}/s: int4 p50 latency {poisson:.2f}x the peer's")
     return lines
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float, flows: list[dict[str, Any]]) -> None:
+def report(
+    args: argparse.Namespace, rows: list[dict[str, Any]], ceiling: float, flows: list[dict[str, Any]]
+) -> None:
     lines = target_lines(args, rows, ceiling, flows)
     columns = [
-        ("server", "server"), ("concurrency", "at once"), ("requests", "requests"), ("failed", "failed"),
-        ("tok_s", "tokens/s"), ("p50", "p50 latency s"), ("p95", "p95 latency s"), ("ttft_p50", "p50 first token s"),
+        ("server", "server"),
+        ("concurrency", "at once"),
+        ("requests", "requests"),
+        ("failed", "failed"),
+        ("tok_s", "tokens/s"),
+        ("p50", "p50 latency s"),
+        ("p95", "p95 latency s"),
+        ("ttft_p50", "p50 first token s"),
     ]
-    flow_columns = [("server", "server"), ("concurrency", "at once"), ("requests", "runs"),
-                    ("runs_s", "runs/s"), ("p50", "p50 latency s")]
-    table = markdown_table(rows, columns) + "\n\nsummarize.yaml (two nodes):\n\n" + markdown_table(flows, flow_columns)
+    flow_columns = [
+        ("server", "server"),
+        ("concurrency", "at once"),
+        ("requests", "runs"),
+        ("runs_s", "runs/s"),
+        ("p50", "p50 latency s"),
+    ]
+    table = (
+        markdown_table(rows, columns)
+        + "\n\nsummarize.yaml (two nodes):\n\n"
+        + markdown_table(flows, flow_columns)
+    )
     print(table)
     print("\n".join(lines))
     machine = describe_machine()

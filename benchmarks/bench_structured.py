@@ -43,8 +43,23 @@ SCHEMA = {
     "required": ["name", "age", "employed"],
     "additionalProperties": False,
 }
-NAMES = ["Maria Lopez", "Tom Becker", "Aiko Sato", "Liam Walsh", "Nadia Haddad", "Pavel Novak", "Grace Okafor"]
-JOBS = ["works as a nurse", "is retired", "teaches at a school", "is out of work", "runs a bakery", "is unemployed"]
+NAMES = [
+    "Maria Lopez",
+    "Tom Becker",
+    "Aiko Sato",
+    "Liam Walsh",
+    "Nadia Haddad",
+    "Pavel Novak",
+    "Grace Okafor",
+]
+JOBS = [
+    "works as a nurse",
+    "is retired",
+    "teaches at a school",
+    "is out of work",
+    "runs a bakery",
+    "is unemployed",
+]
 EMPLOYED = {"works as a nurse": True, "teaches at a school": True, "runs a bakery": True}
 INSTRUCTION = (
     "Read the text and answer with a JSON object with the keys name (string), age (integer) and "
@@ -84,7 +99,12 @@ def run_way(
             continue
         valid += 1
         right += value == truth
-    return {"valid": valid / len(items), "right": right / len(items), "tok_s": tokens / seconds, "seconds": seconds}
+    return {
+        "valid": valid / len(items),
+        "right": right / len(items),
+        "tok_s": tokens / seconds,
+        "seconds": seconds,
+    }
 
 
 GOOD = ["the room was clean", "the staff were kind", "breakfast was excellent", "the bed was comfortable"]
@@ -112,9 +132,13 @@ def label_ways(pool: ModelPool, spec: ModelSpec, items: list[tuple[str, str]]) -
     constraint = choice_constraint(labels)
     rows = []
     for way in ("scored", "generated under the labels"):
-        def ask(chosen: list[Any]) -> list[str]:
+
+        def ask(chosen: list[Any], way: str = way) -> list[str]:
             if way == "scored":
-                return [labels[max(range(len(p)), key=p.__getitem__)] for p in worker.classify(chosen, labels).result()]
+                return [
+                    labels[max(range(len(p)), key=p.__getitem__)]
+                    for p in worker.classify(chosen, labels).result()
+                ]
             return [a.text.strip() for a in worker.generate(chosen, settings, None, constraint).result()]
 
         ask(prompts[:1])  # warm-up
@@ -122,8 +146,14 @@ def label_ways(pool: ModelPool, spec: ModelSpec, items: list[tuple[str, str]]) -
         answers = ask(prompts)
         seconds = time.perf_counter() - began
         right = sum(a == truth for a, (_, truth) in zip(answers, items))
-        rows.append({"way": way, "right": right / len(items), "prompts_s": len(items) / seconds,
-                     "in_labels": sum(a in labels for a in answers) / len(items)})
+        rows.append(
+            {
+                "way": way,
+                "right": right / len(items),
+                "prompts_s": len(items) / seconds,
+                "in_labels": sum(a in labels for a in answers) / len(items),
+            }
+        )
     return rows
 
 
@@ -157,7 +187,9 @@ def main() -> None:
     report(args, rows, len(items), label_rows)
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]], count: int, label_rows: list[dict[str, Any]]) -> None:
+def report(
+    args: argparse.Namespace, rows: list[dict[str, Any]], count: int, label_rows: list[dict[str, Any]]
+) -> None:
     columns = [
         ("backend", "backend"),
         ("decoding", "decoding"),
@@ -175,8 +207,13 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], count: int, lab
             f"{constrained['tok_s'] / free['tok_s']:.2f}x; wall time constrained / free: "
             f"{constrained['seconds'] / free['seconds']:.2f}x (a constrained answer ends with its JSON)"
         )
-    label_columns = [("backend", "backend"), ("way", "label answer"), ("right", "right"),
-                     ("in_labels", "one of the labels"), ("prompts_s", "prompts/s")]
+    label_columns = [
+        ("backend", "backend"),
+        ("way", "label answer"),
+        ("right", "right"),
+        ("in_labels", "one of the labels"),
+        ("prompts_s", "prompts/s"),
+    ]
     table += "\n\nA label node (sentiment-en, positive/negative) on the same model, two ways:\n\n"
     table += markdown_table(label_rows, label_columns)
     for scored, generated in zip(label_rows[::2], label_rows[1::2]):
@@ -197,7 +234,13 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], count: int, lab
         table,
         summary,
         machine,
-        {"prompts": count, "batch_size": args.batch_size, "schema": SCHEMA, "rows": rows, "labels": label_rows},
+        {
+            "prompts": count,
+            "batch_size": args.batch_size,
+            "schema": SCHEMA,
+            "rows": rows,
+            "labels": label_rows,
+        },
     )
 
 

@@ -21,7 +21,9 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
         return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise IftError(f"--ray-address {address!r}: give HOST:PORT of the cluster's head (or ray://HOST:PORT)")
+        raise IftError(
+            f"--ray-address {address!r}: give HOST:PORT of the cluster's head (or ray://HOST:PORT)"
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:

@@ -28,6 +28,7 @@ from .models.resolve import check_weights
 #: What an ensembler combines: label probabilities, or generated text.
 Combines = Literal["classify", "generate"]
 
+
 class Ensembler(ABC):
     """Builds an ensemble model from members and their weights. Register subclasses through
     ``register_ensemblers``; ``name`` is how workflows refer to them."""

@@ -31,8 +31,6 @@ class Register(Protocol[Component]):
     def __call__(self, component: Component, /, override: bool = False) -> None: ...
 
 
-
-
 @hookspec
 def register_templates(register: Register[InstructionTemplate]) -> None:
     """Register ``InstructionTemplate`` objects."""

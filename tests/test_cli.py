@@ -105,8 +105,21 @@ def test_ift_chat_streams_each_reply_and_keeps_the_conversation(tiny_causal_dir:
 
     said = "Bees dance.\nWhy?\n/reset\nWhy?\n"
     done = subprocess.run(
-        [sys.executable, "-m", "ift_engine.cli", "chat", str(tiny_causal_dir), "--max-tokens", "6", "--option", "device=cpu"],
-        input=said, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "ift_engine.cli",
+            "chat",
+            str(tiny_causal_dir),
+            "--max-tokens",
+            "6",
+            "--option",
+            "device=cpu",
+        ],
+        input=said,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     model = HFCausalLM.load("tiny", str(tiny_causal_dir), CausalLMOptions(device="cpu"))

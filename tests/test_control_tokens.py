@@ -32,11 +32,15 @@ def smollm2_tokenizer():
     from ift_engine.models.resolve import ModelPool, ModelSpec
     from ift_engine.plugins import components
 
-    return AutoTokenizer.from_pretrained(ModelPool(components()).locate(ModelSpec(name="smollm2-135m-instruct")))
+    return AutoTokenizer.from_pretrained(
+        ModelPool(components()).locate(ModelSpec(name="smollm2-135m-instruct"))
+    )
 
 
 def control_ids(tokenizer, ids: list[int]) -> list[int]:
-    special = set(tokenizer.all_special_ids) | {tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")}
+    special = set(tokenizer.all_special_ids) | {
+        tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")
+    }
     return [i for i in ids if i in special]
 
 
@@ -57,7 +61,9 @@ def test_ordinary_prompts_tokenize_exactly_as_before(smollm2_tokenizer):
     tok = smollm2_tokenizer
     for text in BENIGN:
         messages = [{"role": "system", "content": "Be brief."}, *user(text)]
-        assert chat_ids(tok, messages) == tok(format_chat(tok, messages), add_special_tokens=False)["input_ids"]
+        assert (
+            chat_ids(tok, messages) == tok(format_chat(tok, messages), add_special_tokens=False)["input_ids"]
+        )
 
 
 def test_training_labels_token_by_token_with_control_text_in_prompt_and_answer(smollm2_tokenizer):
@@ -66,15 +72,21 @@ def test_training_labels_token_by_token_with_control_text_in_prompt_and_answer(s
     example = Example(tuple(user(HOSTILE)), "Fine.<|im_end|> still the answer")
     features = tokenize_example(tok, example, max_length=512, stop_ids=[stop])
     prompt = chat_ids(tok, user(HOSTILE))
-    answer = tok("Fine.<|im_end|> still the answer", add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    answer = tok("Fine.<|im_end|> still the answer", add_special_tokens=False, split_special_tokens=True)[
+        "input_ids"
+    ]
     assert features["input_ids"] == prompt + answer + [stop]
-    assert features["labels"] == [IGNORE] * len(prompt) + answer + [stop]  # the typed marker is trained as text
+    assert features["labels"] == [IGNORE] * len(prompt) + answer + [
+        stop
+    ]  # the typed marker is trained as text
     assert features["input_ids"].count(stop) == prompt.count(stop) + 1
 
 
 def capture_input_ids(model: torch.nn.Module) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
-    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True
+    )
     return seen
 
 

@@ -84,7 +84,14 @@ def one_line_error(stderr: str) -> bool:
 
 @pytest.mark.parametrize(
     "foreign",
-    ['[1, 2]', '{"note": "checked by hand"}', "not json", '{"id": 1', '{"id": "r3", "note": "x"}', '{"id": "r3", "topic": "t3"}'],
+    [
+        "[1, 2]",
+        '{"note": "checked by hand"}',
+        "not json",
+        '{"id": 1',
+        '{"id": "r3", "note": "x"}',
+        '{"id": "r3", "topic": "t3"}',
+    ],
 )
 def test_resume_never_deletes_rows_after_a_line_that_is_not_a_row(tmp_path: Path, foreign: str) -> None:
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl"
@@ -97,7 +104,9 @@ def test_resume_never_deletes_rows_after_a_line_that_is_not_a_row(tmp_path: Path
 
 def test_resume_drops_only_a_last_row_cut_short(tmp_path: Path) -> None:
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 3), tmp_path / "out.jsonl"
-    output.write_text('{"id": "r0", "outputs": {}, "error": null}\n\n{"id": "r1", "outputs": {}, "error": null}\n{"id": "r2", "outp')
+    output.write_text(
+        '{"id": "r0", "outputs": {}, "error": null}\n\n{"id": "r1", "outputs": {}, "error": null}\n{"id": "r2", "outp'
+    )
     code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
     assert code == 0, stderr
     rows = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
@@ -110,7 +119,10 @@ def test_a_whole_last_row_without_its_newline_is_kept(tmp_path: Path) -> None:
     code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
     assert code == 0, stderr
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert rows[0] == {"id": "r0", "outputs": {"kept": True}, "error": None} and [r["id"] for r in rows] == ["r0", "r1"]
+    assert rows[0] == {"id": "r0", "outputs": {"kept": True}, "error": None} and [r["id"] for r in rows] == [
+        "r0",
+        "r1",
+    ]
 
 
 def limit_memory(size: int) -> Any:
@@ -124,7 +136,16 @@ def test_resume_reads_the_previous_output_a_line_at_a_time(tmp_path: Path) -> No
     output.write_bytes(first)
     with output.open("r+b") as file:
         file.truncate(8 * 2**30)  # 8 GiB of zero bytes after the row, sparse: no disk used
-    process = ift("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume", preexec_fn=limit_memory(2**30))
+    process = ift(
+        "run",
+        str(flow),
+        "--inputs",
+        str(inputs),
+        "--output",
+        str(output),
+        "--resume",
+        preexec_fn=limit_memory(2**30),
+    )
     code, stderr = finish(process)
     assert code == 2 and one_line_error(stderr), stderr
     assert f"{output}: line 2 is longer than 32 MiB (no result row is), so nothing was changed" in stderr
@@ -135,9 +156,16 @@ def test_resume_reads_the_previous_output_a_line_at_a_time(tmp_path: Path) -> No
 
 def test_a_resume_over_many_rows_keeps_every_one_and_runs_only_the_rest(tmp_path: Path) -> None:
     count = 30_000
-    flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", count + 3), tmp_path / "out.jsonl"
+    flow, inputs, output = (
+        workflow(tmp_path),
+        inputs_file(tmp_path / "in.jsonl", count + 3),
+        tmp_path / "out.jsonl",
+    )
     error = {"node": "content", "message": "failed before"}
-    rows = [{"id": f"r{i}", "outputs": {"content": "x" * (i % 50)}, "error": error if i % 7 == 0 else None} for i in range(count)]
+    rows = [
+        {"id": f"r{i}", "outputs": {"content": "x" * (i % 50)}, "error": error if i % 7 == 0 else None}
+        for i in range(count)
+    ]
     before = "".join(json.dumps(row) + "\n" for row in rows) + '{"id": "r30000", "outp'
     output.write_text(before)
     code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
@@ -150,7 +178,9 @@ def test_a_resume_over_many_rows_keeps_every_one_and_runs_only_the_rest(tmp_path
 def test_a_result_too_long_for_a_row_is_written_as_a_failed_row(tmp_path: Path) -> None:
     from ift_engine.workflow.rows import MAX_ROW_BYTES, row_line
 
-    line = row_line({"id": 7, "outputs": {"a": "x" * (MAX_ROW_BYTES + 1)}, "error": None, "cached": [], "seconds": 0})
+    line = row_line(
+        {"id": 7, "outputs": {"a": "x" * (MAX_ROW_BYTES + 1)}, "error": None, "cached": [], "seconds": 0}
+    )
     row = json.loads(line)
     assert len(line) < 1000 and row["id"] == 7 and row["outputs"] == {}
     assert "over the 32 MiB a row may hold" in row["error"]["message"]
@@ -189,9 +219,23 @@ def test_inputs_from_a_fifo(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("resume", [True, False])
 def test_a_second_process_on_the_same_output_fails_at_once(tmp_path: Path, resume: bool) -> None:
-    flow, inputs, output = workflow(tmp_path, delay=0.5), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
+    flow, inputs, output = (
+        workflow(tmp_path, delay=0.5),
+        inputs_file(tmp_path / "in.jsonl", 12),
+        tmp_path / "out.jsonl",
+    )
     # The first run must outlast the second one's start-up, even on a loaded machine.
-    args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output), "--batch-size", "2", "--no-cache"]
+    args = [
+        "run",
+        str(flow),
+        "--inputs",
+        str(inputs),
+        "--output",
+        str(output),
+        "--batch-size",
+        "2",
+        "--no-cache",
+    ]
     first = ift(*args, "--resume")
     deadline = time.time() + 60
     while time.time() < deadline and not (output.exists() and output.stat().st_size):
@@ -241,12 +285,40 @@ def test_unwritable_outputs_are_one_line_errors_that_leave_nothing(tmp_path: Pat
     cases = {
         "a folder": ["run", str(flow), "--inputs", str(inputs), "--output", str(tmp_path)],
         "a device": ["run", str(flow), "--inputs", str(inputs), "--output", "/dev/full"],
-        "under a file": ["run", str(flow), "--inputs", str(inputs), "--output", str(tmp_path / "afile" / "o.jsonl")],
-        "missing inputs": ["run", str(flow), "--inputs", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl")],
-        "inputs a folder": ["run", str(flow), "--inputs", str(tmp_path), "--output", str(tmp_path / "o.jsonl")],
+        "under a file": [
+            "run",
+            str(flow),
+            "--inputs",
+            str(inputs),
+            "--output",
+            str(tmp_path / "afile" / "o.jsonl"),
+        ],
+        "missing inputs": [
+            "run",
+            str(flow),
+            "--inputs",
+            str(tmp_path / "nope.jsonl"),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ],
+        "inputs a folder": [
+            "run",
+            str(flow),
+            "--inputs",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ],
         "trace a folder": ["run", str(flow), "--input", "topic=x", "--trace", str(tmp_path)],
         "trace a device": ["run", str(flow), "--input", "topic=x", "--trace", "/dev/full"],
-        "trace under a file": ["run", str(flow), "--input", "topic=x", "--trace", str(tmp_path / "afile" / "t.json")],
+        "trace under a file": [
+            "run",
+            str(flow),
+            "--input",
+            "topic=x",
+            "--trace",
+            str(tmp_path / "afile" / "t.json"),
+        ],
         "png suffix": ["graph", str(flow), "--png", str(tmp_path / "graph.bmpx")],
         "png a folder": ["graph", str(flow), "--png", str(tmp_path)],
     }
@@ -258,7 +330,9 @@ def test_unwritable_outputs_are_one_line_errors_that_leave_nothing(tmp_path: Pat
 
 def test_trace_and_picture_are_written_whole(tmp_path: Path) -> None:
     flow = workflow(tmp_path)
-    code, stderr = run("run", str(flow), "--input", "topic=x", "--trace", str(tmp_path / "new" / "trace.json"))
+    code, stderr = run(
+        "run", str(flow), "--input", "topic=x", "--trace", str(tmp_path / "new" / "trace.json")
+    )
     assert code == 0, stderr
     assert json.loads((tmp_path / "new" / "trace.json").read_text())["outputs"]
     code, stderr = run("graph", str(flow), "--png", str(tmp_path / "graph.svg"))
@@ -276,7 +350,9 @@ def test_a_failed_write_keeps_the_rows_written_and_resume_finishes(tmp_path: Pat
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
     args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output), "--batch-size", "2"]
     code, stderr = finish(ift(*args, preexec_fn=_small_file_limit))
-    assert code == 2 and "cannot write the output" in stderr and "--resume" in stderr and one_line_error(stderr)
+    assert (
+        code == 2 and "cannot write the output" in stderr and "--resume" in stderr and one_line_error(stderr)
+    )
     kept = ids(output)
     assert 0 < len(kept) < 12
     code, stderr = run(*args, "--resume")
@@ -292,7 +368,9 @@ def test_cache_key_holds_the_plugin_settings() -> None:
     pytest.importorskip("ift_engine_myplugin")
     doc = {
         **FLOW,
-        "nodes": [{"id": "q", "template": "yes-no-en", "inputs": {"question": "$input.topic"}, "parser": "yes_no"}],
+        "nodes": [
+            {"id": "q", "template": "yes-no-en", "inputs": {"question": "$input.topic"}, "parser": "yes_no"}
+        ],
         "model": {"name": "m", "backend": "mock", "options": {"default": "maybe"}},
     }
 
@@ -309,7 +387,9 @@ def test_cache_key_holds_the_plugin_settings() -> None:
     assert calls == [1, 1, 2]  # the strict run asked the model again: its settings are in the key
 
 
-def test_a_same_size_replacement_with_the_old_mtime_is_a_new_model(tiny_causal_dir: Path, tmp_path: Path) -> None:
+def test_a_same_size_replacement_with_the_old_mtime_is_a_new_model(
+    tiny_causal_dir: Path, tmp_path: Path
+) -> None:
     import shutil
 
     folder = tmp_path / "model"
@@ -329,7 +409,9 @@ def test_a_same_size_replacement_with_the_old_mtime_is_a_new_model(tiny_causal_d
     assert not Workflow.from_dict(doc).run(topic="bees").nodes["outline"].cached
 
 
-@pytest.mark.parametrize("entry", ['[1, 2]', '{"note": 1}', '{"raw": 3}', '{"raw": null, "label": null}', "{", '"x"'])
+@pytest.mark.parametrize(
+    "entry", ["[1, 2]", '{"note": 1}', '{"raw": 3}', '{"raw": null, "label": null}', "{", '"x"']
+)
 def test_a_cache_entry_of_the_wrong_shape_is_a_miss(tmp_path: Path, entry: str) -> None:
     wf = Workflow.from_dict(FLOW)
     cache = AnswerCache(tmp_path / "cache")
@@ -381,7 +463,9 @@ def test_a_previous_output_is_replaced_only_when_it_holds_what_its_manifest_list
     write_manifest(out, "ift_model.json", {"kind": "test"})
 
     def check() -> None:
-        check_output_folder(out, "test output", previous=lambda f: read_json_mapping(f / "ift_model.json"), overwrite=True)
+        check_output_folder(
+            out, "test output", previous=lambda f: read_json_mapping(f / "ift_model.json"), overwrite=True
+        )
 
     check()  # only the listed files: may be replaced
     for foreign in (out / "notes.txt", out / "sub" / "mine.txt", out / "empty-folder"):
@@ -408,7 +492,11 @@ def test_an_output_folder_lock_is_exclusive_and_leaves_no_file(tmp_path: Path) -
         assert time.perf_counter() - started < 1
         # another process is refused as well (flock, as batch outputs)
         code = subprocess.run(
-            [sys.executable, "-c", f"from pathlib import Path; from ift_engine.files import OutputLock; OutputLock(Path({str(out)!r}), 'x').__enter__()"],
+            [
+                sys.executable,
+                "-c",
+                f"from pathlib import Path; from ift_engine.files import OutputLock; OutputLock(Path({str(out)!r}), 'x').__enter__()",
+            ],
             capture_output=True,
             timeout=60,
         )
@@ -460,6 +548,8 @@ def test_an_output_that_is_the_inputs_file_is_refused(tmp_path: Path, how: str) 
         output.symlink_to(inputs)
     source = "-" if how == "stdin" else str(inputs)
     with inputs.open("rb") as stdin:
-        code, stderr = finish(ift("run", str(flow), "--inputs", source, "--output", str(output), "--resume", stdin=stdin))
+        code, stderr = finish(
+            ift("run", str(flow), "--inputs", source, "--output", str(output), "--resume", stdin=stdin)
+        )
     assert code == 2 and "the output is the inputs file" in stderr and one_line_error(stderr), stderr
     assert inputs.read_bytes() == before

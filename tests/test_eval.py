@@ -22,12 +22,18 @@ RECORDS = [
     {"text": "rude staff", "output": "negative"},
     {"text": "ok hotel", "output": "negative"},
 ]
-GOOD = {"name": "good", "backend": "mock", "options": {"answers": {"great": "positive", "rude": "negative", "ok": "negative"}}}
+GOOD = {
+    "name": "good",
+    "backend": "mock",
+    "options": {"answers": {"great": "positive", "rude": "negative", "ok": "negative"}},
+}
 POSITIVE = {"name": "positive", "backend": "mock", "options": {"default": "positive"}}
 
 
 def ift(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ift_engine.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "ift_engine.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -63,7 +69,9 @@ def test_combined_performance_score_and_spread():
     # best 0.8, mean 0.7: (1 - (0.8 - 0.7)) * 0.8
     assert combined_performance_score([0.8, 0.6, 0.7]) == pytest.approx(0.72)
     # A published value (t0_3b, LMentry "all words from category": MaxP 0.8, AvgP 0.61721, CPS 0.65377)
-    assert combined_performance_score([0.8, 2 * 0.6172093023255814 - 0.8]) == pytest.approx(0.6537674418604651)
+    assert combined_performance_score([0.8, 2 * 0.6172093023255814 - 0.8]) == pytest.approx(
+        0.6537674418604651
+    )
     spread = Spread.of([0.8, 0.6, 0.7])
     assert (spread.best, spread.worst, spread.spread) == pytest.approx((0.8, 0.6, 0.2))
     assert spread.std == pytest.approx(math.sqrt(0.02 / 3))
@@ -105,10 +113,19 @@ def test_accuracy_per_paraphrase_and_the_paired_test():
 def test_text_answers_are_scored_by_exact_match_rouge_and_chrf():
     result = run_eval(
         {
-            "templates": [{"name": "capital", "paraphrases": ["Capital of {country}?", "{country}: its capital?"]}],
-            "data": {"records": [{"country": "France", "output": "Paris"}, {"country": "Peru", "output": "the city of Lima"}]},
+            "templates": [
+                {"name": "capital", "paraphrases": ["Capital of {country}?", "{country}: its capital?"]}
+            ],
+            "data": {
+                "records": [
+                    {"country": "France", "output": "Paris"},
+                    {"country": "Peru", "output": "the city of Lima"},
+                ]
+            },
             "template": "capital",
-            "models": [{"name": "m", "backend": "mock", "options": {"answers": {"France": "Paris", "Peru": "Lima"}}}],
+            "models": [
+                {"name": "m", "backend": "mock", "options": {"answers": {"France": "Paris", "Peru": "Lima"}}}
+            ],
         }
     )
     assert result.metric == "rouge_l"
@@ -128,7 +145,10 @@ def test_cli_eval_on_the_mock_backend_writes_table_json_report_and_plot(tmp_path
     assert done.returncode == 0, done.stderr
     assert "CPS (Mizrahi et al.)" in done.stdout and "exact McNemar p" in done.stdout
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "| p0 | 1.000 (0.439-1.000) | 0.333 (0.061-0.792) |" in report and "![accuracy per paraphrase](plot.png)" in report
+    assert (
+        "| p0 | 1.000 (0.439-1.000) | 0.333 (0.061-0.792) |" in report
+        and "![accuracy per paraphrase](plot.png)" in report
+    )
     assert (tmp_path / "out" / "plot.png").read_bytes()[:4] == b"\x89PNG"
     again = ift("eval", "eval.yaml", "--report", "out/report.md", cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
@@ -149,7 +169,10 @@ def test_cli_eval_on_the_mock_backend_writes_table_json_report_and_plot(tmp_path
         ({"template": "nope"}, "eval.yaml: template: unknown template 'nope'"),
         ({"held_out": ["no variable here"]}, "variable 'text' is provided but this paraphrase never uses it"),
         ({"data": {"records": [{"text": "x"}]}}, "eval.yaml: data: data.records[0]: field 'output'"),
-        ({"models": [{"ensemble": "token_average", "members": [{"name": "a", "backend": "mock"}]}]}, "eval.yaml: models[0]: ensemble 'token_average'"),
+        (
+            {"models": [{"ensemble": "token_average", "members": [{"name": "a", "backend": "mock"}]}]},
+            "eval.yaml: models[0]: ensemble 'token_average'",
+        ),
     ],
 )
 def test_bad_evaluation_files_are_one_line_errors(tmp_path, spec, message):
@@ -175,20 +198,36 @@ def test_cli_eval_on_tiny_models_with_flags(tiny_causal_dir, tiny_classifier_dir
     held = tmp_path / "held.yaml"
     held.write_text("- 'Positive or negative? {text}'\n")
     done = ift(
-        "eval", "--data", str(data), "--template", "sentiment-en", "--held-out", str(held),
-        "--model", str(tiny_causal_dir), "--model", str(tiny_classifier_dir), "--json",
+        "eval",
+        "--data",
+        str(data),
+        "--template",
+        "sentiment-en",
+        "--held-out",
+        str(held),
+        "--model",
+        str(tiny_causal_dir),
+        "--model",
+        str(tiny_classifier_dir),
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert [m["name"] for m in result["models"]] == [str(tiny_causal_dir), str(tiny_classifier_dir)]
     for model in result["models"]:
-        assert len(model["paraphrases"]) == 7 and all(p["n"] == 3 and p["failed"] == 0 for p in model["paraphrases"])
+        assert len(model["paraphrases"]) == 7 and all(
+            p["n"] == 3 and p["failed"] == 0 for p in model["paraphrases"]
+        )
     # The classifier reads only the text: the same answers under every paraphrase.
     assert model["summary"]["spread"] == 0.0
 
 
 def test_training_runs_the_evaluation_and_records_it(tiny_causal_dir, tmp_path):
-    records = [{"text": f"{word} hotel {i}", "output": label} for i in range(4) for word, label in (("great", "positive"), ("rude", "negative"))]
+    records = [
+        {"text": f"{word} hotel {i}", "output": label}
+        for i in range(4)
+        for word, label in (("great", "positive"), ("rude", "negative"))
+    ]
     result = train(
         base_model=str(tiny_causal_dir),
         output=str(tmp_path / "m"),
@@ -206,14 +245,18 @@ def test_training_runs_the_evaluation_and_records_it(tiny_causal_dir, tmp_path):
     assert split["seen"]["paraphrases"] == 2 and split["unseen"]["paraphrases"] == 5
     assert (result.output / "eval-sentiment-en.png").exists() and "eval-sentiment-en.md" in manifest["files"]
     # ift eval on the trained folder finds the same split from the manifest.
-    again = run_eval({"data": {"records": records}, "template": "sentiment-en", "models": [str(result.output)]})
+    again = run_eval(
+        {"data": {"records": records}, "template": "sentiment-en", "models": [str(result.output)]}
+    )
     assert [row.seen for row in again.models[0].paraphrases] == seen[:6]
 
 
 def test_eval_paraphrases_are_checked_before_training(tiny_causal_dir, tmp_path):
     from ift_engine.errors import TrainError
 
-    with pytest.raises(TrainError, match="eval.paraphrases: template 'sentiment-en' has paraphrases 0..5, not 7"):
+    with pytest.raises(
+        TrainError, match="eval.paraphrases: template 'sentiment-en' has paraphrases 0..5, not 7"
+    ):
         train(
             base_model=str(tiny_causal_dir),
             output=str(tmp_path / "m"),

@@ -103,7 +103,9 @@ def test_onnx_worker_cohorts_give_one_at_a_time_answers_and_let_cancelled_rows_g
 def test_onnx_streams_the_answers_it_returns(causal_export):
     onnx = OnnxModel.load("ort", str(causal_export), CPU)
     pieces: dict[int, str] = {}
-    answers = onnx.generate_stream(PROMPTS, GREEDY, lambda i, text: pieces.update({i: pieces.get(i, "") + text}))
+    answers = onnx.generate_stream(
+        PROMPTS, GREEDY, lambda i, text: pieces.update({i: pieces.get(i, "") + text})
+    )
     assert answers == onnx.generate(PROMPTS, GREEDY)
     assert [pieces.get(i, "") for i in range(len(PROMPTS))] == answers
 
@@ -114,7 +116,9 @@ def test_token_average_runs_on_onnx_members(tiny_causal_dir, causal_export):
     onnx = OnnxModel.load("ort", str(causal_export), CPU)
     reference = HFCausalLM.load("pt", str(tiny_causal_dir), CausalLMOptions(device="cpu"))
     assert average_decode([onnx], [1.0], PROMPTS, GREEDY) == onnx.generate(PROMPTS, GREEDY)
-    assert average_decode([onnx, reference], [0.5, 0.5], PROMPTS, GREEDY) == reference.generate(PROMPTS, GREEDY)
+    assert average_decode([onnx, reference], [0.5, 0.5], PROMPTS, GREEDY) == reference.generate(
+        PROMPTS, GREEDY
+    )
 
 
 def test_classifier_export_and_backend(tiny_classifier_dir, tmp_path):
@@ -147,8 +151,12 @@ def test_quantised_classifiers_load_run_and_report_their_cost(tiny_classifier_di
     assert all(abs(sum(row) - 1.0) < 1e-5 for row in rows)
 
 
-def test_a_format_the_model_kind_lacks_is_refused_before_any_work(tiny_causal_dir, tiny_classifier_dir, tmp_path):
-    with pytest.raises(ExportError, match="--quantize fp16: a hf-classifier model exports to fp32 or int8 or int4"):
+def test_a_format_the_model_kind_lacks_is_refused_before_any_work(
+    tiny_causal_dir, tiny_classifier_dir, tmp_path
+):
+    with pytest.raises(
+        ExportError, match="--quantize fp16: a hf-classifier model exports to fp32 or int8 or int4"
+    ):
         quiet_export(tiny_classifier_dir, tmp_path / "b", quantize="fp16")
     with pytest.raises(ExportError, match="--quantize fp16 is for GPUs: add --device cuda"):
         quiet_export(tiny_causal_dir, tmp_path / "c", quantize="fp16")
@@ -257,7 +265,10 @@ def test_export_refuses_targets_it_would_damage_before_any_work(tiny_causal_dir,
     (tmp_path / "afile").write_text("x")
     source_before = snapshot(tiny_causal_dir)
     cases = {
-        "a folder of user files": ([str(tiny_causal_dir), "--out", str(mine)], "holds no previous ONNX export"),
+        "a folder of user files": (
+            [str(tiny_causal_dir), "--out", str(mine)],
+            "holds no previous ONNX export",
+        ),
         "... even with --overwrite": (
             [str(tiny_causal_dir), "--out", str(mine), "--overwrite"],
             "holds no previous ONNX export",

@@ -18,7 +18,9 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 def gpu_check(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHON": sys.executable}
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_without_a_gpu_it_says_so_and_exits_0() -> None:
@@ -27,7 +29,10 @@ def test_without_a_gpu_it_says_so_and_exits_0() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     done = gpu_check(timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "gpu_check: no CUDA GPU on this machine; nothing measured"
+    assert (
+        done.returncode == 0
+        and done.stdout.strip() == "gpu_check: no CUDA GPU on this machine; nothing measured"
+    )
 
 
 @pytest.mark.integration

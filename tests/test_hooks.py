@@ -176,7 +176,9 @@ def test_settings_read_without_their_model_are_the_registered_defaults_in_any_ru
 
     module.register_parsers = register_parsers
     doc = {
-        "name": "s", "inputs": {"x": {}}, "model": {"name": "m", "backend": "mock"},
+        "name": "s",
+        "inputs": {"x": {}},
+        "model": {"name": "m", "backend": "mock"},
         "nodes": [{"id": "n", "instruction": "Say {x}", "inputs": {"x": "$input.x"}, "parser": "bare"}],
     }
     assert Workflow.from_dict(doc, components=components_with(module)).run(x="hi")["n"] == "Say hi!"

@@ -42,7 +42,11 @@ def write_flow(folder: Path, **changes: Any) -> Path:
 
 def training_file(folder: Path, **changes: Any) -> Path:
     path = folder / "train.json"
-    doc = {"base_model": str(folder / "base"), "output": str(folder / "out"), "datasets": [{"records": [{"instruction": "a", "output": "b"}]}]}
+    doc = {
+        "base_model": str(folder / "base"),
+        "output": str(folder / "out"),
+        "datasets": [{"records": [{"instruction": "a", "output": "b"}]}],
+    }
     path.write_text(json.dumps({**doc, **changes}))
     return path
 
@@ -61,7 +65,11 @@ def not_regular_files(folder: Path) -> dict[str, Path]:
 def test_a_device_fifo_or_link_to_one_is_refused_where_a_file_is_meant(tmp_path: Path) -> None:
     for case, path in not_regular_files(tmp_path).items():
         started = time.perf_counter()
-        for command in (["validate", str(path)], ["run", str(path), "--input", "topic=x"], ["train", str(path)]):
+        for command in (
+            ["validate", str(path)],
+            ["run", str(path), "--input", "topic=x"],
+            ["train", str(path)],
+        ):
             code, _, stderr = ift(*command, timeout=60)
             assert_one_line_error(code, stderr, f"{path}:", "is not a regular file", "give a file")
         assert time.perf_counter() - started < 60, case
@@ -116,7 +124,11 @@ def test_inputs_without_line_breaks_stop_the_run(tmp_path: Path) -> None:
 
 def chained_nodes(count: int) -> list[dict[str, Any]]:
     return [
-        {"id": f"n{i}", "instruction": "Say {x}", "inputs": {"x": f"n{i - 1}.output" if i else "$input.topic"}}
+        {
+            "id": f"n{i}",
+            "instruction": "Say {x}",
+            "inputs": {"x": f"n{i - 1}.output" if i else "$input.topic"},
+        }
         for i in range(count)
     ]
 
@@ -127,7 +139,9 @@ def test_a_workflow_of_more_nodes_than_the_bound_fails_fast(tmp_path: Path) -> N
     path = write_flow(tmp_path, nodes=chained_nodes(MAX_NODES + 1))
     started = time.perf_counter()
     code, _, stderr = ift("validate", str(path))
-    assert_one_line_error(code, stderr, f"nodes: Value error, {MAX_NODES + 1:,} nodes; a workflow has at most {MAX_NODES:,}")
+    assert_one_line_error(
+        code, stderr, f"nodes: Value error, {MAX_NODES + 1:,} nodes; a workflow has at most {MAX_NODES:,}"
+    )
     assert time.perf_counter() - started < 30
     code, stdout, stderr = ift("validate", str(write_flow(tmp_path, nodes=chained_nodes(MAX_NODES))))
     assert code == 0 and f"ok ({MAX_NODES} nodes" in stdout, stderr
@@ -135,7 +149,9 @@ def test_a_workflow_of_more_nodes_than_the_bound_fails_fast(tmp_path: Path) -> N
 
 def test_a_huge_yaml_document_fails_before_it_is_built(tmp_path: Path) -> None:
     path = tmp_path / "flow.yaml"
-    nodes = "".join(f"- id: n{i}\n  instruction: Say {{x}}\n  inputs: {{x: $input.topic}}\n" for i in range(300_000))
+    nodes = "".join(
+        f"- id: n{i}\n  instruction: Say {{x}}\n  inputs: {{x: $input.topic}}\n" for i in range(300_000)
+    )
     path.write_text(f"name: t\ninputs: {{topic: string}}\nmodel: {{name: m, backend: mock}}\nnodes:\n{nodes}")
     started = time.perf_counter()
     code, _, stderr = ift("validate", str(path))
@@ -149,19 +165,26 @@ def test_a_huge_yaml_document_fails_before_it_is_built(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach Ray at 127.0.0.1:1 within 10 s"),
+        (
+            ["--executor", "ray", "--ray-address", "127.0.0.1:1"],
+            "cannot reach Ray at 127.0.0.1:1 within 10 s",
+        ),
         (["--executor", "ray", "--ray-address", "nowhere"], "give HOST:PORT of the cluster's head"),
         (["--executor", "ray", "--workers", "-1"], "--workers must be at least 1, not -1"),
         (["--workers", "0"], "--workers and --ray-address belong to --executor ray"),
         (["--ray-address", "127.0.0.1:1"], "--workers and --ray-address belong to --executor ray"),
     ],
 )
-def test_ray_flags_are_checked_when_the_command_starts(tmp_path: Path, flags: list[str], expected: str) -> None:
+def test_ray_flags_are_checked_when_the_command_starts(
+    tmp_path: Path, flags: list[str], expected: str
+) -> None:
     pytest.importorskip("ray")
     inputs, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inputs.write_text('{"topic": "x"}\n')
     started = time.perf_counter()
-    code, _, stderr = ift("run", str(write_flow(tmp_path)), "--inputs", str(inputs), "--output", str(output), *flags)
+    code, _, stderr = ift(
+        "run", str(write_flow(tmp_path)), "--inputs", str(inputs), "--output", str(output), *flags
+    )
     assert_one_line_error(code, stderr, expected)
     assert time.perf_counter() - started < 60 and not output.exists()
 
@@ -226,11 +249,40 @@ def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
         ({"training": {"batch_size": True}}, "training.batch_size: Input should be a valid integer"),
         ({"augment": {"copies": 10**6}}, "augment.copies: Input should be less than or equal to 100"),
         ({"eval": {"split": 5}}, "eval.split: 5 records held out, but the data has 1"),
-        ({"datasets": [{"records": [{"messages": [{"role": "wizard", "content": "a"}, {"role": "assistant", "content": "b"}]}]}]}, "unknown role 'wizard'"),
-        ({"datasets": [{"records": [{"text": "a", "output": "正面"}], "template": "sentiment-zh", "paraphrases": [99]}]}, "datasets[0].paraphrases: template 'sentiment-zh' has paraphrases 0..5, not 99"),
+        (
+            {
+                "datasets": [
+                    {
+                        "records": [
+                            {
+                                "messages": [
+                                    {"role": "wizard", "content": "a"},
+                                    {"role": "assistant", "content": "b"},
+                                ]
+                            }
+                        ]
+                    }
+                ]
+            },
+            "unknown role 'wizard'",
+        ),
+        (
+            {
+                "datasets": [
+                    {
+                        "records": [{"text": "a", "output": "正面"}],
+                        "template": "sentiment-zh",
+                        "paraphrases": [99],
+                    }
+                ]
+            },
+            "datasets[0].paraphrases: template 'sentiment-zh' has paraphrases 0..5, not 99",
+        ),
     ],
 )
-def test_bad_training_values_fail_when_the_file_is_checked(tmp_path: Path, changes: dict[str, Any], expected: str) -> None:
+def test_bad_training_values_fail_when_the_file_is_checked(
+    tmp_path: Path, changes: dict[str, Any], expected: str
+) -> None:
     code, _, stderr = ift("validate", str(training_file(tmp_path, **changes)))
     assert_one_line_error(code, stderr, expected)
 
@@ -238,16 +290,26 @@ def test_bad_training_values_fail_when_the_file_is_checked(tmp_path: Path, chang
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ({"max_steps": "ten"}, "'max_steps': Input should be a valid integer, not 'ten' (TrainingArguments.max_steps takes int)"),
+        (
+            {"max_steps": "ten"},
+            "'max_steps': Input should be a valid integer, not 'ten' (TrainingArguments.max_steps takes int)",
+        ),
         ({"max_steps": True}, "'max_steps': Input should be a valid integer, not True"),
-        ({"bf16": "yes"}, "'bf16': Input should be a valid boolean, not 'yes' (TrainingArguments.bf16 takes bool)"),
+        (
+            {"bf16": "yes"},
+            "'bf16': Input should be a valid boolean, not 'yes' (TrainingArguments.bf16 takes bool)",
+        ),
         ({"lr_scheduler_type": "bogus"}, "'lr_scheduler_type': Input should be 'linear', 'cosine'"),
         ({"report_to": 5}, "'report_to': Input should be a valid string, not 5"),
     ],
 )
-def test_training_args_are_checked_when_the_file_loads(tmp_path: Path, args: dict[str, Any], expected: str) -> None:
+def test_training_args_are_checked_when_the_file_loads(
+    tmp_path: Path, args: dict[str, Any], expected: str
+) -> None:
     code, _, stderr = ift("validate", str(training_file(tmp_path, training={"args": args})))
-    assert_one_line_error(code, stderr, "train.json: training.args: ", expected, "fix the value or remove the key")
+    assert_one_line_error(
+        code, stderr, "train.json: training.args: ", expected, "fix the value or remove the key"
+    )
 
 
 def test_training_args_are_checked_before_the_model_loads(tmp_path: Path) -> None:
@@ -255,12 +317,23 @@ def test_training_args_are_checked_before_the_model_loads(tmp_path: Path) -> Non
     config = training_file(tmp_path, training={"args": {"max_steps": "ten"}})
     for command in (["train", "--dry-run"], ["train"]):
         code, _, stderr = ift(*command, str(config))
-        assert_one_line_error(code, stderr, f"{config}: training.args: Value error, 'max_steps': Input should be a valid integer")
+        assert_one_line_error(
+            code,
+            stderr,
+            f"{config}: training.args: Value error, 'max_steps': Input should be a valid integer",
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.json"]
 
 
 def test_well_typed_training_args_pass(tmp_path: Path) -> None:
-    args = {"max_steps": 3, "learning_rate": 1, "lr_scheduler_type": "cosine", "report_to": ["none"], "eval_steps": None, "debug": ["underflow_overflow"]}
+    args = {
+        "max_steps": 3,
+        "learning_rate": 1,
+        "lr_scheduler_type": "cosine",
+        "report_to": ["none"],
+        "eval_steps": None,
+        "debug": ["underflow_overflow"],
+    }
     code, stdout, stderr = ift("validate", str(training_file(tmp_path, training={"args": args})))
     assert code == 0 and "ok (training file" in stdout, stderr
 
@@ -279,7 +352,9 @@ def test_jsonl_datasets_split_lines_on_newlines_only_and_drop_a_bom(tmp_path: Pa
 
     path = tmp_path / "data.jsonl"
     records = [{"instruction": "a\u2028b\u0085c", "output": "d"}, {"instruction": "e", "output": "f"}]
-    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+    path.write_bytes(
+        b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    )
     assert [record for _, record in read_records(path)] == records
     csv_path = tmp_path / "data.csv"
     csv_path.write_text('instruction,output\n"a\u2028b",c\n')
@@ -289,15 +364,46 @@ def test_jsonl_datasets_split_lines_on_newlines_only_and_drop_a_bom(tmp_path: Pa
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"nodes": [{**FLOW["nodes"][0], "paraphrase": 3}]}, "node 'a', field 'paraphrase': template 'a' has paraphrases 0..0, not 3"),
-        ({"nodes": [{**FLOW["nodes"][0], "paraphrase_seed": 2**70}]}, "paraphrase_seed: Input should be less than or equal to 4294967295"),
-        ({"nodes": [{**FLOW["nodes"][0], "paraphrase": True}]}, "paraphrase: Input should be a valid integer"),
-        ({"inputs": {"n": {"type": "integer", "default": "three"}}}, "inputs.n: Value error, default 'three' is not of type integer"),
-        ({"nodes": [{"id": "a", "instruction": "Is {topic} good?", "inputs": {"topic": "$input.topic"}, "answer": "label", "labels": ["yes", "yes"]}]}, "the label 'yes' is given twice"),
+        (
+            {"nodes": [{**FLOW["nodes"][0], "paraphrase": 3}]},
+            "node 'a', field 'paraphrase': template 'a' has paraphrases 0..0, not 3",
+        ),
+        (
+            {"nodes": [{**FLOW["nodes"][0], "paraphrase_seed": 2**70}]},
+            "paraphrase_seed: Input should be less than or equal to 4294967295",
+        ),
+        (
+            {"nodes": [{**FLOW["nodes"][0], "paraphrase": True}]},
+            "paraphrase: Input should be a valid integer",
+        ),
+        (
+            {"inputs": {"n": {"type": "integer", "default": "three"}}},
+            "inputs.n: Value error, default 'three' is not of type integer",
+        ),
+        (
+            {
+                "nodes": [
+                    {
+                        "id": "a",
+                        "instruction": "Is {topic} good?",
+                        "inputs": {"topic": "$input.topic"},
+                        "answer": "label",
+                        "labels": ["yes", "yes"],
+                    }
+                ]
+            },
+            "the label 'yes' is given twice",
+        ),
         ({"name": "../x"}, "name: Value error, '../x': a name has no / or"),
         ({"name": ".."}, "a name has no / or"),
         (
-            {"ensembles": {"e1": {"ensemble": "hard_vote", "members": ["m", "e2"]}, "e2": {"ensemble": "hard_vote", "members": ["m", "e1"]}}, "nodes": [{**FLOW["nodes"][0], "model": "e1"}]},
+            {
+                "ensembles": {
+                    "e1": {"ensemble": "hard_vote", "members": ["m", "e2"]},
+                    "e2": {"ensemble": "hard_vote", "members": ["m", "e1"]},
+                },
+                "nodes": [{**FLOW["nodes"][0], "model": "e1"}],
+            },
             "ensemble 'e1' lists the ensemble 'e2' as a member; members are models",
         ),
     ],
@@ -308,14 +414,24 @@ def test_bad_workflow_values_fail_at_validate(tmp_path: Path, changes: dict[str,
 
 
 def test_a_literal_that_looks_like_a_reference_before_a_newline_stays_literal(tmp_path: Path) -> None:
-    node = {"id": "a", "instruction": "Say {topic} {extra}", "inputs": {"topic": "$input.topic", "extra": "$input.nothing\n"}}
+    node = {
+        "id": "a",
+        "instruction": "Say {topic} {extra}",
+        "inputs": {"topic": "$input.topic", "extra": "$input.nothing\n"},
+    }
     code, stdout, stderr = ift("run", str(write_flow(tmp_path, nodes=[node])), "--input", "topic=x", "--json")
     assert code == 0, stderr  # before: a reference to an undeclared input, refused
     assert json.loads(stdout)["a"].startswith("Say x $input.nothing")
 
 
 def test_names_with_mathtext_are_drawn_as_written(tmp_path: Path) -> None:
-    flow = write_flow(tmp_path, name="$x^{a$", models={"$m^$": {"name": "$n_{", "backend": "mock"}}, model="$m^$", outputs={"$$o$": "a.output"})
+    flow = write_flow(
+        tmp_path,
+        name="$x^{a$",
+        models={"$m^$": {"name": "$n_{", "backend": "mock"}},
+        model="$m^$",
+        outputs={"$$o$": "a.output"},
+    )
     code, _, stderr = ift("graph", str(flow), "--png", str(tmp_path / "dag.png"))
     assert code == 0, stderr
     assert (tmp_path / "dag.png").read_bytes().startswith(b"\x89PNG")
@@ -344,7 +460,9 @@ def test_every_output_under_a_file_is_refused_before_any_work(tmp_path: Path, un
     before = sorted(p.name for p in tmp_path.iterdir())
     for what, command in commands.items():
         code, stdout, stderr = ift(*command, cwd=tmp_path)
-        assert_one_line_error(code, stderr, "afile is a file, not a folder; choose another path for the", f"the {what.strip()}")
+        assert_one_line_error(
+            code, stderr, "afile is a file, not a folder; choose another path for the", f"the {what.strip()}"
+        )
         assert stdout == "", what  # before any work: no node ran, no graph printed
     assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "afile").read_text() == "mine"
 
@@ -366,32 +484,56 @@ def test_a_deleted_working_folder_is_one_line(tmp_path: Path) -> None:
 
 def test_closed_and_full_standard_streams(tmp_path: Path) -> None:
     flow, output = write_flow(tmp_path), tmp_path / "out.jsonl"
-    done = subprocess.run(["sh", "-c", f"exec {' '.join(IFT)} run {flow} --inputs - --output {output} <&-"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["sh", "-c", f"exec {' '.join(IFT)} run {flow} --inputs - --output {output} <&-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_one_line_error(done.returncode, done.stderr, "standard input is closed")
     assert not output.exists()
-    done = subprocess.run(["sh", "-c", f"exec {' '.join(IFT)} validate {flow} >&-"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["sh", "-c", f"exec {' '.join(IFT)} validate {flow} >&-"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and done.stderr == ""  # nothing to write to: quiet
     with open("/dev/full", "w") as full:
-        done = subprocess.run([*IFT, "graph", str(flow)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        done = subprocess.run(
+            [*IFT, "graph", str(flow)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
     assert_one_line_error(done.returncode, done.stderr, "No space left on device")
     many = write_flow(tmp_path, nodes=chained_nodes(3000))
-    done = subprocess.run(["sh", "-c", f"{' '.join(IFT)} graph {many} | head -1; exit ${{PIPESTATUS:-0}}"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["sh", "-c", f"{' '.join(IFT)} graph {many} | head -1; exit ${{PIPESTATUS:-0}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.stdout == "flowchart TD\n" and "Traceback" not in done.stderr and "error" not in done.stderr
 
 
 def test_a_terminal_that_cannot_encode_the_headers(tmp_path: Path) -> None:
-    code, stdout, stderr = ift("run", str(write_flow(tmp_path)), "--input", "topic=x", env={"LC_ALL": "C", "PYTHONIOENCODING": "ascii"})
+    code, stdout, stderr = ift(
+        "run",
+        str(write_flow(tmp_path)),
+        "--input",
+        "topic=x",
+        env={"LC_ALL": "C", "PYTHONIOENCODING": "ascii"},
+    )
     assert code == 0 and "Say x" in stdout and "Traceback" not in stderr, stderr
 
 
 # -- flags checked when the command starts (section 4) -----------------------------------------------
 
 
-@pytest.mark.parametrize("flag", [["--trace", "t.json"], ["--input", "topic=x"], ["--json"], ["--input-json", "{}"]])
+@pytest.mark.parametrize(
+    "flag", [["--trace", "t.json"], ["--input", "topic=x"], ["--json"], ["--input-json", "{}"]]
+)
 def test_single_run_flags_are_refused_in_a_batch_run(tmp_path: Path, flag: list[str]) -> None:
     inputs, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inputs.write_text('{"topic": "x"}\n')
-    code, _, stderr = ift("run", str(write_flow(tmp_path)), "--inputs", str(inputs), "--output", str(output), *flag)
+    code, _, stderr = ift(
+        "run", str(write_flow(tmp_path)), "--inputs", str(inputs), "--output", str(output), *flag
+    )
     assert_one_line_error(code, stderr, f"{flag[0]} belong to a run on one input")
     assert not output.exists()
 
@@ -404,7 +546,9 @@ def test_single_run_flags_are_refused_in_a_batch_run(tmp_path: Path, flag: list[
         (["m", "--out", "x", "--atol", "-1"], "--atol -1.0: give a finite tolerance"),
     ],
 )
-def test_export_arguments_are_checked_when_the_command_starts(tmp_path: Path, args: list[str], expected: str) -> None:
+def test_export_arguments_are_checked_when_the_command_starts(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
     code, _, stderr = ift("export", *args, cwd=tmp_path)
     assert_one_line_error(code, stderr, expected)
     assert list(tmp_path.iterdir()) == []
@@ -426,9 +570,14 @@ def test_a_port_out_of_range_is_refused() -> None:
 
 def test_export_builder_dies_with_the_engine() -> None:
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time; from ift_engine.export import die_with_parent; "
-         "c = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent); print(c.pid, flush=True); time.sleep(300)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; from ift_engine.export import die_with_parent; "
+            "c = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent); print(c.pid, flush=True); time.sleep(300)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
@@ -468,13 +617,21 @@ def wait_for_library(pid: int, name: str, timeout: float = 60) -> None:
     raise AssertionError(f"{name} was never loaded")
 
 
-@pytest.mark.parametrize(("library", "after"), [("_pydantic_core", 0.0), ("libtorch", 0.0), ("libtorch", 0.5)])
+@pytest.mark.parametrize(
+    ("library", "after"), [("_pydantic_core", 0.0), ("libtorch", 0.0), ("libtorch", 0.5)]
+)
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path, library: str, after: float) -> None:
     # Checking training.args imports pydantic, then transformers and torch: the signal lands
     # while one of them loads.
     config = training_file(tmp_path, training={"args": {"max_steps": 1}})
     env = {**os.environ, "IFT_ENGINE_LOAD_PLUGINS": ""}
-    process = subprocess.Popen([*IFT, "validate", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [*IFT, "validate", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     wait_for_library(process.pid, library)
     time.sleep(after)
     process.send_signal(signal.SIGINT)

@@ -66,18 +66,40 @@ WORKFLOW_CORPUS: dict[str, tuple[bytes | str | dict, str]] = {
     "bomb": (BOMB, "expands to more than 1,000,000 values"),
     "alias-loop": ("a: &a [*a]\n", "an alias refers to a value that contains it"),
     "nul-bytes": (b"name: \x00\x00\n", "flow.yaml"),
-    "max-new-tokens-0": (flow(generation={"max_new_tokens": 0}), "generation.max_new_tokens: Input should be greater than or equal to 1"),
-    "max-new-tokens-huge": (flow(node={"generation": {"max_new_tokens": 10**9}}), "nodes[0] (id 'a').generation.max_new_tokens"),
+    "max-new-tokens-0": (
+        flow(generation={"max_new_tokens": 0}),
+        "generation.max_new_tokens: Input should be greater than or equal to 1",
+    ),
+    "max-new-tokens-huge": (
+        flow(node={"generation": {"max_new_tokens": 10**9}}),
+        "nodes[0] (id 'a').generation.max_new_tokens",
+    ),
     "temperature-negative": (flow(generation={"temperature": -1}), "generation.temperature"),
-    "temperature-nan": ("name: t\nmodel: m\ngeneration: {temperature: .nan}\nnodes: [{id: a, instruction: hi}]\n", "generation.temperature: Input should be a finite number"),
+    "temperature-nan": (
+        "name: t\nmodel: m\ngeneration: {temperature: .nan}\nnodes: [{id: a, instruction: hi}]\n",
+        "generation.temperature: Input should be a finite number",
+    ),
     "top-p-0": (flow(node={"generation": {"top_p": 0}}), "generation.top_p: Input should be greater than 0"),
     "repetition-5": (flow(generation={"repetition_penalty": 5}), "generation.repetition_penalty"),
     "empty-model": (flow(model=""), "model: String should have at least 1 character"),
-    "backoff-huge": (flow(node={"retry": {"attempts": 3, "backoff": 1e9}}), "retry.backoff: Input should be less than or equal to 3600"),
-    "timeout-inf": ("name: t\nmodel: {name: m, backend: mock}\nnodes: [{id: a, instruction: hi, timeout: .inf}]\n", "timeout: Input should be a finite number"),
+    "backoff-huge": (
+        flow(node={"retry": {"attempts": 3, "backoff": 1e9}}),
+        "retry.backoff: Input should be less than or equal to 3600",
+    ),
+    "timeout-inf": (
+        "name: t\nmodel: {name: m, backend: mock}\nnodes: [{id: a, instruction: hi, timeout: .inf}]\n",
+        "timeout: Input should be a finite number",
+    ),
     "timeout-huge": (flow(node={"timeout": 1e300}), "timeout: Input should be less than or equal to 86400"),
     "parser-on-label": (
-        flow(node={"instruction": "Is {topic} good?", "answer": "label", "labels": ["yes", "no"], "parser": "json"}),
+        flow(
+            node={
+                "instruction": "Is {topic} good?",
+                "answer": "label",
+                "labels": ["yes", "no"],
+                "parser": "json",
+            }
+        ),
         "node 'a', field 'parser': template 'a' answers with one of its labels",
     ),
     "duplicate-ids": (flow(nodes=[FLOW["nodes"][0], FLOW["nodes"][0]]), "duplicate node id 'a'"),
@@ -105,7 +127,10 @@ def model_corpus(tmp_path: Path) -> dict[str, tuple[str, str]]:
     (tmp_path / "fifo-manifest").mkdir()
     os.mkfifo(tmp_path / "fifo-manifest" / "ift_model.json")  # read without waiting for a writer
     return {
-        "fifo manifest": (str(tmp_path / "fifo-manifest"), "ift_model.json: the model file is not a regular file"),
+        "fifo manifest": (
+            str(tmp_path / "fifo-manifest"),
+            "ift_model.json: the model file is not a regular file",
+        ),
         "empty folder": (str(tmp_path / "empty"), "the folder holds no model"),
         "corrupt config": (str(tmp_path / "corrupt"), "config.json: not valid JSON"),
         "corrupt manifest": (str(tmp_path / "manifest"), "ift_model.json: must be a JSON object"),
@@ -145,7 +170,9 @@ def test_a_hub_id_offline_fails_at_once(capsys, tmp_path, offline_hub):
     assert ift(capsys, "validate", str(path))[0] == 0  # naming a hub model is fine
     capsys.readouterr()
     code, stderr = ift(capsys, "run", str(path), "--input", "topic=x")
-    assert_one_line_error(code, stderr, "model 'someone/some-model' is not in the local hub cache", "cannot be reached")
+    assert_one_line_error(
+        code, stderr, "model 'someone/some-model' is not in the local hub cache", "cannot be reached"
+    )
     code, stderr = ift(capsys, "export", "someone/some-model", "--out", str(tmp_path / "out"))
     assert_one_line_error(code, stderr, "cannot be reached")
 
@@ -172,17 +199,36 @@ def test_the_last_resort_names_a_bug_and_shows_no_traceback(capsys, monkeypatch,
 
 
 def training_corpus(tmp_path: Path, base: str) -> dict[str, tuple[dict[str, Any] | bytes, str]]:
-    good = {"base_model": base, "output": str(tmp_path / "out"), "datasets": [{"records": [{"instruction": "a", "output": "b"}]}]}
+    good = {
+        "base_model": base,
+        "output": str(tmp_path / "out"),
+        "datasets": [{"records": [{"instruction": "a", "output": "b"}]}],
+    }
     (tmp_path / "latin1.jsonl").write_bytes(b'{"instruction": "caf\xe9", "output": "b"}\n')
     (tmp_path / "deep.jsonl").write_text('{"instruction": ' + "[" * 5000 + "]" * 5000 + "}\n")
     return {
         "not utf-8": (b"base_model: caf\xe9\n", "not UTF-8"),
-        "split inf": ({**good, "eval": {"split": float("inf")}}, "eval.split: Input should be a finite number"),
+        "split inf": (
+            {**good, "eval": {"split": float("inf")}},
+            "eval.split: Input should be a finite number",
+        ),
         "split fraction above 1": ({**good, "eval": {"split": 2.5}}, "give a whole number"),
-        "epochs huge": ({**good, "training": {"epochs": 1e9}}, "training.epochs: Input should be less than or equal to 1000"),
-        "dataset not utf-8": ({**good, "datasets": [{"path": str(tmp_path / "latin1.jsonl")}]}, "latin1.jsonl: not UTF-8"),
-        "dataset too deep": ({**good, "datasets": [{"path": str(tmp_path / "deep.jsonl")}]}, "deep.jsonl:1: nested too deeply"),
-        "lora targets": ({**good, "training": {"lora": {"targets": ["query_key_value"]}}}, "'query_key_value' names no linear layer of LlamaForCausalLM (its linear layers: down_proj, gate_proj, k_proj"),
+        "epochs huge": (
+            {**good, "training": {"epochs": 1e9}},
+            "training.epochs: Input should be less than or equal to 1000",
+        ),
+        "dataset not utf-8": (
+            {**good, "datasets": [{"path": str(tmp_path / "latin1.jsonl")}]},
+            "latin1.jsonl: not UTF-8",
+        ),
+        "dataset too deep": (
+            {**good, "datasets": [{"path": str(tmp_path / "deep.jsonl")}]},
+            "deep.jsonl:1: nested too deeply",
+        ),
+        "lora targets": (
+            {**good, "training": {"lora": {"targets": ["query_key_value"]}}},
+            "'query_key_value' names no linear layer of LlamaForCausalLM (its linear layers: down_proj, gate_proj, k_proj",
+        ),
         "hub offline": ({**good, "base_model": "someone/base"}, "cannot be reached"),
     }
 
@@ -215,7 +261,11 @@ def test_a_timed_out_call_is_not_retried_or_split_behind_itself():
 # -- generated input -------------------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.binary(max_size=300))
 def test_any_bytes_as_a_workflow_or_training_file(tmp_path, data):
     path = tmp_path / "fuzz.yaml"
@@ -229,13 +279,20 @@ def test_any_bytes_as_a_workflow_or_training_file(tmp_path, data):
 
 yaml_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
-    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=6), children, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=20,
 )
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.dictionaries(st.sampled_from(["base_model", "output", "datasets", "eval", "training", "augment", "seed"]), yaml_values))
+@given(
+    st.dictionaries(
+        st.sampled_from(["base_model", "output", "datasets", "eval", "training", "augment", "seed"]),
+        yaml_values,
+    )
+)
 def test_generated_training_specs(tmp_path, doc):
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -291,7 +348,18 @@ def test_undecodable_command_line_bytes_run_and_are_traced(tmp_path):
     path, trace = tmp_path / "flow.yaml", tmp_path / "trace.json"
     path.write_text(yaml.safe_dump(flow(model={"name": "m", "backend": "mock"})))
     # Python hands the bytes b"caf\xff" to the program as "caf\udcff" (a lone surrogate).
-    args = [sys.executable, "-m", "ift_engine.cli", "run", str(path), "--input", b"topic=caf\xff", "--trace", str(trace), "--overwrite"]
+    args = [
+        sys.executable,
+        "-m",
+        "ift_engine.cli",
+        "run",
+        str(path),
+        "--input",
+        b"topic=caf\xff",
+        "--trace",
+        str(trace),
+        "--overwrite",
+    ]
     for locale in ("C.UTF-8", "C"):
         env = {**os.environ, "LC_ALL": locale, "PYTHONIOENCODING": "", "IFT_ENGINE_LOAD_PLUGINS": ""}
         done = subprocess.run(args, capture_output=True, env=env, timeout=120)
@@ -311,7 +379,9 @@ def test_an_unwritable_cache_home_is_an_error_or_a_warning(capsys, tmp_path, mon
     (tmp_path / "m.gguf").write_bytes(b"GGUF" + b"\0" * 60)
     path.write_text(yaml.safe_dump(flow(model=str(tmp_path / "m.gguf"))))
     code, stderr = ift(capsys, "run", str(path), "--input", "topic=x")
-    assert_one_line_error(code, stderr, "cannot write the model cache", "set IFT_ENGINE_HOME to a writable folder")
+    assert_one_line_error(
+        code, stderr, "cannot write the model cache", "set IFT_ENGINE_HOME to a writable folder"
+    )
 
 
 @pytest.mark.parametrize("text", ["a: " + "[" * 300 + "]" * 300, '{"a": ' + "[" * 300 + "]" * 300 + "}"])
@@ -328,8 +398,13 @@ def test_huge_and_deep_input_lines_are_bad_lines_and_the_rest_run(tmp_path, monk
     inputs, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inputs.write_text(
         '{"id": "a", "topic": "x"}\n'
-        + '{"id": "huge", "topic": "' + "y" * 5000 + '"}\n'
-        + '{"id": "deep", "topic": "z", "x": ' + "[" * 150 + "]" * 150 + "}\n"
+        + '{"id": "huge", "topic": "'
+        + "y" * 5000
+        + '"}\n'
+        + '{"id": "deep", "topic": "z", "x": '
+        + "[" * 150
+        + "]" * 150
+        + "}\n"
         + '{"id": "b", "topic": "w"}\n'
     )
     wf = Workflow.from_dict(flow(model={"name": "m", "backend": "mock", "options": {"default": "ok"}}))

@@ -68,7 +68,10 @@ def test_triage_labels_each_review_and_replies_on_the_branch_its_label_chose():
         assert label in ("正面", "负面")
         ran, skipped = ("apology", "thanks") if label == "负面" else ("thanks", "apology")
         assert result.nodes[skipped].skipped and not result.nodes[ran].skipped
-        assert result["reply"] and result.nodes[ran].output.strip()[:20] in result.nodes["reply"].prompt[-1]["content"]
+        assert (
+            result["reply"]
+            and result.nodes[ran].output.strip()[:20] in result.nodes["reply"].prompt[-1]["content"]
+        )
 
 
 def test_refine_rewrites_until_the_check_accepts_or_three_rounds():

@@ -118,7 +118,9 @@ def test_load_plugins_filter(site, monkeypatch):
 def test_load_plugins_filter_warns_of_a_name_no_plugin_has(site, monkeypatch):
     make_distribution(site, "ift-engine-haiku", "ift_haiku_plugin", GOOD_PLUGIN)
     monkeypatch.setenv("IFT_ENGINE_LOAD_PLUGINS", "ift_haiku_plugin,nosuch")
-    with pytest.warns(PluginLoadWarning, match="names 'nosuch', but no installed plugin or distribution has that name"):
+    with pytest.warns(
+        PluginLoadWarning, match="names 'nosuch', but no installed plugin or distribution has that name"
+    ):
         assert "haiku-en" in plugins.components().templates
 
 
@@ -164,7 +166,9 @@ def test_plugin_options_and_settings_reject_unknown_keys(site):
         "nodes": [{"id": "a", "instruction": "Hi"}],
     }
     Workflow.from_dict(doc)
-    with pytest.raises(WorkflowError, match="plugins.lax: strcit: unknown field \\(did you mean 'strict'\\? known: strict\\)"):
+    with pytest.raises(
+        WorkflowError, match="plugins.lax: strcit: unknown field \\(did you mean 'strict'\\? known: strict\\)"
+    ):
         Workflow.from_dict({**doc, "plugins": {"lax": {"strcit": False}}})
     with pytest.raises(WorkflowError, match="option 'sped': Extra inputs are not permitted"):
         Workflow.from_dict({**doc, "model": {"name": "m", "backend": "lax", "options": {"sped": 2}}})
@@ -219,7 +223,9 @@ def test_cli_lists_plugins_and_survives_a_broken_one(site):
     assert done.stderr.count("warning:") == 1 and "ift-engine-broken" in done.stderr
     assert "broken on purpose" in done.stderr
     failed = [row for row in names.values() if "error" in row]
-    assert [row["distribution"] for row in failed] == ["ift-engine-broken"] and "broken on purpose" in failed[0]["error"]
+    assert [row["distribution"] for row in failed] == ["ift-engine-broken"] and "broken on purpose" in failed[
+        0
+    ]["error"]
     listed = run_cli(site, "plugins")
     assert "ift-engine-broken" in listed.stdout and "failed to load" in listed.stdout
     assert run_cli(site, "--help").returncode == 0

@@ -147,7 +147,10 @@ def test_branches_on_one_real_model_share_its_decode_steps(tiny_causal_dir):
 
     model = {"name": str(tiny_causal_dir), "options": {"device": "cpu"}}
     doc = {
-        "name": "fork", "inputs": {"topic": {}}, "model": model, "generation": {"max_new_tokens": 8},
+        "name": "fork",
+        "inputs": {"topic": {}},
+        "model": model,
+        "generation": {"max_new_tokens": 8},
         "nodes": [
             {"id": "a", "instruction": "Say one thing about {t}", "inputs": {"t": "$input.topic"}},
             {"id": "b", "instruction": "Say another thing about {t}", "inputs": {"t": "$input.topic"}},

@@ -80,7 +80,10 @@ def test_run_returns_outputs_nodes_and_trace(client: TestClient) -> None:
 
 
 def test_run_streams_node_events_then_done(client: TestClient) -> None:
-    for request in ({"json": {"inputs": {"text": "hi"}, "stream": True}}, {"json": {"inputs": {"text": "hi"}}, "headers": {"Accept": "text/event-stream"}}):
+    for request in (
+        {"json": {"inputs": {"text": "hi"}, "stream": True}},
+        {"json": {"inputs": {"text": "hi"}}, "headers": {"Accept": "text/event-stream"}},
+    ):
         response = client.post("/v1/workflows/echo/run", **request)
         events = [(kind, data) for kind, data in sse_events(response.text) if kind != "token"]
         assert [(kind, data.get("node")) for kind, data in events] == [
@@ -98,12 +101,37 @@ def test_run_streams_node_events_then_done(client: TestClient) -> None:
     [
         ("/v1/workflows/nope/run", {}, 404, "unknown workflow 'nope' (known: echo)"),
         ("/v1/workflows/echo/run", {"inputs": {"txt": "hi"}}, 422, "unknown input 'txt' (declared: text)"),
-        ("/v1/workflows/echo/run", {"inputs": {"text": 3}}, 422, "input 'text' must be of type string, not int"),
-        ("/v1/workflows/echo/run", {"inputs": {}, "trcae": True}, 422, "trcae: Extra inputs are not permitted"),
+        (
+            "/v1/workflows/echo/run",
+            {"inputs": {"text": 3}},
+            422,
+            "input 'text' must be of type string, not int",
+        ),
+        (
+            "/v1/workflows/echo/run",
+            {"inputs": {}, "trcae": True},
+            422,
+            "trcae: Extra inputs are not permitted",
+        ),
         ("/v1/workflows/echo/run", {"inputs": "hi"}, 422, "inputs: Input should be a valid dictionary"),
-        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, "unknown model 'nope'"),
-        ("/v1/chat/completions", {"model": "writer", "messages": []}, 422, "messages: List should have at least 1 item"),
-        ("/v1/chat/completions", {"model": "writer", "messages": [{"role": "user", "content": "x"}], "temperature": 99}, 422, "temperature"),
+        (
+            "/v1/chat/completions",
+            {"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "unknown model 'nope'",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "writer", "messages": []},
+            422,
+            "messages: List should have at least 1 item",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "writer", "messages": [{"role": "user", "content": "x"}], "temperature": 99},
+            422,
+            "temperature",
+        ),
     ],
 )
 def test_bad_requests_are_json_errors_naming_the_field(client, path, body, status, message) -> None:
@@ -116,7 +144,9 @@ def test_bad_requests_are_json_errors_naming_the_field(client, path, body, statu
 def test_body_limit_and_broken_json(client: TestClient) -> None:
     big = client.post("/v1/workflows/echo/run", json={"inputs": {"text": "x" * 2_000_000}})
     assert big.status_code == 413 and "over" in big.json()["error"]["message"]
-    broken = client.post("/v1/workflows/echo/run", content=b'{"inputs": ', headers={"Content-Type": "application/json"})
+    broken = client.post(
+        "/v1/workflows/echo/run", content=b'{"inputs": ', headers={"Content-Type": "application/json"}
+    )
     assert broken.status_code == 422 and broken.json()["error"]["type"] == "invalid_request_error"
     assert client.get("/static/../app.py").status_code == 404  # nothing outside the static folder
 
@@ -131,7 +161,9 @@ def test_a_failing_node_is_a_500_naming_it() -> None:
             "param": None,
             "node": "final",
         }
-        events = sse_events(client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "stream": True}).text)
+        events = sse_events(
+            client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "stream": True}).text
+        )
         assert events[-1] == ("error", {"node": "final", "message": "the model refuses"})
 
 
@@ -151,7 +183,9 @@ def test_openai_client_chats_with_a_workflow_and_a_model(client: TestClient) -> 
     api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client)
     reply = api.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "hello" and reply.choices[0].finish_reason == "stop"
-    chunks = list(api.chat.completions.create(model="writer", messages=[{"role": "user", "content": "hi"}], stream=True))
+    chunks = list(
+        api.chat.completions.create(model="writer", messages=[{"role": "user", "content": "hi"}], stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "hello"
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert {m.id for m in api.models.list()} >= {"echo", "writer", "smollm2-135m-instruct"}
@@ -163,7 +197,9 @@ def test_metrics_count_requests_and_batches(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'ift_requests_total{route="/v1/workflows/{name}/run",status="200"} 1.0' in text
     assert 'ift_errors_total{route="/v1/workflows/{name}/run"} 1.0' in text
-    assert 'ift_batch_size_count{model="writer"} 2.0' in text and "ift_queue_depth" in text  # one call per node
+    assert (
+        'ift_batch_size_count{model="writer"} 2.0' in text and "ift_queue_depth" in text
+    )  # one call per node
 
 
 # -- requests that meet at the model's worker ------------------------------------------------------------------------------
@@ -191,7 +227,9 @@ def test_concurrent_requests_share_batched_model_calls_and_fail_alone() -> None:
     statuses = [r.status_code for r in responses]
     assert statuses == [200] * 7 + [500], [r.text for r in responses]
     assert responses[-1].json()["error"]["node"] == "draft"
-    model = app.state.service.workflows["echo"].pool.get(app.state.service.workflows["echo"].graph.node("draft").model)
+    model = app.state.service.workflows["echo"].pool.get(
+        app.state.service.workflows["echo"].graph.node("draft").model
+    )
     assert isinstance(model, MockModel)
     sizes = [len(call.prompts) for call in model.calls if call.prompts[0].startswith("Say")]
     assert max(sizes) >= 4, sizes  # requests that arrived together went to the model together
@@ -212,22 +250,31 @@ def test_a_plain_request_whose_client_leaves_gives_up_its_next_nodes() -> None:
 def test_concurrent_requests_on_a_real_model_get_their_one_at_a_time_answers(tiny_causal_dir: Path) -> None:
     texts = [f"Tell me about bees, number {i}." for i in range(8)]
     with TestClient(app_for(tiny_flow(tiny_causal_dir))) as one_by_one:
-        alone = [one_by_one.post("/v1/workflows/tiny/run", json={"inputs": {"text": t}}).json()["outputs"] for t in texts]
+        alone = [
+            one_by_one.post("/v1/workflows/tiny/run", json={"inputs": {"text": t}}).json()["outputs"]
+            for t in texts
+        ]
     app = app_for(tiny_flow(tiny_causal_dir))
     with serving(app) as url:
-        responses = asyncio.run(post_all(url, [{"inputs": {"text": t}} for t in texts], 8, "/v1/workflows/tiny/run"))
+        responses = asyncio.run(
+            post_all(url, [{"inputs": {"text": t}} for t in texts], 8, "/v1/workflows/tiny/run")
+        )
         metrics = httpx.get(f"{url}/metrics").text
     assert [r.json()["outputs"] for r in responses] == alone
     steps = re.search(r'ift_batch_size_count\{model="([^"]+)"\} (\S+)', metrics)
     alone_steps = re.search(r'ift_batch_size_bucket\{le="1.0",model="[^"]+"\} (\S+)', metrics)
-    assert steps and alone_steps and float(alone_steps[1]) < float(steps[2])  # some steps decoded several rows
+    assert (
+        steps and alone_steps and float(alone_steps[1]) < float(steps[2])
+    )  # some steps decoded several rows
 
 
 def test_bounded_load_on_the_mock_backend() -> None:
     app = app_for(mock_flow())
     with serving(app) as url:
         started = time.perf_counter()
-        responses = asyncio.run(post_all(url, [{"inputs": {"text": f"t{i}"}} for i in range(300)], concurrency=32))
+        responses = asyncio.run(
+            post_all(url, [{"inputs": {"text": f"t{i}"}} for i in range(300)], concurrency=32)
+        )
         seconds = time.perf_counter() - started
     assert [r.status_code for r in responses].count(200) == 300
     print(f"300 requests at 32 concurrent: {300 / seconds:.0f} requests/s")
@@ -254,7 +301,9 @@ def start_ift_serve(folder: Path, *args: str) -> tuple[subprocess.Popen[bytes], 
     return process, f"http://127.0.0.1:{port}"
 
 
-def wait_until_ready(process: subprocess.Popen[bytes], url: str, workflows: dict[str, str], seconds: float) -> None:
+def wait_until_ready(
+    process: subprocess.Popen[bytes], url: str, workflows: dict[str, str], seconds: float
+) -> None:
     """Until ``/healthz`` reports ``workflows``; fails the test (with the server's log) if it
     never does or the server exits."""
     deadline = time.time() + seconds
@@ -283,15 +332,22 @@ def test_ift_serve_process_answers_the_openai_client_and_drains_on_sigterm(tmp_p
 
         slow: dict[str, Any] = {}
         request = threading.Thread(
-            target=lambda: slow.update(response=httpx.post(
-                f"{url}/v1/workflows/echo/run", json={"inputs": {"text": "late"}}, headers={"Authorization": "Bearer k"}, timeout=30
-            ))
+            target=lambda: slow.update(
+                response=httpx.post(
+                    f"{url}/v1/workflows/echo/run",
+                    json={"inputs": {"text": "late"}},
+                    headers={"Authorization": "Bearer k"},
+                    timeout=30,
+                )
+            )
         )
         request.start()
         time.sleep(0.5)  # the request is in flight (the mock takes 1 s per node)
         process.send_signal(signal.SIGTERM)
         request.join(30)
-        assert slow["response"].status_code == 200 and slow["response"].json()["outputs"] == {"final": "hello"}
+        assert slow["response"].status_code == 200 and slow["response"].json()["outputs"] == {
+            "final": "hello"
+        }
         # uvicorn drains, shuts down, then re-raises the signal so the exit says how it ended.
         assert process.wait(30) == 0  # drained, then a clean exit
         log = process.stdout.read().decode() if process.stdout else ""
@@ -307,7 +363,9 @@ def test_ift_serve_process_answers_the_openai_client_and_drains_on_sigterm(tmp_p
 
 def test_streamed_runs_carry_token_events_of_each_node() -> None:
     with TestClient(app_for(mock_flow(default="bees dance to talk"))) as client:
-        events = sse_events(client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "stream": True}).text)
+        events = sse_events(
+            client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "stream": True}).text
+        )
     tokens = [(data["node"], data["text"]) for kind, data in events if kind == "token"]
     assert [t for n, t in tokens if n == "draft"] == ["bees ", "dance ", "to ", "talk"]
     assert "".join(t for n, t in tokens if n == "final") == "bees dance to talk"
@@ -320,10 +378,17 @@ def test_openai_stream_hands_out_the_reply_as_it_grows() -> None:
     with TestClient(app_for(mock_flow(default="bees dance to talk"))) as streaming:
         api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=streaming)
         for model in ("echo", "writer"):  # a workflow (its output node streams) and a model
-            chunks = list(api.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stream=True))
+            chunks = list(
+                api.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}], stream=True
+                )
+            )
             texts = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
             assert texts == ["bees ", "dance ", "to ", "talk"], model
-            assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
+            assert (
+                chunks[0].choices[0].delta.role == "assistant"
+                and chunks[-1].choices[0].finish_reason == "stop"
+            )
 
 
 def test_hf_streaming_adds_up_to_the_batched_answers(tiny_causal_dir: Path) -> None:
@@ -331,10 +396,15 @@ def test_hf_streaming_adds_up_to_the_batched_answers(tiny_causal_dir: Path) -> N
     from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
 
     model = HFCausalLM.load("tiny", str(tiny_causal_dir), CausalLMOptions(device="cpu", batch_size=2))
-    prompts = [[{"role": "user", "content": text}] for text in ("Bees dance.", "The hotel was clean and quiet.", "Tides")]
+    prompts = [
+        [{"role": "user", "content": text}]
+        for text in ("Bees dance.", "The hotel was clean and quiet.", "Tides")
+    ]
     settings = GenerationSettings(max_new_tokens=12)
     pieces: dict[int, str] = {}
-    streamed = model.generate_stream(prompts, settings, lambda i, t: pieces.update({i: pieces.get(i, "") + t}))
+    streamed = model.generate_stream(
+        prompts, settings, lambda i, t: pieces.update({i: pieces.get(i, "") + t})
+    )
     assert streamed == model.generate(prompts, settings)
     assert [pieces.get(i, "").strip() for i in range(3)] == streamed  # batches of 2: offsets kept
 
@@ -353,20 +423,29 @@ def test_ift_serve_with_two_worker_processes(tmp_path: Path) -> None:
     assert log.count("Application startup complete") == 2, log
 
 
-def test_ift_serve_on_ray_with_two_replicas_answers_as_one_process(tiny_causal_dir: Path, tmp_path: Path) -> None:
+def test_ift_serve_on_ray_with_two_replicas_answers_as_one_process(
+    tiny_causal_dir: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("ray.serve")
     (tmp_path / "tiny.yaml").write_text(json.dumps(tiny_flow(tiny_causal_dir)))
     texts = [f"Tell me about bees, number {i}." for i in range(12)]
     with TestClient(app_for(tiny_flow(tiny_causal_dir))) as here:
-        expected = [here.post("/v1/workflows/tiny/run", json={"inputs": {"text": t}}).json()["outputs"] for t in texts]
-    process, url = start_ift_serve(tmp_path, "--ray", "--replicas", "2", "--replica-cpus", "0.5", "--no-cache")
+        expected = [
+            here.post("/v1/workflows/tiny/run", json={"inputs": {"text": t}}).json()["outputs"] for t in texts
+        ]
+    process, url = start_ift_serve(
+        tmp_path, "--ray", "--replicas", "2", "--replica-cpus", "0.5", "--no-cache"
+    )
     try:
         wait_until_ready(process, url, {"tiny": "ready"}, 180)
         bodies = [{"inputs": {"text": t}} for t in texts]
         responses = asyncio.run(post_all(url, bodies, 12, "/v1/workflows/tiny/run"))
         assert [r.json()["outputs"] for r in responses] == expected
         assert len({r.headers["x-served-by"] for r in responses}) == 2  # both replicas answered
-        chat = httpx.post(f"{url}/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": texts[0]}]})
+        chat = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "tiny", "messages": [{"role": "user", "content": texts[0]}]},
+        )
         assert chat.json()["choices"][0]["message"]["content"] == expected[0]["answer"]
     finally:
         process.send_signal(signal.SIGTERM)
@@ -387,7 +466,12 @@ def test_bad_serve_arguments_are_one_line_errors(tmp_path: Path) -> None:
     ):
         if len(args) > 1:
             (tmp_path / "echo.yaml").write_text(json.dumps(mock_flow()))
-        done = subprocess.run([sys.executable, "-m", "ift_engine.cli", "serve", *args], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "ift_engine.cli", "serve", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
@@ -396,8 +480,16 @@ def test_chat_settings_do_not_grow_the_workers(client: TestClient) -> None:
     client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}})
     before = len(pool._workers)
     for seed in range(5):
-        body = {"model": "writer", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "seed": seed}
-        assert client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"] == "hello"
+        body = {
+            "model": "writer",
+            "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 0.5,
+            "seed": seed,
+        }
+        assert (
+            client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+            == "hello"
+        )
     assert len(pool._workers) == before  # the workflow's model already has its worker, whatever the settings
 
 
@@ -422,13 +514,18 @@ def test_chat_replies_carry_usage_and_finish_reason(tiny_causal_dir: Path) -> No
         assert cut["usage"]["completion_tokens"] == 2 and cut["usage"]["prompt_tokens"] > 2
         assert cut["usage"]["total_tokens"] == cut["usage"]["prompt_tokens"] + 2
         stream = client.post(
-            "/v1/chat/completions", json={**base, "max_tokens": 2, "stream": True, "stream_options": {"include_usage": True}}
+            "/v1/chat/completions",
+            json={**base, "max_tokens": 2, "stream": True, "stream_options": {"include_usage": True}},
         ).text
         chunks = [json.loads(line[6:]) for line in stream.splitlines() if line.startswith("data: {")]
         assert chunks[-2]["choices"][0]["finish_reason"] == "length"
         assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == cut["usage"]
         assert stream.rstrip().endswith("data: [DONE]")
-        for bad, field in (({"n": 3}, "n"), ({"seed": 2**70}, "seed"), ({"max_tokens": -5}, "max_new_tokens")):
+        for bad, field in (
+            ({"n": 3}, "n"),
+            ({"seed": 2**70}, "seed"),
+            ({"max_tokens": -5}, "max_new_tokens"),
+        ):
             response = client.post("/v1/chat/completions", json={**base, **bad})
             assert response.status_code == 422 and response.json()["error"]["param"] == field, response.text
         workflow = {**base, "model": "tiny"}
@@ -454,16 +551,31 @@ def test_the_run_endpoint_takes_generation_overrides_and_cache_false(tiny_causal
         assert unknown.status_code == 422 and "generation.beams" in unknown.json()["error"]["message"]
 
 
-def test_bodies_over_the_limit_are_413_however_they_are_sent_and_bad_json_is_named(client: TestClient) -> None:
+def test_bodies_over_the_limit_are_413_however_they_are_sent_and_bad_json_is_named(
+    client: TestClient,
+) -> None:
     def chunks() -> Any:
         for _ in range(32):
             yield b"x" * 65536  # 2 MiB in chunks, no Content-Length
 
-    response = client.post("/v1/workflows/echo/run", content=chunks(), headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/v1/workflows/echo/run", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413 and response.json()["error"]["type"] == "too_large"
-    broken = client.post("/v1/workflows/echo/run", content=b'{"inputs": {"text": ', headers={"Content-Type": "application/json"})
-    assert broken.status_code == 422 and broken.json()["error"]["message"] == "the body is not valid JSON; send a JSON object"
-    small = client.post("/v1/workflows/echo/run", content=json.dumps({"inputs": {"text": "hi"}}).encode(), headers={"Content-Type": "application/json"})
+    broken = client.post(
+        "/v1/workflows/echo/run",
+        content=b'{"inputs": {"text": ',
+        headers={"Content-Type": "application/json"},
+    )
+    assert (
+        broken.status_code == 422
+        and broken.json()["error"]["message"] == "the body is not valid JSON; send a JSON object"
+    )
+    small = client.post(
+        "/v1/workflows/echo/run",
+        content=json.dumps({"inputs": {"text": "hi"}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     assert small.status_code == 200  # a body within the limit reaches the app whole
 
 
@@ -475,19 +587,34 @@ def test_a_busy_port_is_a_one_line_error_with_exit_2(tmp_path: Path) -> None:
         port = holder.getsockname()[1]
         done = subprocess.run(
             [sys.executable, "-m", "ift_engine.cli", "serve", str(tmp_path), "--port", str(port)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
-    assert done.returncode == 2 and f"--port {port}: cannot listen" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert (
+        done.returncode == 2
+        and f"--port {port}: cannot listen" in done.stderr
+        and "Traceback" not in done.stderr
+    ), done.stderr
 
 
-def test_metrics_time_streams_to_their_last_byte_and_answers_to_their_first_token(tiny_causal_dir: Path) -> None:
+def test_metrics_time_streams_to_their_last_byte_and_answers_to_their_first_token(
+    tiny_causal_dir: Path,
+) -> None:
     with TestClient(app_for(mock_flow(delay=0.3), tiny_flow(tiny_causal_dir))) as client:
         client.post("/v1/workflows/echo/run", json={"inputs": {"text": "hi"}, "stream": True})
         client.get("/static/app.js")
         model = str(tiny_causal_dir)
-        client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+        client.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
+        )
         text = client.get("/metrics").text
-    seconds = next(line for line in text.splitlines() if line.startswith('ift_request_seconds_sum{route="/v1/workflows/{name}/run"}'))
+    seconds = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('ift_request_seconds_sum{route="/v1/workflows/{name}/run"}')
+    )
     assert float(seconds.split()[-1]) >= 0.6  # two nodes of 0.3 s each, streamed: timed to the end
     assert 'ift_requests_total{route="/static",status="200"} 1.0' in text
     assert f'ift_time_to_first_token_seconds_count{{model="{model}"}} 1.0' in text
@@ -500,7 +627,9 @@ def test_the_served_workflows_and_chat_share_one_pool_so_each_model_loads_once(t
         (tmp_path / f"{name}.yaml").write_text(json.dumps(mock_flow(name)))
     app = create_app(ServeConfig(paths=[str(tmp_path)], cache=False))
     with TestClient(app) as client:
-        chat = client.post("/v1/chat/completions", json={"model": "writer", "messages": [{"role": "user", "content": "hi"}]})
+        chat = client.post(
+            "/v1/chat/completions", json={"model": "writer", "messages": [{"role": "user", "content": "hi"}]}
+        )
         assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"] == "hello"
     service = app.state.service
     [pool] = service.pools

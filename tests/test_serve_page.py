@@ -52,7 +52,9 @@ def test_the_page_runs_a_workflow_and_shows_each_node(tmp_path: Path) -> None:
             assert page.inner_text("#node-draft pre") == "- Bees dance\n- Bees smell"
             assert page.inner_text("#node-final pre") == long_line
             assert page.evaluate("document.documentElement.scrollWidth") <= 1100
-            marked = page.eval_on_selector_all("#graph g[id^='dag-']", "gs => gs.filter(g => g.classList.contains('done')).map(g => g.id)")
+            marked = page.eval_on_selector_all(
+                "#graph g[id^='dag-']", "gs => gs.filter(g => g.classList.contains('done')).map(g => g.id)"
+            )
             assert sorted(marked) == ["dag-draft", "dag-final"]  # the DAG shows which nodes ran
             assert page.inner_text("#status").startswith("Done in")
             assert page.inner_text("#outputs pre.output") == long_line
@@ -67,12 +69,18 @@ def test_the_page_runs_a_workflow_and_shows_each_node(tmp_path: Path) -> None:
 
 
 def test_the_page_shows_an_ensembles_members_and_its_probabilities() -> None:
-    members = {name: {"name": name, "backend": "mock", "options": {"default": answer}}
-               for name, answer in (("a", "positive"), ("b", "negative"), ("c", "negative"))}
+    members = {
+        name: {"name": name, "backend": "mock", "options": {"default": answer}}
+        for name, answer in (("a", "positive"), ("b", "negative"), ("c", "negative"))
+    }
     doc = {
-        "name": "vote", "inputs": {"text": {}}, "models": members,
+        "name": "vote",
+        "inputs": {"text": {}},
+        "models": members,
         "ensembles": {"vote": {"ensemble": "soft_vote", "members": ["a", "b", "c"], "weights": [2, 1, 0.5]}},
-        "nodes": [{"id": "n", "template": "sentiment-en", "inputs": {"text": "$input.text"}, "model": "vote"}],
+        "nodes": [
+            {"id": "n", "template": "sentiment-en", "inputs": {"text": "$input.text"}, "model": "vote"}
+        ],
     }
     with serving(app_for(doc)) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -83,10 +91,15 @@ def test_the_page_shows_an_ensembles_members_and_its_probabilities() -> None:
             page.fill("#input-text", "The room was fine.")
             page.click("#run")
             page.wait_for_selector("#node-n .scores")
-            rows = page.eval_on_selector_all("#node-n .scores tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+            rows = page.eval_on_selector_all(
+                "#node-n .scores tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+            )
             assert rows == [
-                ["a", "100.0%", "positive"], ["b", "100.0%", "negative"], ["c", "100.0%", "negative"],
-                ["ensemble", "57.1%", "positive"], ["ensemble", "42.9%", "negative"],  # 2 : 1.5
+                ["a", "100.0%", "positive"],
+                ["b", "100.0%", "negative"],
+                ["c", "100.0%", "negative"],
+                ["ensemble", "57.1%", "positive"],
+                ["ensemble", "42.9%", "negative"],  # 2 : 1.5
             ]
         finally:
             browser.close()

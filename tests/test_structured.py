@@ -36,7 +36,11 @@ PERSON = {
 ITEMS = {"type": "array", "items": {"type": "boolean"}, "minItems": 2, "maxItems": 3}
 FLAGS = {
     "type": "object",
-    "properties": {"ok": {"type": "boolean"}, "level": {"enum": ["low", "high"]}, "score": {"type": "number"}},
+    "properties": {
+        "ok": {"type": "boolean"},
+        "level": {"enum": ["low", "high"]},
+        "score": {"type": "number"},
+    },
     "required": ["ok", "level"],
 }
 QUESTIONS = ["Describe a person.", "Is the sky blue?", "Name three fruits.", "Say hello.", "What is 2+2?"]
@@ -84,7 +88,10 @@ def mixed_batch(model: Any, settings: GenerationSettings) -> tuple[list[Completi
         kinds = constraints()
         futures = [worker.generate([chat(QUESTIONS[i % 5])], settings, None, c) for i, c in enumerate(kinds)]
         together = [f.result(120)[0] for f in futures]
-        alone = [worker.generate([chat(QUESTIONS[i % 5])], settings, None, c).result(120)[0] for i, c in enumerate(kinds)]
+        alone = [
+            worker.generate([chat(QUESTIONS[i % 5])], settings, None, c).result(120)[0]
+            for i, c in enumerate(kinds)
+        ]
     finally:
         worker.close()
     return together, alone
@@ -111,7 +118,9 @@ def test_seeded_sampling_under_a_constraint_still_fits(tiny: HFCausalLM) -> None
 def test_line_counts_and_labels_are_grammars_of_their_own() -> None:
     assert lines_constraint(3).accepts("- bees\n- ants\n3. wasps")
     assert not lines_constraint(3).accepts("- bees\n- ants") and not lines_constraint(3).accepts("a\n\nb\nc")
-    assert choice_constraint(["正面", "负面"]).accepts("负面") and not choice_constraint(["正面", "负面"]).accepts("负")
+    assert choice_constraint(["正面", "负面"]).accepts("负面") and not choice_constraint(
+        ["正面", "负面"]
+    ).accepts("负")
 
 
 def test_unbounded_fields_get_bounds_for_decoding_and_a_cut_answer_says_so(tiny: HFCausalLM) -> None:
@@ -119,8 +128,12 @@ def test_unbounded_fields_get_bounds_for_decoding_and_a_cut_answer_says_so(tiny:
     assert f'"maximum": {DEFAULT_INTEGER_BOUND}' in loose.text
     worker = ModelWorker(tiny)
     try:
-        [whole] = worker.generate([chat("A number?")], GenerationSettings(max_new_tokens=40), None, loose).result(60)
-        [cut] = worker.generate([chat("A number?")], GenerationSettings(max_new_tokens=3), None, loose).result(60)
+        [whole] = worker.generate(
+            [chat("A number?")], GenerationSettings(max_new_tokens=40), None, loose
+        ).result(60)
+        [cut] = worker.generate(
+            [chat("A number?")], GenerationSettings(max_new_tokens=3), None, loose
+        ).result(60)
     finally:
         worker.close()
     assert whole.finish == "stop" and abs(json.loads(whole.text)["n"]) <= DEFAULT_INTEGER_BOUND
@@ -137,13 +150,21 @@ def extract_flow(model: dict[str, Any], schema: Any = PERSON, **node: Any) -> di
         "model": model,
         "generation": {"max_new_tokens": 60},
         "nodes": [
-            {"id": "record", "instruction": "Extract: {text}", "answer": "json", "schema": schema,
-             "inputs": {"text": "$input.text"}, **node},
+            {
+                "id": "record",
+                "instruction": "Extract: {text}",
+                "answer": "json",
+                "schema": schema,
+                "inputs": {"text": "$input.text"},
+                **node,
+            },
         ],
     }
 
 
-def test_a_json_node_on_pytorch_outputs_the_validated_object_and_traces_the_text(tiny_causal_dir: Path) -> None:
+def test_a_json_node_on_pytorch_outputs_the_validated_object_and_traces_the_text(
+    tiny_causal_dir: Path,
+) -> None:
     wf = Workflow.from_dict(extract_flow({"name": str(tiny_causal_dir), "options": {"device": "cpu"}}))
     results = list(wf.run_many([{"text": q} for q in QUESTIONS], cache=False))
     for result in results:
@@ -152,7 +173,11 @@ def test_a_json_node_on_pytorch_outputs_the_validated_object_and_traces_the_text
         jsonschema.validate(record, PERSON)
         assert isinstance(record["age"], int)
         assert json.loads(result.nodes["record"].raw or "") == record
-    cut = Workflow.from_dict(extract_flow({"name": str(tiny_causal_dir), "options": {"device": "cpu"}}, generation={"max_new_tokens": 4}))
+    cut = Workflow.from_dict(
+        extract_flow(
+            {"name": str(tiny_causal_dir), "options": {"device": "cpu"}}, generation={"max_new_tokens": 4}
+        )
+    )
     [failed] = list(cut.run_many([{"text": "Bob"}], cache=False))
     assert failed.error is not None and "the answer was cut at max_new_tokens (4)" in failed.error.message
 
@@ -164,14 +189,24 @@ def test_mock_answers_are_validated_against_the_schema() -> None:
     bad = {"name": "m", "backend": "mock", "options": {"default": '{"name": "Ann", "age": "41"}'}}
     [failed] = list(Workflow.from_dict(extract_flow(bad)).run_many([{"text": "Ann"}], cache=False))
     assert failed.error is not None
-    assert failed.error.message == "the answer does not match the schema at age: '41' is not of type 'integer'"
+    assert (
+        failed.error.message == "the answer does not match the schema at age: '41' is not of type 'integer'"
+    )
 
 
 def test_lines_with_items_and_regex_answers_are_checked_on_the_mock() -> None:
     lines = {"id": "a", "instruction": "List {t}", "answer": "lines", "items": 3, "inputs": {"t": "$input.t"}}
     coded = {"id": "b", "instruction": "Code {t}", "regex": "[A-Z]{2}-[0-9]+", "inputs": {"t": "$input.t"}}
-    doc = {"name": "l", "inputs": {"t": "string"}, "nodes": [lines, coded],
-           "model": {"name": "m", "backend": "mock", "options": {"answers": {"List": "- a\n- b\n- c", "Code": "AB-12"}}}}
+    doc = {
+        "name": "l",
+        "inputs": {"t": "string"},
+        "nodes": [lines, coded],
+        "model": {
+            "name": "m",
+            "backend": "mock",
+            "options": {"answers": {"List": "- a\n- b\n- c", "Code": "AB-12"}},
+        },
+    }
     assert Workflow.from_dict(doc).run(t="x", cache=False).outputs == {"a": ["a", "b", "c"], "b": "AB-12"}
     doc["model"]["options"]["answers"] = {"List": "- a\n- b", "Code": "ab-12"}
     [failed] = list(Workflow.from_dict(doc).run_many([{"t": "x"}], cache=False))
@@ -206,22 +241,48 @@ MOCK = {"name": "m", "backend": "mock"}
 DEEP: dict[str, Any] = {"type": "string"}
 for _ in range(150):
     DEEP = {"type": "array", "items": DEEP}
-HUGE = {"type": "object", "properties": {f"field{i}": {"type": "string", "description": "x" * 40} for i in range(2000)}}
+HUGE = {
+    "type": "object",
+    "properties": {f"field{i}": {"type": "string", "description": "x" * 40} for i in range(2000)},
+}
 BAD_LOADS = {
     "bad type": (extract_flow(MOCK, {"type": "objekt"}), "field 'schema': not a valid JSON Schema at type"),
-    "bad bound": (extract_flow(MOCK, {"type": "string", "maxLength": -1}), "field 'schema': not a valid JSON Schema at maxLength"),
-    "unsupported keyword": (extract_flow(MOCK, {"type": "array", "uniqueItems": True}), "constrained decoding cannot use it: Unimplemented keys"),
+    "bad bound": (
+        extract_flow(MOCK, {"type": "string", "maxLength": -1}),
+        "field 'schema': not a valid JSON Schema at maxLength",
+    ),
+    "unsupported keyword": (
+        extract_flow(MOCK, {"type": "array", "uniqueItems": True}),
+        "constrained decoding cannot use it: Unimplemented keys",
+    ),
     "remote ref": (extract_flow(MOCK, {"$ref": "https://example.com/s.json"}), "field 'schema'"),
     "not an object": (extract_flow(MOCK, [1, 2]), "nodes[0] (id 'record').schema"),
     "huge": (extract_flow(MOCK, HUGE), "the schema is larger than 64 KiB"),
     "deep": (extract_flow(MOCK, "deep.json"), "field 'schema': the schema: nested more than 100 levels deep"),
     "missing file": (extract_flow(MOCK, "nowhere.json"), "field 'schema': "),
     "schema on text": (extract_flow(MOCK, answer="text"), "'schema' is only allowed with answer 'json'"),
-    "bad regex": (extract_flow(MOCK, None, answer="text", regex="a(b"), "field 'regex': constrained decoding cannot use it: invalid regex"),
+    "bad regex": (
+        extract_flow(MOCK, None, answer="text", regex="a(b"),
+        "field 'regex': constrained decoding cannot use it: invalid regex",
+    ),
     "lookaround": (extract_flow(MOCK, None, answer="text", regex="(?<=a)b"), "field 'regex'"),
-    "long regex": (extract_flow(MOCK, None, answer="text", regex="a" * 5000), "the regex is longer than 4,096 characters"),
-    "items 0": (extract_flow(MOCK, None, answer="lines", items=0), "items: Input should be greater than or equal to 1"),
-    "template node": ({**extract_flow(MOCK), "nodes": [{"id": "s", "template": "summary-en", "schema": PERSON, "inputs": {"text": "$input.text"}}]}, "'schema', 'regex' and 'items' belong to inline instructions"),
+    "long regex": (
+        extract_flow(MOCK, None, answer="text", regex="a" * 5000),
+        "the regex is longer than 4,096 characters",
+    ),
+    "items 0": (
+        extract_flow(MOCK, None, answer="lines", items=0),
+        "items: Input should be greater than or equal to 1",
+    ),
+    "template node": (
+        {
+            **extract_flow(MOCK),
+            "nodes": [
+                {"id": "s", "template": "summary-en", "schema": PERSON, "inputs": {"text": "$input.text"}}
+            ],
+        },
+        "'schema', 'regex' and 'items' belong to inline instructions",
+    ),
 }
 
 
@@ -246,9 +307,16 @@ def test_a_regex_that_backtracks_in_python_checks_an_answer_in_linear_time() -> 
     assert failed.error is not None and "does not match the regex" in failed.error.message
 
 
-def test_backends_and_ensembles_that_cannot_constrain_are_refused_at_load(capsys, tmp_path, tiny_classifier_dir) -> None:
-    line = validate_error(capsys, tmp_path, extract_flow({"name": str(tiny_classifier_dir), "backend": "hf-classifier"}))
-    assert "node 'record', field 'schema': answer: json with a schema is not supported by backend 'hf-classifier'" in line
+def test_backends_and_ensembles_that_cannot_constrain_are_refused_at_load(
+    capsys, tmp_path, tiny_classifier_dir
+) -> None:
+    line = validate_error(
+        capsys, tmp_path, extract_flow({"name": str(tiny_classifier_dir), "backend": "hf-classifier"})
+    )
+    assert (
+        "node 'record', field 'schema': answer: json with a schema is not supported by backend 'hf-classifier'"
+        in line
+    )
     ensemble = {"ensemble": "rerank", "members": [MOCK, MOCK]}
     line = validate_error(capsys, tmp_path, extract_flow(ensemble))
     assert "answer: json with a schema is not supported by ensembles" in line
@@ -261,12 +329,18 @@ def test_the_extract_workflow_feeds_its_record_to_the_summary_on_the_mock(capsys
     record = {"name": "Maria Lopez", "age": 34, "city": "Seville", "occupation": "nurse"}
     answers = {"Read the text": json.dumps(record), "Here is a record": "Maria Lopez is a nurse in Seville."}
     doc["model"] = {"name": "m", "backend": "mock", "options": {"answers": answers}}
-    result = Workflow.from_dict(doc, source=str(path)).run(text="Maria Lopez, 34, is a nurse in Seville.", cache=False)
+    result = Workflow.from_dict(doc, source=str(path)).run(
+        text="Maria Lopez, 34, is a nurse in Seville.", cache=False
+    )
     assert result.outputs == {"record": record, "summary": "Maria Lopez is a nurse in Seville."}
     assert json.dumps(record) in result.nodes["summary"].prompt[-1]["content"]
     answers["Read the text"] = json.dumps({**record, "age": "34"})
     [failed] = list(Workflow.from_dict(doc, source=str(path)).run_many([{"text": "Maria"}], cache=False))
-    assert failed.error is not None and failed.error.node == "record" and "'34' is not of type 'integer'" in failed.error.message
+    assert (
+        failed.error is not None
+        and failed.error.node == "record"
+        and "'34' is not of type 'integer'" in failed.error.message
+    )
 
 
 # -- onnxruntime-genai ------------------------------------------------------------------------------
@@ -283,7 +357,9 @@ def causal_export(tiny_causal_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return out
 
 
-def test_genai_rows_with_different_constraints_fit_and_match_pytorch(causal_export: Path, tiny: HFCausalLM) -> None:
+def test_genai_rows_with_different_constraints_fit_and_match_pytorch(
+    causal_export: Path, tiny: HFCausalLM
+) -> None:
     from ift_engine.models.onnx import OnnxModel, OnnxOptions
 
     onnx = OnnxModel.load("ort", str(causal_export), OnnxOptions(device="cpu", batch_size=8))
@@ -306,28 +382,48 @@ def test_response_format_on_chat_completions_and_json_types_in_run_outputs(tiny_
     from ift_engine.serve import ServeConfig, create_app
 
     tiny = extract_flow({"name": str(tiny_causal_dir), "options": {"device": "cpu"}})
-    mock = {**extract_flow({"name": "m", "backend": "mock", "options": {"default": '{"name": "Ann", "age": 41}'}}), "name": "m"}
+    mock = {
+        **extract_flow(
+            {"name": "m", "backend": "mock", "options": {"default": '{"name": "Ann", "age": 41}'}}
+        ),
+        "name": "m",
+    }
     workflows = {doc["name"]: Workflow.from_dict(doc) for doc in (tiny, mock)}
-    base = {"model": str(tiny_causal_dir), "messages": [{"role": "user", "content": "Describe Ann."}], "max_tokens": 60}
+    base = {
+        "model": str(tiny_causal_dir),
+        "messages": [{"role": "user", "content": "Describe Ann."}],
+        "max_tokens": 60,
+    }
     with TestClient(create_app(ServeConfig(cache=False), workflows)) as client:
         schema = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
         reply = client.post("/v1/chat/completions", json={**base, "response_format": schema}).json()
         jsonschema.validate(json.loads(reply["choices"][0]["message"]["content"]), PERSON)
         assert reply["choices"][0]["finish_reason"] == "stop"
-        anything = client.post("/v1/chat/completions", json={**base, "response_format": {"type": "json_object"}}).json()
+        anything = client.post(
+            "/v1/chat/completions", json={**base, "response_format": {"type": "json_object"}}
+        ).json()
         assert isinstance(json.loads(anything["choices"][0]["message"]["content"]), dict)
-        streamed = client.post("/v1/chat/completions", json={**base, "response_format": schema, "stream": True}).text
+        streamed = client.post(
+            "/v1/chat/completions", json={**base, "response_format": schema, "stream": True}
+        ).text
         chunks = [json.loads(line[6:]) for line in streamed.splitlines() if line.startswith("data: {")]
         text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
         assert text == reply["choices"][0]["message"]["content"]
         for bad, message in (
-            ({"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "objekt"}}}, "not a valid JSON Schema"),
+            (
+                {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "objekt"}}},
+                "not a valid JSON Schema",
+            ),
             ({"type": "json_schema"}, "needs json_schema"),
         ):
             response = client.post("/v1/chat/completions", json={**base, "response_format": bad})
-            assert response.status_code == 400 and message in response.json()["error"]["message"], response.text
+            assert response.status_code == 400 and message in response.json()["error"]["message"], (
+                response.text
+            )
             assert response.json()["error"]["param"] == "response_format"
-        workflow = client.post("/v1/chat/completions", json={**base, "model": "x", "response_format": {"type": "json_object"}})
+        workflow = client.post(
+            "/v1/chat/completions", json={**base, "model": "x", "response_format": {"type": "json_object"}}
+        )
         assert workflow.status_code == 400 and "applies to models" in workflow.json()["error"]["message"]
         run = client.post("/v1/workflows/m/run", json={"inputs": {"text": "Ann"}}).json()
         assert run["outputs"] == {"record": {"name": "Ann", "age": 41}}

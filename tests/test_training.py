@@ -319,12 +319,24 @@ def trained_span(features):
 
 
 CHAT_FORMS = {
-    "messages": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
+    "messages": {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"},
+        ]
+    },
     "trl conversational": {
         "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
         "completion": [{"role": "assistant", "content": "4"}],
     },
-    "sharegpt": {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]},
+    "sharegpt": {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "2+2?"},
+            {"from": "gpt", "value": "4"},
+        ]
+    },
 }
 
 
@@ -336,7 +348,9 @@ def test_chat_forms_train_exactly_the_answer_and_end_of_turn(tiny_causal_dir, fo
     example, features = features_of(tokenizer, CHAT_FORMS[form])
     assert [m["role"] for m in example.prompt] == ["system", "user"] and example.completion == "4"
     prompt = chat_ids(tokenizer, example.prompt)
-    answer = tokenizer("4", add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    answer = tokenizer("4", add_special_tokens=False)["input_ids"] + [
+        tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ]
     assert features["input_ids"] == prompt + answer  # token by token
     assert features["labels"] == [IGNORE] * len(prompt) + answer
 
@@ -352,10 +366,22 @@ def test_plain_text_trains_every_token(tiny_causal_dir):
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ({"prompt": [{"role": "user", "content": "x"}], "completion": [{"role": "user", "content": "y"}]}, "field 'completion' must be one assistant message"),
-        ({"prompt": "x", "completion": [{"role": "assistant"}]}, "field 'completion' must be a list of {role, content} messages"),
-        ({"conversations": [{"from": "alien", "value": "x"}, {"from": "gpt", "value": "y"}]}, "field 'conversations' must be a list of {from, value} turns"),
-        ({"conversations": [{"from": "human", "value": "x"}, {"from": "human", "value": "y"}]}, "must end with the assistant's answer"),
+        (
+            {"prompt": [{"role": "user", "content": "x"}], "completion": [{"role": "user", "content": "y"}]},
+            "field 'completion' must be one assistant message",
+        ),
+        (
+            {"prompt": "x", "completion": [{"role": "assistant"}]},
+            "field 'completion' must be a list of {role, content} messages",
+        ),
+        (
+            {"conversations": [{"from": "alien", "value": "x"}, {"from": "gpt", "value": "y"}]},
+            "field 'conversations' must be a list of {from, value} turns",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "x"}, {"from": "human", "value": "y"}]},
+            "must end with the assistant's answer",
+        ),
         ({"text": ""}, "field 'text' must be a non-empty string"),
     ],
 )
@@ -385,18 +411,32 @@ def test_a_run_mixes_every_format(tiny_causal_dir, tmp_path):
 
 
 def test_trainer_arguments_pass_through_checked_when_the_spec_loads(tiny_causal_dir, tmp_path):
-    base = dict(base_model=str(tiny_causal_dir), datasets=[{"records": TWO_REVIEWS * 2, "template": "sentiment-zh"}], eval={"split": 0})
+    base = dict(
+        base_model=str(tiny_causal_dir),
+        datasets=[{"records": TWO_REVIEWS * 2, "template": "sentiment-zh"}],
+        eval={"split": 0},
+    )
     for args, message in (
-        ({"lr_schedular_type": "cosine"}, "'lr_schedular_type' is not a TrainingArguments field; did you mean 'lr_scheduler_type'?"),
+        (
+            {"lr_schedular_type": "cosine"},
+            "'lr_schedular_type' is not a TrainingArguments field; did you mean 'lr_scheduler_type'?",
+        ),
         ({"output_dir": "elsewhere"}, "'output_dir' is set by the engine"),
     ):
         with pytest.raises(TrainError, match=re.escape(message)):
             train(**base, output=str(tmp_path / "x"), training={**FAST, "args": args}, progress=False)
     with pytest.raises(TrainError, match="training.args: "):
-        train(**base, output=str(tmp_path / "y"), training={**FAST, "args": {"lr_scheduler_type": "bogus"}}, progress=False)
+        train(
+            **base,
+            output=str(tmp_path / "y"),
+            training={**FAST, "args": {"lr_scheduler_type": "bogus"}},
+            progress=False,
+        )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not list(tmp_path.glob(".*"))
     args = {"max_steps": 3, "lr_scheduler_type": "constant", "warmup_steps": 0}
-    result = train(**base, output=str(tmp_path / "z"), training={**FAST, "epochs": 5, "args": args}, progress=False)
+    result = train(
+        **base, output=str(tmp_path / "z"), training={**FAST, "epochs": 5, "args": args}, progress=False
+    )
     assert result.metrics["steps"] == 3  # max_steps wins over the engine's epochs
     history = json.loads((tmp_path / "z" / "log_history.json").read_text())
     rates = {h["learning_rate"] for h in history if "learning_rate" in h}
@@ -423,13 +463,23 @@ def test_dry_run_checks_everything_and_trains_nothing(tiny_causal_dir, tmp_path)
     assert report.train_examples == 4 and report.eval_examples == 2
     assert report.datasets == [{"dataset": "datasets[0].records", "records": 6, "formats": {"task": 6}}]
     assert report.steps_per_epoch == 2 and report.total_steps == 6 and report.seconds_per_step > 0
-    assert report.example.endswith("<|im_start|>assistant\n⟦正面<|im_end|>⟧") or report.example.endswith("⟦负面<|im_end|>⟧")
-    assert report.truncated == 4 and report.lengths["max"] > 64  # the reviews' prompts are longer than 64 tokens
-    done = subprocess.run([sys.executable, "-m", "ift_engine.cli", "train", str(config), "--dry-run"], capture_output=True, text=True)
+    assert report.example.endswith("<|im_start|>assistant\n⟦正面<|im_end|>⟧") or report.example.endswith(
+        "⟦负面<|im_end|>⟧"
+    )
+    assert (
+        report.truncated == 4 and report.lengths["max"] > 64
+    )  # the reviews' prompts are longer than 64 tokens
+    done = subprocess.run(
+        [sys.executable, "-m", "ift_engine.cli", "train", str(config), "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "4 to train, 2 held out" in done.stdout and "6 in all" in done.stdout
     assert not (tmp_path / "model").exists() and not list(tmp_path.glob(".*"))
-    checked = subprocess.run([sys.executable, "-m", "ift_engine.cli", "validate", str(config)], capture_output=True, text=True)
+    checked = subprocess.run(
+        [sys.executable, "-m", "ift_engine.cli", "validate", str(config)], capture_output=True, text=True
+    )
     assert checked.returncode == 0 and "training file: 4 examples to train, 2 held out" in checked.stdout
 
 
@@ -437,7 +487,9 @@ def test_dry_run_checks_everything_and_trains_nothing(tiny_causal_dir, tmp_path)
 
 
 def hf_spec(**options):
-    return TrainSpec(base_model="x", output="y", eval={"split": 0}, datasets=[{"source": "hf", "options": options}])
+    return TrainSpec(
+        base_model="x", output="y", eval={"split": 0}, datasets=[{"source": "hf", "options": options}]
+    )
 
 
 def test_hf_source_reads_local_files_and_saved_datasets(tmp_path):
@@ -448,7 +500,9 @@ def test_hf_source_reads_local_files_and_saved_datasets(tmp_path):
     table = datasets.Dataset.from_list(rows)
     table.to_parquet(str(tmp_path / "d.parquet"))
     table.save_to_disk(str(tmp_path / "saved"))
-    datasets.DatasetDict({"train": table, "test": table.select([0])}).save_to_disk(str(tmp_path / "saved-dict"))
+    datasets.DatasetDict({"train": table, "test": table.select([0])}).save_to_disk(
+        str(tmp_path / "saved-dict")
+    )
     for options in (
         {"path": "json", "data_files": str(tmp_path / "d.jsonl")},
         {"path": "csv", "data_files": str(tmp_path / "d.csv")},
@@ -475,7 +529,9 @@ def test_hf_source_errors_are_one_line_and_fast_offline(tmp_path, monkeypatch):
     with pytest.raises(IftError, match="dataset 'json': "):
         collect_examples(hf_spec(path="json", data_files=str(tmp_path / "missing.jsonl")), components())
     datasets = pytest.importorskip("datasets")
-    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "a"}])}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "a"}])}).save_to_disk(
+        str(tmp_path / "dd")
+    )
     with pytest.raises(IftError, match="has no split 'validation' \\(splits: train\\)"):
         collect_examples(hf_spec(path=str(tmp_path / "dd"), split="validation"), components())
     with pytest.raises(TrainError, match="datasets\\[0\\].options: splt: unknown field"):

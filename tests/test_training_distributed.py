@@ -26,7 +26,9 @@ def spec(base: Path, output: Path) -> dict:
     }
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="needs torchrun")
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="needs torchrun"
+)
 def test_torchrun_two_ranks_train_and_rank_zero_writes(tiny_causal_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "train.yaml"
     config.write_text(json.dumps(spec(tiny_causal_dir, tmp_path / "model")))

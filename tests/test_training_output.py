@@ -86,7 +86,11 @@ def test_overwrite_replaces_only_the_files_a_previous_run_wrote(tiny_causal_dir,
 
     data = out / "data.jsonl"  # a dataset inside the output: refused before training
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in TWO_REVIEWS))
-    config.write_text(json.dumps({**spec(tiny_causal_dir, out), "datasets": [{"path": str(data), "template": "sentiment-zh"}]}))
+    config.write_text(
+        json.dumps(
+            {**spec(tiny_causal_dir, out), "datasets": [{"path": str(data), "template": "sentiment-zh"}]}
+        )
+    )
     code, stderr = finish(ift_train(config, "--overwrite"))
     assert code == 2 and f"would replace {data}, which it reads" in stderr, stderr
     data.unlink()

@@ -16,7 +16,14 @@ from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
 from ift_engine.models.mock import MockModel
 from ift_engine.models.worker import Completion, Failure, ModelWorker, WorkerStats
 
-QUESTIONS = ["How do bees talk?", "Why is the sky blue?", "Name three fruits.", "Say hello.", "What is 2+2?", "Tell a story."]
+QUESTIONS = [
+    "How do bees talk?",
+    "Why is the sky blue?",
+    "Name three fruits.",
+    "Say hello.",
+    "What is 2+2?",
+    "Tell a story.",
+]
 
 
 def chat(text: str) -> list[dict[str, str]]:
@@ -41,7 +48,9 @@ def texts(outcomes: list[Any]) -> list[str]:
 
 
 @pytest.mark.parametrize("penalty", [1.0, 1.3])
-def test_rows_that_join_a_running_batch_get_their_one_at_a_time_answers(tiny: HFCausalLM, penalty: float) -> None:
+def test_rows_that_join_a_running_batch_get_their_one_at_a_time_answers(
+    tiny: HFCausalLM, penalty: float
+) -> None:
     settings = GenerationSettings(max_new_tokens=24, repetition_penalty=penalty)
     alone = [tiny.generate([chat(q)], settings)[0] for q in QUESTIONS]
     stats = Sizes()
@@ -69,7 +78,9 @@ def test_short_answers_leave_the_batch_and_waiting_rows_take_their_place(tiny: H
         outcomes = [f.result(60)[0] for f in futures]
     finally:
         worker.close()
-    assert [o.finish for o in outcomes[1::2]] == ["length"] * 3 and all(o.completion_tokens == 2 for o in outcomes[1::2])
+    assert [o.finish for o in outcomes[1::2]] == ["length"] * 3 and all(
+        o.completion_tokens == 2 for o in outcomes[1::2]
+    )
     assert outcomes[0].prompt_tokens and outcomes[0].completion_tokens
     assert 3 in stats.seen or 2 in stats.seen  # rows left before the long ones ended
 
@@ -157,7 +168,9 @@ def test_a_large_job_goes_over_several_turns_of_batch_size() -> None:
     worker = ModelWorker(model)
     try:
         labels = ("yes", "no")
-        rows = worker.submit("classify", lambda m, p, _: m.classify(p, labels), [chat(str(i)) for i in range(40)]).result(10)
+        rows = worker.submit(
+            "classify", lambda m, p, _: m.classify(p, labels), [chat(str(i)) for i in range(40)]
+        ).result(10)
     finally:
         worker.close()
     assert len(rows) == 40 and [len(call.prompts) for call in model.calls] == [16, 16, 8]
@@ -169,7 +182,9 @@ def test_a_row_ends_with_length_where_the_model_has_no_more_positions(tiny: HFCa
     endless.stop_ids = [10**9]  # no token ends its answers: only the context can
     worker = ModelWorker(endless)
     try:
-        [long] = worker.generate([chat("Tell a story.")], GenerationSettings(max_new_tokens=2 * limit)).result(120)
+        [long] = worker.generate(
+            [chat("Tell a story.")], GenerationSettings(max_new_tokens=2 * limit)
+        ).result(120)
     finally:
         worker.close()
     assert long.finish == "length" and long.prompt_tokens + long.completion_tokens == limit

@@ -142,8 +142,12 @@ def test_yaml_round_trip():
 
 
 def test_an_input_whose_default_is_null_stays_optional_after_a_round_trip():
-    doc = {"name": "x", "inputs": {"note": {"default": None}}, "model": {"name": "m", "backend": "mock"},
-           "nodes": [{"id": "n", "instruction": "say {note}", "inputs": {"note": "$input.note"}}]}
+    doc = {
+        "name": "x",
+        "inputs": {"note": {"default": None}},
+        "model": {"name": "m", "backend": "mock"},
+        "nodes": [{"id": "n", "instruction": "say {note}", "inputs": {"note": "$input.note"}}],
+    }
     first = Workflow.from_dict(doc)
     again = Workflow.from_dict(first.to_dict())  # what Ray ships to its workers
     assert not again.spec.inputs["note"].required
@@ -189,7 +193,10 @@ def test_shipped_workflows_validate():
 
 
 def test_a_typo_in_a_spec_built_in_python_is_the_engines_error_with_the_near_match():
-    with pytest.raises(WorkflowError, match=r"NodeSpec: generation\.max_tokens: unknown field \(did you mean 'max_new_tokens'\?"):
+    with pytest.raises(
+        WorkflowError,
+        match=r"NodeSpec: generation\.max_tokens: unknown field \(did you mean 'max_new_tokens'\?",
+    ):
         NodeSpec(id="a", instruction="x", generation={"max_tokens": 3})
     with pytest.raises(WorkflowError, match=r"WorkflowSpec: nodse: unknown field \(did you mean 'nodes'\?"):
         WorkflowSpec(name="x", model="m", nodes=[NodeSpec(id="a", instruction="x")], nodse=[])

@@ -2,19 +2,21 @@
 label-wording augmentation does to unseen instructions. Every figure comes from the engine's
 evaluation (``ift_engine.evaluation``, what ``ift eval`` runs).
 
-    python examples/sentiment_zh/curve.py        # about 1.5 hours on a 2-core CPU
+    python examples/sentiment_zh/curve.py        # about 2 hours on a 2-core CPU
 
 - Held out: 900 short reviews (8-50 characters), balanced, in three disjoint samples of 300.
   No training set holds any of them. Accuracy is given per sample and pooled (95% Wilson
   intervals), and every paired comparison is an exact McNemar test over the 900.
 - Training sets: the first 500, 1,000, 2,000 and 4,000 reviews of one balanced, shuffled pool
   (each holds the smaller ones), the same for TF-IDF + LR and for IFT.
-- IFT: SmolLM2-135M-Instruct, LoRA, one epoch. The records are split in three: the sentiment-zh
+- IFT: SmolLM2-135M-Instruct, LoRA, at least 3,000 examples seen (6 passes over 500 reviews,
+  3 over 1,000, 1.5 over 2,000, one over 4,000). The records are split in three: the sentiment-zh
   paraphrases, the zh plugin's sentiment-zh-extra, and 24 paraphrases generated here that name
   the labels in other words (好评/差评, 积极/消极, ...) and say which answer each maps to. The
   ablation at 2,000 trains on the same records with the first two only.
 - Instructions: 3 seen in training by both IFT models, 8 that no run trained on (5 in the
-  style a user types, 3 with label words no training paraphrase uses).
+  style a user types, 3 with label words no training paraphrase uses), each asked on 200
+  reviews of the first sample.
 
 Writes curve.json, CURVE.md and learning_curve.png here; ``--report`` redraws them only.
 """
@@ -46,9 +48,22 @@ HERE = Path(__file__).parent
 LABELS = ("正面", "负面")
 SIZES = (500, 1000, 2000, 4000)
 SAMPLES, SAMPLE_SIZE = 3, 300
-TRAINING = {"epochs": 1.0, "learning_rate": 1e-3, "batch_size": 8, "max_length": 160}
+#: Reviews every instruction is asked on, for the seen and unseen comparison.
+ROBUST = 200
+TRAINING = {"learning_rate": 1e-3, "batch_size": 8, "max_length": 160}
+#: Every run sees at least this many examples (375 steps): the smaller sets are repeated. One
+#: pass over 500 reviews (63 steps) learns the answer format but not the sentiment (it
+#: answers 负面 to everything: 0.500).
+MIN_SEEN = 3000
 #: Label words other than the trained answers, and sentences that ask with them.
-WORDINGS = [("好评", "差评"), ("积极", "消极"), ("褒义", "贬义"), ("满意", "不满意"), ("推荐", "不推荐"), ("喜欢", "讨厌")]
+WORDINGS = [
+    ("好评", "差评"),
+    ("积极", "消极"),
+    ("褒义", "贬义"),
+    ("满意", "不满意"),
+    ("推荐", "不推荐"),
+    ("喜欢", "讨厌"),
+]
 FRAMES = [
     "这条评论是{a}还是{b}？{a}回答正面，{b}回答负面。\n{{text}}",
     "{{text}}\n评论者的态度是{a}还是{b}？（{a}=正面，{b}=负面）",
@@ -72,7 +87,11 @@ NOVEL_WORDING = [
 #: Seen by both IFT runs: sentiment-zh p0 and p3, sentiment-zh-extra p1.
 SEEN = [("sentiment-zh", 0), ("sentiment-zh", 3), ("sentiment-zh-extra", 1)]
 REVIEW_ONLY = InstructionTemplate(
-    name="review", task="sentiment", paraphrases=("{text}",), variables=("text",), answer=AnswerForm.LABEL,
+    name="review",
+    task="sentiment",
+    paraphrases=("{text}",),
+    variables=("text",),
+    answer=AnswerForm.LABEL,
     labels=LABELS,
 )
 
@@ -110,17 +129,30 @@ def fine_tune(records: list[dict], output: Path, wording: bool) -> dict[str, Any
         templates=[WORDING] if wording else [],
         eval={"split": 0},
         seed=0,
-        training={**TRAINING, "logging_steps": 10, "save_steps": 1000, "lora": LORA, "args": bf16_args()},
+        training={
+            **TRAINING,
+            "epochs": epochs(len(records)),
+            "logging_steps": 10,
+            "save_steps": 1000,
+            "lora": LORA,
+            "args": bf16_args(),
+        },
         overwrite=True,
     )
     return {"folder": str(result.output), "minutes": (time.perf_counter() - started) / 60}
+
+
+def epochs(size: int) -> float:
+    return max(1.0, MIN_SEEN / size)
 
 
 def items_of(records: list[dict]) -> list[Item]:
     return [Item({"text": r["text"]}, r["output"]) for r in records]
 
 
-def asked(model: EvalModel, template: InstructionTemplate, items: list[Item], paraphrases: Any, held_out: list[str]) -> Evaluation:
+def asked(
+    model: EvalModel, template: InstructionTemplate, items: list[Item], paraphrases: Any, held_out: list[str]
+) -> Evaluation:
     chosen = paraphrase_set(template, paraphrases, held_out)
     return evaluate(template, chosen, items, [model], GenerationSettings(max_new_tokens=8))
 
@@ -151,7 +183,11 @@ def seen_and_unseen() -> tuple[InstructionTemplate, list[int], list[str]]:
     as held-out texts (ift eval marks the seen ones from the model's manifest)."""
     templates = components().templates
     extra = templates.get("sentiment-zh-extra").paraphrases[SEEN[2][1]]
-    return templates.get("sentiment-zh"), [SEEN[0][1], SEEN[1][1]], [extra, *UNSEEN.paraphrases, *NOVEL_WORDING]
+    return (
+        templates.get("sentiment-zh"),
+        [SEEN[0][1], SEEN[1][1]],
+        [extra, *UNSEEN.paraphrases, *NOVEL_WORDING],
+    )
 
 
 def experiment(runs: Path, results: dict[str, Any], save: Callable[[], None]) -> None:
@@ -165,21 +201,26 @@ def experiment(runs: Path, results: dict[str, Any], save: Callable[[], None]) ->
             results["tfidf"][str(size)] = tfidf_step(pool, items, size)
             save()
     template, own, held_out = seen_and_unseen()
-    robust_items = items_of(samples[0])
+    half = ROBUST // 2  # a balanced part of the first sample (its positives come first)
+    robust_items = items_of(samples[0][:half] + samples[0][SAMPLE_SIZE // 2 : SAMPLE_SIZE // 2 + half])
     results.setdefault("ift", {})
-    plan = [(n, True) for n in (500, 1000, 2000)] + [(4000, True), (2000, False)]
+    # Both goals' figures first (2,000 with and without the wordings), the rest of the curve after.
+    plan = [(2000, True), (2000, False), (500, True), (4000, True), (1000, True)]
     for size, wording in plan:
         key = f"{size}{'' if wording else '-plain'}"
         entry = results["ift"].setdefault(key, {})
         folder = runs / f"ift-{key}"
         if "minutes" not in entry:
-            print(f"fine-tuning on {size} reviews ({'with' if wording else 'without'} label wordings) ...", flush=True)
+            print(
+                f"fine-tuning on {size} reviews ({'with' if wording else 'without'} label wordings) ...",
+                flush=True,
+            )
             entry.update(fine_tune(pool[:size], folder, wording))
             save()
         models = ModelPool(components())
         try:
             model = ift_model(models, str(folder))
-            if "curve" not in entry:
+            if wording and "curve" not in entry:
                 entry["curve"] = result_json(asked(model, template, items, [0], []))
                 save()
             if size == 2000 and "paraphrases" not in entry:
@@ -187,7 +228,8 @@ def experiment(runs: Path, results: dict[str, Any], save: Callable[[], None]) ->
                 save()
         finally:
             models.close()
-        print(summary_line(key, entry, results), flush=True)
+        if "curve" in entry:
+            print(summary_line(key, entry, results), flush=True)
 
 
 def accuracy(evaluation: dict[str, Any], paraphrase: int = 0) -> float:
@@ -203,7 +245,9 @@ def summary_line(key: str, entry: dict[str, Any], results: dict[str, Any]) -> st
     size = key.split("-")[0]
     ift, tfidf = entry["curve"], results["tfidf"][size]
     test = mcnemar(correct(ift), correct(tfidf))
-    return f"{key}: IFT {accuracy(ift):.3f}, TF-IDF + LR {accuracy(tfidf):.3f}, McNemar p = {test.p_value:.3g}"
+    return (
+        f"{key}: IFT {accuracy(ift):.3f}, TF-IDF + LR {accuracy(tfidf):.3f}, McNemar p = {test.p_value:.3g}"
+    )
 
 
 def main() -> None:
@@ -213,7 +257,15 @@ def main() -> None:
     args = parser.parse_args()
     path = HERE / "curve.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    results.update({"sizes": list(SIZES), "samples": SAMPLES, "sample_size": SAMPLE_SIZE, "training": TRAINING})
+    results.update(
+        {
+            "sizes": list(SIZES),
+            "samples": SAMPLES,
+            "sample_size": SAMPLE_SIZE,
+            "robust_reviews": ROBUST,
+            "training": {**TRAINING, "epochs": {str(n): epochs(n) for n in SIZES}},
+        }
+    )
 
     def save() -> None:
         staged = path.with_suffix(".json.partial")

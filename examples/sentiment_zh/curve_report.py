@@ -50,11 +50,18 @@ def curve_rows(results: dict[str, Any]) -> list[str]:
 
 
 def paraphrase_rows(results: dict[str, Any]) -> list[str]:
-    runs = {key: results["ift"][key]["paraphrases"] for key in ("2000", "2000-plain") if "paraphrases" in results.get("ift", {}).get(key, {})}
+    runs = {
+        key: results["ift"][key]["paraphrases"]
+        for key in ("2000", "2000-plain")
+        if "paraphrases" in results.get("ift", {}).get(key, {})
+    }
     if not runs:
         return ["(not run)"]
     names = {"2000": "with label wordings", "2000-plain": "without (ablation)"}
-    lines = ["| instruction | seen | " + " | ".join(names[k] for k in runs) + " |", "|---|---|" + "---|" * len(runs)]
+    lines = [
+        "| instruction | seen | " + " | ".join(names[k] for k in runs) + " |",
+        "|---|---|" + "---|" * len(runs),
+    ]
     any_run = next(iter(runs.values()))
     for index, paraphrase in enumerate(any_run["paraphrases"]):
         rows = [run["models"][0]["paraphrases"][index] for run in runs.values()]
@@ -62,7 +69,11 @@ def paraphrase_rows(results: dict[str, Any]) -> list[str]:
         cells = " | ".join(f"{r['accuracy']:.3f}" for r in rows)
         text = paraphrase["text"].replace("\n", " / ").replace("|", "\\|")
         lines.append(f"| {paraphrase['id']}: {text} | {seen} | {cells} |")
-    lines += ["", "| across instructions | " + " | ".join(names[k] for k in runs) + " |", "|---|" + "---|" * len(runs)]
+    lines += [
+        "",
+        "| across instructions | " + " | ".join(names[k] for k in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
     groups = [
         ("seen, mean of 3", lambda i, p: p["seen"]),
         ("unseen, mean of 8", lambda i, p: not p["seen"]),
@@ -101,7 +112,11 @@ def plot_curve(results: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     series = [("TF-IDF + LR", {s: results["tfidf"][str(s)] for s in results["sizes"]}, "tab:orange")]
-    tuned = {s: results["ift"][str(s)]["curve"] for s in results["sizes"] if "curve" in results.get("ift", {}).get(str(s), {})}
+    tuned = {
+        s: results["ift"][str(s)]["curve"]
+        for s in results["sizes"]
+        if "curve" in results.get("ift", {}).get(str(s), {})
+    }
     series.append(("IFT SmolLM2-135M (LoRA, 1 epoch)", tuned, "tab:blue"))
     for label, points, colour in series:
         sizes = sorted(points)

@@ -36,9 +36,7 @@ class EvaluationSpec(BaseModel):
 
     data: RecordSource = Field(description="task records: the template's variables and 'output'")
     template: str = Field(min_length=1, description="a registered template, or one under templates:")
-    paraphrases: ParaphraseChoice = Field(
-        "all", description="the template's paraphrases to ask with"
-    )
+    paraphrases: ParaphraseChoice = Field("all", description="the template's paraphrases to ask with")
     held_out: list[str] | str | None = Field(
         None, description="paraphrases no template holds: a list, or a YAML file holding one"
     )

@@ -197,9 +197,7 @@ class TokenChooser:
 
             logits = TopPLogitsWarper(self.settings.top_p)(None, logits)
         probabilities = logits.softmax(-1)
-        return torch.cat(
-            [torch.multinomial(p, 1, generator=g) for p, g in zip(probabilities, generators)]
-        )
+        return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probabilities, generators)])
 
 
 def sampling_key(settings: GenerationSettings) -> Hashable:

@@ -221,9 +221,9 @@ class HFCausalLM(StreamingModel, SwitchesAdapters):
             attention_mask=torch.cat(
                 [mask.repeat_interleave(n_choices, 0), choice_mask.repeat(n_prompts, 1)], 1
             ).to(self.device),
-            position_ids=(
-                positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(length)
-            ).to(self.device),
+            position_ids=(positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(length)).to(
+                self.device
+            ),
             cache=past,
             use_cache=True,
             **self.adapter_args([self.active] * (n_prompts * n_choices)),
@@ -243,5 +243,3 @@ class HFCausalLM(StreamingModel, SwitchesAdapters):
     def start_decoding(self, prompts: Sequence[Prompt]) -> TorchSteps:
         """Step-by-step decoding (token-level ensembles); call under ``torch.inference_mode``."""
         return TorchSteps(self, prompts)
-
-

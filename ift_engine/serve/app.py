@@ -479,6 +479,7 @@ class ChatReply:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
         writer = openai_api.ChunkWriter(self.body.model)
+
         def piece(text: str) -> None:  # called on the model thread
             loop.call_soon_threadsafe(pieces.put_nowait, text)
 

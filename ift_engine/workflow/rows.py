@@ -132,9 +132,7 @@ def read_inputs(stream: IO[bytes]) -> Iterator[Item | BadLine]:
                 continue
             try:
                 if raw is None:
-                    raise ValueError(
-                        f"longer than {MAX_LINE_BYTES:,} bytes; split it into smaller inputs"
-                    )
+                    raise ValueError(f"longer than {MAX_LINE_BYTES:,} bytes; split it into smaller inputs")
                 record = _parse_line(raw, start)
                 if not isinstance(record, dict):
                     raise ValueError(f"must be a JSON object of inputs, not {type(record).__name__}")
