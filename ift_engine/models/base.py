@@ -192,6 +192,11 @@ class Model(ABC):
         """Raise ``ModelError`` if this model cannot tell ``labels`` apart (a classifier whose
         head lacks one). Called when a workflow loads, before any node runs."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the model holds (weights, native sessions, device memory). The pool
+        calls it once, when it closes, after the model's worker has stopped; the model is not
+        called again."""
+
     def inference(self) -> AbstractContextManager[Any]:
         """The context the model's worker runs it in (PyTorch backends: inference mode)."""
         return nullcontext()

@@ -9,6 +9,7 @@ with a padding id that is not an end-of-turn token (onnxruntime-genai masks trai
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -106,6 +107,12 @@ class GenaiCausalLM(StreamingModel, SwitchesAdapters):
             self.og_model = og.Model(config)
         self.adapters: set[str] = set()
         self._og_adapters: Any = None
+
+    def close(self) -> None:
+        """onnxruntime-genai frees a model's sessions when the last reference goes."""
+        self._og_adapters = None
+        del self.og_model
+        gc.collect()
 
     def add_adapter(self, name: str, folder: Path) -> None:
         """Load an adapter exported by ``ift export`` (an ``og.Adapters`` file)."""

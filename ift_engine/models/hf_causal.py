@@ -17,7 +17,7 @@ from .chat import chat_ids, text_ids
 from .decoding import Row, decode_to_end, sampling_key
 from .guidance import Guidance
 from .torch_batch import TorchCohort, TorchSteps
-from .torch_utils import Device, DType, inference_mode, load_pretrained
+from .torch_utils import Device, DType, inference_mode, load_pretrained, release_torch_model
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
     from transformers import PreTrainedTokenizerBase
@@ -239,6 +239,9 @@ class HFCausalLM(StreamingModel, SwitchesAdapters):
                 scores.append(total / len(tokens) if mean else total)
             rows.append(scores)
         return rows
+
+    def close(self) -> None:
+        release_torch_model(self)
 
     def start_decoding(self, prompts: Sequence[Prompt]) -> TorchSteps:
         """Step-by-step decoding (token-level ensembles); call under ``torch.inference_mode``."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ModelError
 from ..templates import last_user_text
 from .base import Model, Prompt
-from .torch_utils import Device, DType, inference_mode, load_pretrained
+from .torch_utils import Device, DType, inference_mode, load_pretrained, release_torch_model
 
 if TYPE_CHECKING:  # imported lazily: see torch_utils
     from transformers import PreTrainedTokenizerBase
@@ -78,6 +78,9 @@ class HFClassifier(Model):
                 f"(its labels: {', '.join(self.model_labels)})"
             )
         return [lowered.index(label.lower()) for label in labels]
+
+    def close(self) -> None:
+        release_torch_model(self)
 
     def classify(self, prompts: Sequence[Prompt], labels: Sequence[str]) -> list[list[float]]:
         """Softmax over the model's head, restricted to ``labels`` and renormalised."""

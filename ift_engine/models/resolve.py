@@ -233,13 +233,32 @@ class ModelPool:
         self.components = components
         self.stats = stats
         self._models: dict[str, Model] = {}
+        self._added: dict[str, Model] = {}  # handed in by add(), by spec key
         self._workers: dict[str, ModelWorker] = {}
         self._bases: dict[str, str] = {}  # an adapter spec's key -> its base's key
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def add(self, name: str, model: Model) -> None:
+        """Hand the pool a model built in code: nodes whose model is ``name`` (the name alone)
+        use it, as they would a loaded one (a test's own model, as httpx takes a
+        ``MockTransport``). The pool closes it with the rest."""
+        key = ModelSpec(name=name).key()
+        with self._guard:
+            if key in self._models:
+                raise ModelError(f"the pool already holds a model named '{name}'")
+            self._models[key] = model
+            self._added[key] = model
+
+    def added(self, spec: ModelSpec | EnsembleSpec) -> Model | None:
+        """The model handed in with ``add`` under this spec, if any."""
+        return self._added.get(spec.key()) if isinstance(spec, ModelSpec) else None
+
     def backend_for(self, spec: ModelSpec) -> type[Model]:
         """The backend class a spec uses, checked without loading anything."""
+        added = self.added(spec)
+        if added is not None:
+            return type(added)
         backend = spec.backend
         aliases = self.components.model_aliases
         if backend is None and spec.name in aliases:
@@ -302,6 +321,8 @@ class ModelPool:
 
     def check(self, spec: ModelSpec) -> None:
         """Validate a spec (backend, options, where it points, its adapter) without loading anything."""
+        if self.added(spec) is not None:
+            return
         spec = self.resolve(spec)
         if spec.adapter is not None:
             self._check_adapter(spec)
@@ -375,11 +396,15 @@ class ModelPool:
             return self._workers[key]
 
     def close(self) -> None:
-        """Stop every worker, after the work already submitted."""
+        """Stop every worker, after the work already submitted, then release every model."""
         with self._guard:
             workers, self._workers = list(self._workers.values()), {}
         for worker in reversed(workers):  # an ensemble before its members, made before it
             worker.close()
+        with self._guard:
+            models, self._models = list(self._models.values()), {}
+        for model in reversed(models):
+            model.close()
 
     def _load(self, spec: ModelSpec | EnsembleSpec) -> Model:
         if isinstance(spec, EnsembleSpec):

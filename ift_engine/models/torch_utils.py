@@ -61,3 +61,16 @@ def load_pretrained(
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load {kind} '{name}' from {source}: {first_line(exc)}") from exc
     return model, tokenizer
+
+
+def release_torch_model(owner: Any) -> None:
+    """Drop ``owner.model`` (a torch module) and hand its device memory back."""
+    import gc
+
+    on_cuda = str(getattr(owner, "device", "cpu")).startswith("cuda")
+    del owner.model
+    gc.collect()
+    if on_cuda:
+        import torch
+
+        torch.cuda.empty_cache()

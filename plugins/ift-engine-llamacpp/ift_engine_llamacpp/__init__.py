@@ -68,6 +68,9 @@ class LlamaCppModel(Model):
 
             self._chat_template = ImmutableSandboxedEnvironment().from_string(template)
 
+    def close(self) -> None:
+        self.llm.close()  # llama-cpp-python frees the model and its context
+
     @classmethod
     def load(cls, name: str, source: str, options: LlamaCppOptions) -> LlamaCppModel:
         from llama_cpp import Llama
