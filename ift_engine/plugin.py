@@ -42,7 +42,9 @@ from .models.chat import chat_ids, chat_segments, text_ids
 from .models.decoding import BatchesContinuously, Cohort, Row, decode_to_end
 from .models.embedded import smollm2_gguf as embedded_gguf
 from .models.mock import MockModel
+from .models.resolve import ModelPool
 from .parsers import AnswerParser, find_label
+from .plugins import components
 from .scores import chrf, rouge_l
 from .settings import PluginSettings, current_settings
 from .sources import DatasetSource, NoSourceOptions
@@ -72,6 +74,7 @@ __all__ = [
     "Model",
     "ModelAlias",
     "ModelError",
+    "ModelPool",
     "NoOptions",
     "NoSourceOptions",
     "ParseError",
@@ -87,6 +90,7 @@ __all__ = [
     "chat_ids",
     "chat_segments",
     "chrf",
+    "components",
     "current_settings",
     "decode_to_end",
     "editable",
