@@ -27,13 +27,13 @@ from .files import (
     check_output_folder,
     files_fingerprint,
     move_into_place,
-    read_json_mapping,
     staging_folder,
     write_manifest,
 )
 from .models.adapters import ONNX_ADAPTER_FILE, adapter_base, check_base, is_adapter_folder
+from .models.manifest import MANIFEST, read_manifest
 from .models.ort import ONNX_FILE, Quantize
-from .models.resolve import MANIFEST, cache_home, infer_backend
+from .models.resolve import cache_home, infer_backend
 from .onnx_lora import LORA_INPUTS, builder_options, lora_layout, open_lora_inputs, write_adapter_file
 from .parity import PROBES, causal_parity, classifier_parity
 
@@ -146,7 +146,7 @@ def quantize_classifier(source: Path, target: Path, method: str) -> None:
 
 def export_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest of an ONNX export made by ``export_model`` in ``folder``, else None."""
-    manifest = read_json_mapping(folder / MANIFEST)
+    manifest = read_manifest(folder)
     return manifest if manifest and manifest.get("backend") == "onnx" and "parity" in manifest else None
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvalError, IftError
-from ..files import read_json_mapping
 from ..models.base import GenerationSettings
-from ..models.resolve import MANIFEST, EnsembleSpec, ModelPool, ModelSpec
+from ..models.manifest import read_manifest
+from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
 from ..plugins import Components, components
 from ..templates import AnswerForm, InstructionTemplate
 from ..training.data import dataset_records, sample, task_values
@@ -42,7 +42,7 @@ def trained_texts(name: str, hops: int = 2) -> frozenset[str] | None:
     """The instruction texts the model in folder ``name`` was trained on, from the manifest
     ``ift train`` wrote (an export's manifest names the folder it was exported from)."""
     folder = Path(name).expanduser()
-    manifest = read_json_mapping(folder / MANIFEST) if folder.is_dir() else None
+    manifest = read_manifest(folder)
     if manifest is None:
         return None
     trained = manifest.get("trained_paraphrases")

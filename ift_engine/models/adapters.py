@@ -22,11 +22,11 @@ from ..errors import ModelError
 from ..files import read_json_mapping
 from .base import DecodesSteps, DecodingSteps, GenerationSettings, Model, Prompt, StreamingModel, TextSink
 from .decoding import BatchesContinuously, decode_to_end
+from .manifest import MANIFEST, read_manifest
 
 ADAPTER_CONFIG = "adapter_config.json"
 #: The adapter file of an ONNX adapter export (``ift export`` of an adapter), for ``og.Adapters``.
 ONNX_ADAPTER_FILE = "adapter.onnx_adapter"
-MANIFEST = "ift_model.json"
 #: The base model's config fields an adapter depends on (recorded when it is trained).
 SHAPE_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
@@ -59,7 +59,7 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
 
 def adapter_manifest(folder: Path) -> dict[str, Any]:
     """The ``adapter`` section of the folder's ``ift_model.json`` (empty when there is none)."""
-    manifest = read_json_mapping(folder / MANIFEST) or {}
+    manifest = read_manifest(folder) or {}
     section = manifest.get("adapter")
     return section if isinstance(section, dict) else {}
 

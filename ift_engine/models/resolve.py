@@ -35,11 +35,11 @@ from .adapters import (
 )
 from .base import Model
 from .hub import resolve_hub_id
+from .manifest import MANIFEST
 from .torch_thread import on_torch_thread
 from .worker import AdapterWorker, ModelWorker, Worker, WorkerModel, WorkerStats
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-MANIFEST = "ift_model.json"
 log = logging.getLogger(__name__)
 
 

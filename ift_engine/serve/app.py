@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +42,8 @@ from .service import Service, input_schema, load_workflows
 
 STATIC = Path(__file__).parent / "static"
 T = TypeVar("T")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 OPEN_PATHS = ("/healthz", "/", "/static/")  # no data there: no key needed
 
 
@@ -361,28 +363,48 @@ def describe(workflow: Workflow) -> dict[str, Any]:
     }
 
 
+class Pump(Generic[Item, Result]):
+    """What a model thread hands out while a coroutine runs, as an async iterator, then the
+    coroutine's result: ``Pump(start)`` calls ``start(sink)``, and ``sink`` may be called from
+    any thread. The one way the service streams (run events, chat text)."""
+
+    def __init__(self, start: Callable[[Callable[[Item], None]], Awaitable[Result]]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Item] = asyncio.Queue()
+        self._task = asyncio.ensure_future(start(self._put))
+
+    def _put(self, item: Item) -> None:  # called on any thread
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def items(self) -> AsyncIterator[Item]:
+        """Each item as it comes, until the coroutine is done and every item is out."""
+        while not self._task.done() or not self._queue.empty():
+            getter = asyncio.ensure_future(self._queue.get())
+            await asyncio.wait({getter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+
+    def result(self) -> Result:
+        return self._task.result()
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
 async def stream_run(
     service: Service, name: str, inputs: dict[str, Any], trace: bool, options: RunOptions
 ) -> AsyncIterator[dict[str, str]]:
     """Server-sent events of one run: node_started, node_finished, then done or error. A client
     that goes away cancels its request (dropped if it still waits for a batch)."""
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    def sink(event: dict[str, Any]) -> None:  # called on the model thread
-        loop.call_soon_threadsafe(events.put_nowait, event)
-
-    task = asyncio.create_task(service.run_workflow(name, inputs, sink, options))
+    run: Pump[dict[str, Any], RunResult] = Pump(
+        lambda sink: service.run_workflow(name, inputs, sink, options)
+    )
     try:
-        while not task.done() or not events.empty():
-            getter = asyncio.ensure_future(events.get())
-            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                event = getter.result()
-                yield {"event": event.pop("event"), "data": json_text(event)}
-            else:
-                getter.cancel()
-        result = task.result()
+        async for event in run.items():
+            yield {"event": event.pop("event"), "data": json_text(event)}
+        result = run.result()
         if result.error is not None:
             yield {
                 "event": "error",
@@ -393,7 +415,7 @@ async def stream_run(
     except IftError as exc:
         yield {"event": "error", "data": json_text({"node": None, "message": str(exc)})}
     finally:
-        task.cancel()
+        run.cancel()
 
 
 def add_openai_routes(app: FastAPI, service: Service) -> None:
@@ -476,25 +498,14 @@ class ChatReply:
 
     async def stream(self) -> AsyncIterator[str]:
         """OpenAI chunks: the text as it is generated, whatever the parsed reply adds, the stop."""
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str] = asyncio.Queue()
         writer = openai_api.ChunkWriter(self.body.model)
-
-        def piece(text: str) -> None:  # called on the model thread
-            loop.call_soon_threadsafe(pieces.put_nowait, text)
-
-        task = asyncio.create_task(self.text(piece))
+        reply_text: Pump[str, Completion] = Pump(self.text)
         sent = ""
         try:
-            while not task.done() or not pieces.empty():
-                getter = asyncio.ensure_future(pieces.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    sent += getter.result()
-                    yield writer.chunk(getter.result())
-                else:
-                    getter.cancel()
-            reply = task.result()
+            async for piece in reply_text.items():
+                sent += piece
+                yield writer.chunk(piece)
+            reply = reply_text.result()
             if reply.text != sent:
                 yield writer.chunk(reply.text[len(sent) :] if reply.text.startswith(sent) else reply.text)
             yield writer.stop(reply)
@@ -506,7 +517,7 @@ class ChatReply:
         except IftError as exc:
             yield writer.error(str(exc), "model_error")
         finally:
-            task.cancel()
+            reply_text.cancel()
         yield writer.done()
 
 

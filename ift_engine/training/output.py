@@ -28,7 +28,7 @@ from ..files import (
     read_json_mapping,
     write_manifest,
 )
-from ..models.resolve import MANIFEST
+from ..models.manifest import MANIFEST, read_manifest
 from .spec import TrainSpec
 
 RUN_FILE = "ift_training_run.json"
@@ -36,7 +36,7 @@ RUN_FILE = "ift_training_run.json"
 
 def trained_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest of a model written by ``ift train`` in ``folder``, else None."""
-    manifest = read_json_mapping(folder / MANIFEST)
+    manifest = read_manifest(folder)
     return manifest if manifest and "base_model" in manifest and "training" in manifest else None
 
 
