@@ -40,3 +40,9 @@ def drawn_edges(workflow: WorkflowGraph) -> list[tuple[str, str, str, bool]]:
                 edges.append((source, node_id, "; ".join(dict.fromkeys(notes.get(source, []))), False))
         edges += [(check, node_id, node_notes(workflow, node_id)[-1], True) for check in sorted(checks)]
     return edges
+
+
+def node_lines(workflow: WorkflowGraph, node_id: str) -> list[str]:
+    """What a drawn node says, line by line: its id, template and model, then its notes."""
+    bound = workflow.node(node_id)
+    return [node_id, bound.template.name, bound.model.name, *node_notes(workflow, node_id)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .drawing import drawn_edges, node_notes
+from .drawing import drawn_edges, node_lines
 from .graph import WorkflowGraph
 
 
@@ -20,10 +20,8 @@ def mermaid(workflow: WorkflowGraph) -> str:
     for name, vertex in inputs.items():
         lines.append(f'    {vertex}[/"{mermaid_text(name)}"/]')
     for node_id, vertex in nodes.items():
-        bound = workflow.node(node_id)
-        label = f"{node_id}<br/>{mermaid_text(bound.template.name)} · {mermaid_text(bound.model.name)}"
-        for note in node_notes(workflow, node_id):
-            label += f"<br/>{mermaid_text(note)}"
+        name, template, model, *notes = (mermaid_text(line) for line in node_lines(workflow, node_id))
+        label = "<br/>".join([name, f"{template} · {model}", *notes])
         lines.append(f'    {vertex}["{label}"]')
     vertices = {**nodes, **{f"${name}": vertex for name, vertex in inputs.items()}}
     for source, target, note, back in drawn_edges(workflow):

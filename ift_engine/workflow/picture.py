@@ -8,7 +8,7 @@ from typing import Any, BinaryIO
 import networkx as nx
 
 from ..files import OutputError, check_output_file
-from .drawing import drawn_edges, node_notes
+from .drawing import drawn_edges, node_lines
 from .graph import WorkflowGraph
 
 
@@ -43,9 +43,7 @@ def draw_graph(workflow: WorkflowGraph, path: str | Path | BinaryIO, format: str
     for name in workflow.spec.inputs:
         graph.add_node(f"${name}", kind="input")
     for node_id in workflow.order():
-        bound = workflow.node(node_id)
-        label = "\n".join([node_id, bound.template.name, bound.model.name, *node_notes(workflow, node_id)])
-        graph.add_node(node_id, kind="node", label=label)
+        graph.add_node(node_id, kind="node", label="\n".join(node_lines(workflow, node_id)))
     edges = drawn_edges(workflow)
     graph.add_edges_from((source, target) for source, target, _, back in edges if not back)
     for name, node_id in workflow.outputs().items():
