@@ -57,8 +57,13 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
         uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
         return
     create_app(config)  # check the workflows once, here, before the workers start
+    # uvicorn starts each worker process from an import string: the environment it inherits is
+    # how the config reaches it. Set for the server's lifetime only.
     os.environ[CONFIG_VARIABLE] = json.dumps(dataclasses.asdict(config))
-    uvicorn.run("ift_engine.serve:app_from_environment", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    try:
+        uvicorn.run("ift_engine.serve:app_from_environment", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    finally:
+        os.environ.pop(CONFIG_VARIABLE, None)
 
 
 __all__ = ["ServeConfig", "create_app", "serve"]

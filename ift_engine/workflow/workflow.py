@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,18 @@ from .runner import NodeResult, Runner, RunResult
 from .spec import WorkflowSpec
 
 _default_pool: ModelPool | None = None
+_default_pool_lock = threading.Lock()
 
 
 def default_pool() -> ModelPool:
-    """The process-wide model pool: one loaded model per spec, shared by every workflow."""
+    """The process-wide model pool: one loaded model per spec, shared by every workflow that is
+    given no pool of its own (``Workflow(..., pool=ModelPool(components))`` gives one)."""
     global _default_pool
     current = components()
-    if _default_pool is None or _default_pool.components is not current:  # plugins were reset
-        _default_pool = ModelPool(current)
-    return _default_pool
+    with _default_pool_lock:  # two threads building their first workflow share one pool
+        if _default_pool is None or _default_pool.components is not current:  # plugins were reset
+            _default_pool = ModelPool(current)
+        return _default_pool
 
 
 def parse_spec(data: Any, source: str) -> WorkflowSpec:
