@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     IftError,
+    InputError,
     ModelError,
     NodeError,
     ParseError,
@@ -79,6 +80,7 @@ __all__ = [
     "AnswerParser",
     "GenerationSettings",
     "IftError",
+    "InputError",
     "InstructionTemplate",
     "MockModel",
     "Model",

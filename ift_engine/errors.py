@@ -40,6 +40,16 @@ class WorkflowError(IftError):
     """A workflow file or spec is invalid: schema, references, cycles."""
 
 
+class InputError(WorkflowError):
+    """A run's inputs are wrong: ``field`` names the input (None: the inputs as a whole) and
+    ``message`` says what is wrong, without the workflow file, which ``str()`` adds. A batch row
+    or a service reply quotes ``message`` alone."""
+
+    def __init__(self, source: str, field: str | None, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source, self.field, self.message = source, field, message
+
+
 class TrainError(IftError):
     """A training file, dataset, output folder or run is invalid."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import IftError, ModelError, WorkflowError
+from ..errors import IftError, InputError, ModelError, WorkflowError
 from ..models.base import GenerationSettings, Message
 from ..models.resolve import ModelPool, ModelSpec
 from ..models.worker import Completion, Failure, WorkerStats
@@ -173,11 +173,10 @@ class Service:
 
     def check_inputs(self, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """The workflow's checked inputs; ``WorkflowError`` (without the file name) when wrong."""
-        runner = self.runners[name]
         try:
-            return runner.check_inputs(inputs)
-        except WorkflowError as exc:
-            raise WorkflowError(str(exc).removeprefix(f"{runner.graph.source}: ")) from None
+            return self.runners[name].check_inputs(inputs)
+        except InputError as exc:
+            raise WorkflowError(exc.message) from None
 
     async def run_workflow(
         self,

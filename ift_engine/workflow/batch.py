@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import WorkflowError
+from ..errors import InputError, WorkflowError
 from .rows import BadLine, Item, RowFile, check_not_inputs, completed_ids, id_key, open_inputs, read_inputs
 from .runner import ItemError, Runner, RunResult
 
@@ -31,9 +31,8 @@ def check_item(
     result = RunResult(runner.graph.spec.name, inputs, id=item_id)
     try:
         return runner.check_inputs(inputs), result
-    except WorkflowError as exc:
-        message = str(exc).removeprefix(f"{runner.graph.source}: ")
-        result.error = ItemError(None, message)
+    except InputError as exc:
+        result.error = ItemError(None, exc.message)
         return None, result
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import ModelError, NodeError, WorkflowError
+from ..errors import InputError, ModelError, NodeError, WorkflowError
 from ..models.base import GenerationSettings
 from ..models.resolve import ModelPool
 from ..templates import AnswerForm
@@ -40,23 +40,26 @@ class Runner:
         declared = self.graph.spec.inputs
         unknown = sorted(set(inputs) - set(declared))
         if unknown:
-            raise WorkflowError(
-                f"{self.graph.source}: unknown input '{unknown[0]}' "
-                f"(declared: {', '.join(declared) or 'none'})"
+            raise InputError(
+                self.graph.source,
+                unknown[0],
+                f"unknown input '{unknown[0]}' (declared: {', '.join(declared) or 'none'})",
             )
         values = {}
         for name, spec in declared.items():
             if name in inputs:
                 values[name] = inputs[name]
                 if not spec.accepts(values[name]):
-                    raise WorkflowError(
-                        f"{self.graph.source}: input '{name}' must be of type {spec.type}, "
-                        f"not {type(values[name]).__name__}"
+                    raise InputError(
+                        self.graph.source,
+                        name,
+                        f"input '{name}' must be of type {spec.type}, not {type(values[name]).__name__}",
                     )
             elif spec.required:
-                raise WorkflowError(
-                    f"{self.graph.source}: missing required input '{name}'; "
-                    f"pass it as --input {name}=... or {name}=... in Python"
+                raise InputError(
+                    self.graph.source,
+                    name,
+                    f"missing required input '{name}'; pass it as --input {name}=... or {name}=... in Python",
                 )
             else:
                 values[name] = spec.default
