@@ -15,17 +15,14 @@ def interval(entry: dict[str, Any]) -> str:
 
 
 def mcnemar(a: dict[str, Any], b: dict[str, Any], gold: list[int]) -> tuple[int, int, float]:
-    """Paired comparison on the same reviews: (only a right, only b right, exact two-sided
-    McNemar p-value, i.e. a binomial test on the discordant pairs)."""
-    from math import comb
+    """Paired comparison on the same reviews: (only a right, only b right, the exact two-sided
+    McNemar p-value of ``ift eval``)."""
+    from ift_engine.evaluation.stats import mcnemar as exact_mcnemar
 
     right_a = [max(range(len(row)), key=row.__getitem__) == g for row, g in zip(a["probabilities"], gold)]
     right_b = [max(range(len(row)), key=row.__getitem__) == g for row, g in zip(b["probabilities"], gold)]
-    only_a = sum(x and not y for x, y in zip(right_a, right_b))
-    only_b = sum(y and not x for x, y in zip(right_a, right_b))
-    n, k = only_a + only_b, min(only_a, only_b)
-    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
-    return only_a, only_b, p
+    test = exact_mcnemar(right_a, right_b)
+    return test.only_a, test.only_b, test.p_value
 
 
 #: Ensemble groups in results.json, and the methods entry of each member name.

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import shutil
 import sys
 import time
@@ -41,6 +40,7 @@ from members import SnowNLPClassifier, TfidfClassifier  # noqa: E402
 
 from ift_engine import InstructionTemplate, train  # noqa: E402
 from ift_engine.ensemble import HardVote, LogitMean, SoftVote  # noqa: E402
+from ift_engine.evaluation.stats import wilson_interval  # noqa: E402
 from ift_engine.export import export_model  # noqa: E402
 from ift_engine.models.base import Model  # noqa: E402
 from ift_engine.models.onnx import OnnxModel, OnnxOptions  # noqa: E402
@@ -83,19 +83,11 @@ def bf16_args() -> dict[str, Any]:
     return {"bf16": True} if "avx512_bf16" in flags or "amx_bf16" in flags else {}
 
 
-def wilson(right: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of an accuracy of ``right`` out of ``n``."""
-    p = right / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
 def scored(probabilities: np.ndarray, test: list[dict]) -> dict[str, Any]:
     """Accuracy, its interval, and the probability table (rows: test reviews; columns: LABELS)."""
     gold = np.array([LABELS.index(r["output"]) for r in test])
     right = int((probabilities.argmax(axis=1) == gold).sum())
-    low, high = wilson(right, len(test))
+    low, high = wilson_interval(right, len(test))
     return {"accuracy": right / len(test), "ci95": [low, high], "probabilities": probabilities.tolist()}
 
 
@@ -171,7 +163,7 @@ def pooled(table: dict[str, Any], prefix: str, n: int) -> dict[str, Any]:
     all their answers pooled."""
     rows = [v for k, v in table.items() if k.startswith(prefix)]
     right = round(sum(v["accuracy"] * n for v in rows))
-    low, high = wilson(right, n * len(rows))
+    low, high = wilson_interval(right, n * len(rows))
     return {"accuracy": right / (n * len(rows)), "ci95": [low, high], "instructions": len(rows)}
 
 
