@@ -185,14 +185,29 @@ class HFCausalLM(StreamingModel, SwitchesAdapters):
     def _score_batch(
         self, prompts: Sequence[list[int]], choices: list[list[int]], mean: bool
     ) -> list[list[float]]:
+        """One pass over the prompts, then one over every choice after every prompt from the
+        prompts' KV cache; each choice's score is the sum (or mean) of its tokens' log-probs."""
+        first, past, mask, positions = self._prompt_pass(prompts)
+        steps = self._choice_pass(choices, repeat_cache(past, len(choices)), mask, positions)
+        rows: list[list[float]] = []
+        for p in range(len(prompts)):
+            scores: list[float] = []
+            for k, tokens in enumerate(choices):
+                r = p * len(choices) + k
+                logprobs = [first[p, tokens[0]]] + [steps[r, i - 1, t] for i, t in enumerate(tokens) if i > 0]
+                total = float(sum(logprobs))
+                scores.append(total / len(tokens) if mean else total)
+            rows.append(scores)
+        return rows
+
+    def _prompt_pass(self, prompts: Sequence[list[int]]) -> tuple[Any, Any, Any, Any]:
+        """The prompts left-padded (each ends in the last column) and run once: the log-probs
+        of each choice's first token, the KV cache, the attention mask and the positions."""
         import torch
 
-        pad = self.tokenizer.pad_token_id
-        n_prompts, n_choices = len(prompts), len(choices)
-        # Prompts left-padded, so every prompt ends in the last column.
         width = max(len(p) for p in prompts)
-        ids = torch.full((n_prompts, width), pad, dtype=torch.long)
-        mask = torch.zeros((n_prompts, width), dtype=torch.long)
+        ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
             ids[row, width - len(prompt) :] = torch.tensor(prompt)
             mask[row, width - len(prompt) :] = 1
@@ -205,13 +220,18 @@ class HFCausalLM(StreamingModel, SwitchesAdapters):
             # Only the last position predicts a choice: the head over every other one would
             # cost about a fifth of the pass (a 49k vocabulary on a 135M model).
             **({"logits_to_keep": 1} if self.keeps_last_logits else {}),
-            **self.adapter_args([self.active] * n_prompts),
+            **self.adapter_args([self.active] * len(prompts)),
         )
-        first = out.logits[:, -1].float().log_softmax(-1).cpu()  # predicts each choice's first token
-        past = repeat_cache(out.cache, n_choices)
-        # Then every choice after every prompt (row p * n_choices + c), right-padded.
+        return out.logits[:, -1].float().log_softmax(-1).cpu(), out.cache, mask, positions
+
+    def _choice_pass(self, choices: list[list[int]], past: Any, mask: Any, positions: Any) -> Any:
+        """Every choice after every prompt (row p * len(choices) + c), right-padded, from the
+        prompts' cache: the log-probs at each choice position."""
+        import torch
+
+        n_prompts, n_choices = mask.shape[0], len(choices)
         length = max(len(c) for c in choices)
-        choice = torch.full((n_choices, length), pad, dtype=torch.long)
+        choice = torch.full((n_choices, length), self.tokenizer.pad_token_id, dtype=torch.long)
         choice_mask = torch.zeros((n_choices, length), dtype=torch.long)
         for row, c in enumerate(choices):
             choice[row, : len(c)] = torch.tensor(c)
@@ -228,17 +248,7 @@ class HFCausalLM(StreamingModel, SwitchesAdapters):
             use_cache=True,
             **self.adapter_args([self.active] * (n_prompts * n_choices)),
         )
-        steps = out.logits.float().log_softmax(-1).cpu()
-        rows: list[list[float]] = []
-        for p in range(n_prompts):
-            scores: list[float] = []
-            for k, tokens in enumerate(choices):
-                r = p * n_choices + k
-                logprobs = [first[p, tokens[0]]] + [steps[r, i - 1, t] for i, t in enumerate(tokens) if i > 0]
-                total = float(sum(logprobs))
-                scores.append(total / len(tokens) if mean else total)
-            rows.append(scores)
-        return rows
+        return out.logits.float().log_softmax(-1).cpu()
 
     def close(self) -> None:
         release_torch_model(self)

@@ -206,42 +206,81 @@ def write_outputs(
 ) -> TrainResult:
     """The model folder (merged, or the adapter alone), metrics, loss curve, log and manifest,
     renamed into place."""
-    from ..models.hf_causal import HFCausalLM
-    from .examples import fingerprint
-    from .metrics import task_metrics
+    model = save_model(spec, folder.work, model, tokenizer)
+    metrics, paraphrase_eval = measure(spec, folder, model, tokenizer, fitted, examples)
+    metrics["seconds"] = time.perf_counter() - started
+    out, history = folder.work, fitted.trainer.state.log_history
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_losses(history, out / "loss_curve.png", f"{Path(spec.output).name}: {spec.base_model}")
+    (out / "log_history.json").write_text(json.dumps(history, indent=2))
+    folder.write_manifest(model_manifest(spec, examples[0], metrics, paraphrase_eval, base_folder))
+    folder.finish()
+    return TrainResult(folder.out, metrics)
 
-    train_examples, eval_examples = examples
-    out, settings = folder.work, spec.training
-    keeps_adapter = settings.lora is not None and not settings.lora.merge
-    if settings.lora is not None and not keeps_adapter:
+
+def keeps_adapter(spec: TrainSpec) -> bool:
+    """Whether the output is the LoRA adapter alone (``lora.merge: false``)."""
+    return spec.training.lora is not None and not spec.training.lora.merge
+
+
+def save_model(spec: TrainSpec, out: Path, model: Any, tokenizer: Any) -> Any:
+    """Save the tuned model into ``out``: merged into the base (and the adapter beside it with
+    ``keep_adapter``), or the adapter alone. Returns the model to evaluate."""
+    settings = spec.training
+    if settings.lora is not None and not keeps_adapter(spec):
         if settings.keep_adapter:
             model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
     model.eval()
     model.save_pretrained(out)  # with the adapter kept: a peft adapter folder
     tokenizer.save_pretrained(out)
-    history = fitted.trainer.state.log_history
+    return model
+
+
+def measure(
+    spec: TrainSpec,
+    folder: RunFolder,
+    model: Any,
+    tokenizer: Any,
+    fitted: Fitted,
+    examples: tuple[list[Example], list[Example]],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The run's metrics (losses, and the task's on the held-out examples) and, with
+    ``eval.paraphrases``, the evaluation across paraphrases."""
+    from ..models.hf_causal import HFCausalLM
+    from .metrics import task_metrics
+
+    train_examples, eval_examples = examples
     metrics: dict[str, Any] = {
         "train_loss": fitted.training_loss,
         "train_examples": len(train_examples),
         "eval_examples": len(eval_examples),
         "steps": fitted.trainer.state.global_step,
     }
+    batch_size = spec.training.batch_size
     if fitted.final_eval:
         metrics["eval_loss"] = fitted.final_eval["eval_loss"]
         metrics["eval_token_accuracy"] = fitted.final_eval["eval_token_accuracy"]
-        tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=settings.batch_size)
+        tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=batch_size)
         metrics.update(task_metrics(tuned, eval_examples, spec.eval.max_generate))
-    paraphrase_eval = None
-    if spec.eval.paraphrases is not None:
-        from ..evaluation.after_training import evaluate_trained
+    if spec.eval.paraphrases is None:
+        return metrics, None
+    from ..evaluation.after_training import evaluate_trained
 
-        tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=settings.batch_size)
-        paraphrase_eval = evaluate_trained(spec, tuned, examples, out)
-    metrics["seconds"] = time.perf_counter() - started
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_losses(history, out / "loss_curve.png", f"{Path(spec.output).name}: {spec.base_model}")
-    (out / "log_history.json").write_text(json.dumps(history, indent=2))
+    tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=batch_size)
+    return metrics, evaluate_trained(spec, tuned, examples, folder.work)
+
+
+def model_manifest(
+    spec: TrainSpec,
+    train_examples: list[Example],
+    metrics: dict[str, Any],
+    paraphrase_eval: dict[str, Any] | None,
+    base_folder: str,
+) -> dict[str, Any]:
+    """What ``ift_model.json`` says of a trained model."""
+    from .examples import fingerprint
+
     manifest = {
         "backend": "hf-causal",
         "base_model": spec.base_model,
@@ -254,11 +293,9 @@ def write_outputs(
     }
     if paraphrase_eval is not None:
         manifest["eval"] = paraphrase_eval
-    if keeps_adapter:
+    if keeps_adapter(spec):
         manifest["adapter"] = adapter_record(spec.base_model, base_folder)
-    folder.write_manifest(manifest)
-    folder.finish()
-    return TrainResult(folder.out, metrics)
+    return manifest
 
 
 def trained_paraphrases(examples: list[Example]) -> list[dict[str, Any]]:
