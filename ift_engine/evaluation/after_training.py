@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import TrainError
 from ..models.base import GenerationSettings, Model
 from ..models.worker import ModelWorker
-from ..plugins import components
+from ..plugins import Components
 from ..training.data import Example
 from ..training.spec import TrainSpec
 from .asking import EvalModel, Item, evaluate
@@ -20,12 +20,16 @@ from .spec import DEFAULT_MAX_NEW_TOKENS, read_held_out
 
 
 def evaluate_trained(
-    spec: TrainSpec, model: Model, examples: tuple[list[Example], list[Example]], folder: Path
+    spec: TrainSpec,
+    model: Model,
+    examples: tuple[list[Example], list[Example]],
+    folder: Path,
+    comps: Components,
 ) -> dict[str, Any]:
     """Per template of the held-out task records: the evaluation's JSON. Writes
     ``eval-TEMPLATE.md`` and ``eval-TEMPLATE.png`` into ``folder``."""
     train_examples, held = examples
-    comps = components().with_templates(spec.templates, TrainError)
+    comps = comps.with_templates(spec.templates, TrainError)
     held_out = read_held_out(spec.eval.held_out, "eval.held_out")
     chosen = spec.eval.paraphrases or "all"
     worker = ModelWorker(model)

@@ -12,7 +12,8 @@ from ..errors import EvalError, IftError
 from ..models.base import GenerationSettings
 from ..models.manifest import read_manifest
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
-from ..plugins import Components, components
+from ..plugins import Components
+from ..plugins import components as registered
 from ..templates import AnswerForm, InstructionTemplate
 from ..training.data import dataset_records, sample, task_values
 from .asking import EvalModel, Item, Progress, evaluate
@@ -104,6 +105,7 @@ def run_eval(
     on_progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
     limit: int | None = None,
+    components: Components | None = None,
 ) -> Evaluation:
     """Run an evaluation from a spec, a mapping or a YAML file (``limit`` over its
     ``data.limit``). ``on_start(total)`` hears how many prompts will be asked, once everything
@@ -117,7 +119,7 @@ def run_eval(
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"limit": limit})})
     pool: ModelPool | None = None
     try:
-        comps = components().with_templates(spec.templates, EvalError)
+        comps = (components or registered()).with_templates(spec.templates, EvalError)
         try:
             template = comps.templates.get(spec.template)
         except IftError as exc:

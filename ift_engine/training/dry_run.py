@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models.resolve import ModelPool, ModelSpec
-from ..plugins import components
+from ..plugins import Components
+from ..plugins import components as registered
 from .data import detect_format
 from .spec import TrainSpec
 from .tokenize import IGNORE, tokenize_example
@@ -44,13 +45,13 @@ class DryRun:
         return self.total_steps * self.seconds_per_step
 
 
-def describe_datasets(spec: TrainSpec) -> list[dict[str, Any]]:
+def describe_datasets(spec: TrainSpec, comps: Components) -> list[dict[str, Any]]:
     """Records and formats of each dataset, as written."""
     from .data import dataset_records
 
     rows = []
     for index, dataset in enumerate(spec.datasets):
-        records = dataset_records(dataset, f"datasets[{index}]", components())
+        records = dataset_records(dataset, f"datasets[{index}]", comps)
         formats = Counter(
             dataset.format or detect_format(r) if isinstance(r, dict) else "not a record" for _, r in records
         )
@@ -85,19 +86,22 @@ def seconds_per_step(spec: TrainSpec, base_folder: str, batch: list[dict[str, li
     return statistics.median(times[1:]) * spec.training.gradient_accumulation
 
 
-def dry_run(spec: TrainSpec, time_steps: bool = True) -> DryRun:
+def dry_run(spec: TrainSpec, time_steps: bool = True, components: Components | None = None) -> DryRun:
+    """What training ``spec`` would do: its data, examples, token lengths and (``time_steps``)
+    the seconds a step takes, measured on a few; nothing is written."""
     from transformers import AutoTokenizer
 
     from ..models.hf_causal import end_of_turn_ids
     from .examples import collect_examples
 
-    report = DryRun(datasets=describe_datasets(spec))
-    train, held = collect_examples(spec, components())
+    comps = components or registered()
+    report = DryRun(datasets=describe_datasets(spec, comps))
+    train, held = collect_examples(spec, comps)
     report.train_examples, report.eval_examples = len(train), len(held)
     report.paraphrases = dict(
         sorted(Counter(e.paraphrase for e in train if e.paraphrase is not None).items())
     )
-    base_folder = ModelPool(components()).locate(ModelSpec(name=spec.base_model))
+    base_folder = ModelPool(comps).locate(ModelSpec(name=spec.base_model))
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     stops = end_of_turn_ids(tokenizer, None)
     settings = spec.training

@@ -16,7 +16,7 @@ from ..errors import TrainError, first_line
 from ..files import files_fingerprint, read_json_mapping
 from ..models.adapters import shape_of
 from ..models.resolve import ModelPool, ModelSpec
-from ..plugins import components
+from ..plugins import Components
 from .data import Example
 from .output import RunFolder
 from .spec import LoraSpec, TrainSpec
@@ -194,26 +194,34 @@ def fit(
     return Fitted(trainer, output.training_loss, trainer.evaluate() if evaluating else {})
 
 
+@dataclass
+class Tuned:
+    """The trained model and its tokenizer, the base model's folder and when the run started."""
+
+    model: Any
+    tokenizer: Any
+    base_folder: str
+    started: float
+
+
 def write_outputs(
     spec: TrainSpec,
     folder: RunFolder,
-    model: Any,
-    tokenizer: Any,
+    tuned: Tuned,
     fitted: Fitted,
     examples: tuple[list[Example], list[Example]],
-    started: float,
-    base_folder: str,
+    comps: Components,
 ) -> TrainResult:
     """The model folder (merged, or the adapter alone), metrics, loss curve, log and manifest,
     renamed into place."""
-    model = save_model(spec, folder.work, model, tokenizer)
-    metrics, paraphrase_eval = measure(spec, folder, model, tokenizer, fitted, examples)
-    metrics["seconds"] = time.perf_counter() - started
+    model = save_model(spec, folder.work, tuned.model, tuned.tokenizer)
+    metrics, paraphrase_eval = measure(spec, folder, (model, tuned.tokenizer), fitted, examples, comps)
+    metrics["seconds"] = time.perf_counter() - tuned.started
     out, history = folder.work, fitted.trainer.state.log_history
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_losses(history, out / "loss_curve.png", f"{Path(spec.output).name}: {spec.base_model}")
     (out / "log_history.json").write_text(json.dumps(history, indent=2))
-    folder.write_manifest(model_manifest(spec, examples[0], metrics, paraphrase_eval, base_folder))
+    folder.write_manifest(model_manifest(spec, examples[0], metrics, paraphrase_eval, tuned.base_folder))
     folder.finish()
     return TrainResult(folder.out, metrics)
 
@@ -240,16 +248,17 @@ def save_model(spec: TrainSpec, out: Path, model: Any, tokenizer: Any) -> Any:
 def measure(
     spec: TrainSpec,
     folder: RunFolder,
-    model: Any,
-    tokenizer: Any,
+    tuned: tuple[Any, Any],
     fitted: Fitted,
     examples: tuple[list[Example], list[Example]],
+    comps: Components,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The run's metrics (losses, and the task's on the held-out examples) and, with
     ``eval.paraphrases``, the evaluation across paraphrases."""
     from ..models.hf_causal import HFCausalLM
     from .metrics import task_metrics
 
+    model, tokenizer = tuned
     train_examples, eval_examples = examples
     metrics: dict[str, Any] = {
         "train_loss": fitted.training_loss,
@@ -261,14 +270,14 @@ def measure(
     if fitted.final_eval:
         metrics["eval_loss"] = fitted.final_eval["eval_loss"]
         metrics["eval_token_accuracy"] = fitted.final_eval["eval_token_accuracy"]
-        tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=batch_size)
-        metrics.update(task_metrics(tuned, eval_examples, spec.eval.max_generate))
+        as_model = HFCausalLM(str(folder.out), model, tokenizer, batch_size=batch_size)
+        metrics.update(task_metrics(as_model, eval_examples, spec.eval.max_generate))
     if spec.eval.paraphrases is None:
         return metrics, None
     from ..evaluation.after_training import evaluate_trained
 
-    tuned = HFCausalLM(str(folder.out), model, tokenizer, batch_size=batch_size)
-    return metrics, evaluate_trained(spec, tuned, examples, folder.work)
+    as_model = HFCausalLM(str(folder.out), model, tokenizer, batch_size=batch_size)
+    return metrics, evaluate_trained(spec, as_model, examples, folder.work, comps)
 
 
 def model_manifest(
@@ -321,12 +330,11 @@ def adapter_record(base_model: str, base_folder: str) -> dict[str, Any]:
     return record
 
 
-def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainResult:
+def run_training(spec: TrainSpec, folder: RunFolder, progress: bool, comps: Components) -> TrainResult:
     from .examples import collect_examples, fingerprint
     from .tokenize import tokenize_example
 
     started = time.perf_counter()
-    comps = components()
     train_examples, eval_examples = collect_examples(spec, comps)  # cheap checks first
     base_folder = ModelPool(comps).locate(ModelSpec(name=spec.base_model))
     model, tokenizer, stop_ids = load_model(spec, base_folder)
@@ -339,7 +347,8 @@ def run_training(spec: TrainSpec, folder: RunFolder, progress: bool) -> TrainRes
         if not fitted.trainer.is_world_process_zero():
             return TrainResult(folder.out, {})
         examples = (train_examples, eval_examples)
-        return write_outputs(spec, folder, model, tokenizer, fitted, examples, started, base_folder)
+        tuned = Tuned(model, tokenizer, base_folder, started)
+        return write_outputs(spec, folder, tuned, fitted, examples, comps)
     finally:
         leave_process_group()
 

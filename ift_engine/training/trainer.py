@@ -13,6 +13,8 @@ from typing import Any
 from ..documents import load_yaml_file
 from ..errors import TrainError
 from ..models.torch_thread import run_on_torch_thread
+from ..plugins import Components
+from ..plugins import components as registered
 from ..validation import validate_document
 from .data import DataError
 from .output import RunFolder
@@ -43,19 +45,21 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    components: Components | None = None,
     **fields: Any,
 ) -> TrainResult:
     """Fine-tune a model. ``config`` is a ``TrainSpec``, a mapping, or a YAML file path; keyword
     fields build or override it (``train(base_model=..., output=..., datasets=[{"records":
     [...], "template": "sentiment-zh"}])``). ``resume`` continues an interrupted run of the
     same spec; ``overwrite`` replaces a previous trained model in ``output`` (see
-    ``training.output``)."""
+    ``training.output``). ``components``: the templates, sources and models to use (default:
+    the registered plugins')."""
     spec = build_spec(config, **fields)
     folder = RunFolder(spec, resume=resume, overwrite=overwrite)
     with folder.lock():
         folder.check()
         try:
-            return run_on_torch_thread(run_training, spec, folder, progress)
+            return run_on_torch_thread(run_training, spec, folder, progress, components or registered())
         except DataError as exc:
             folder.abandon()
             raise TrainError(str(exc)) from None
