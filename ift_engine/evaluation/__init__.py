@@ -5,9 +5,9 @@
 >>> result.models[0].summary.cps
 """
 
+from ..paraphrases import Paraphrase, paraphrase_set
 from .asking import EvalModel, Item, evaluate
-from .paraphrases import paraphrase_set
-from .results import Evaluation, ModelResult, Paraphrase, ParaphraseResult
+from .results import Evaluation, ModelResult, ParaphraseResult
 from .setup import run_eval, trained_texts
 from .spec import EvaluationSpec, load_eval_spec
 

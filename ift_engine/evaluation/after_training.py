@@ -10,13 +10,13 @@ from typing import Any
 from ..errors import TrainError
 from ..models.base import GenerationSettings, Model
 from ..models.worker import ModelWorker
+from ..paraphrases import paraphrase_set, read_held_out
 from ..plugins import Components
 from ..training.data import Example
 from ..training.spec import TrainSpec
 from .asking import EvalModel, Item, evaluate
-from .paraphrases import paraphrase_set
 from .report import draw_plot, markdown_report
-from .spec import DEFAULT_MAX_NEW_TOKENS, read_held_out
+from .spec import DEFAULT_MAX_NEW_TOKENS
 
 
 def evaluate_trained(

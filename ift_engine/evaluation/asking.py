@@ -18,10 +18,11 @@ from typing import Any
 
 from ..models.base import GenerationSettings, Prompt
 from ..models.worker import Completion, Worker
+from ..paraphrases import Paraphrase
 from ..parsers import find_label
 from ..scores import chrf, exact_match, mean_rouge_l
 from ..templates import AnswerForm, InstructionTemplate
-from .results import Comparison, Evaluation, GroupScore, ModelResult, Paraphrase, ParaphraseResult
+from .results import Comparison, Evaluation, GroupScore, ModelResult, ParaphraseResult
 from .stats import Spread, mcnemar, wilson_interval
 
 Progress = Callable[[int], None]

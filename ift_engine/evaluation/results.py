@@ -6,16 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..paraphrases import Paraphrase
 from .stats import McNemar, Spread
-
-
-@dataclass(frozen=True)
-class Paraphrase:
-    """One instruction asked: ``p3`` is the template's paraphrase 3, ``h0`` the first held-out one."""
-
-    id: str
-    text: str
-    held_out: bool
 
 
 @dataclass

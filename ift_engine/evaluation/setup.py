@@ -12,12 +12,12 @@ from ..errors import EvalError, IftError
 from ..models.base import GenerationSettings
 from ..models.manifest import read_manifest
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
+from ..paraphrases import paraphrase_set, read_held_out
 from ..plugins import Components
 from ..plugins import components as registered
 from ..templates import AnswerForm, InstructionTemplate
 from ..training.data import dataset_records, sample, task_values
 from .asking import EvalModel, Item, Progress, evaluate
-from .paraphrases import paraphrase_set
 from .results import Evaluation
 from .spec import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -25,7 +25,6 @@ from .spec import (
     build_eval_spec,
     load_eval_spec,
     model_label,
-    read_held_out,
 )
 
 

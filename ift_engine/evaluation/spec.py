@@ -59,21 +59,6 @@ def build_eval_spec(data: dict[str, Any], source: str) -> EvaluationSpec:
     return validate_document(EvaluationSpec, data, source, EvalError)
 
 
-def read_held_out(value: list[str] | str | None, field: str = "held_out") -> list[str]:
-    """Held-out paraphrases written inline, or read from a YAML file: a list of strings, or a
-    mapping with such a list under ``paraphrases``."""
-    if value is None or isinstance(value, list):
-        return list(value or [])
-    data = load_yaml_file(Path(value), "held-out paraphrases file", EvalError)
-    if isinstance(data, dict):
-        data = data.get("paraphrases")
-    if not isinstance(data, list) or not data or not all(isinstance(t, str) and t for t in data):
-        raise EvalError(
-            f"{value} ({field}): must hold a list of paraphrases (strings), or one under 'paraphrases:'"
-        )
-    return data
-
-
 def model_label(ref: ModelSpec | EnsembleSpec | str) -> str:
     """How a model is named in tables: its name, with the backend and options that tell two
     specs of one folder apart."""

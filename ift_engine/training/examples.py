@@ -9,6 +9,7 @@ import random
 from typing import Any
 
 from ..errors import IftError, TrainError
+from ..paraphrases import paraphrase_set, read_held_out
 from ..plugins import Components
 from ..templates import InstructionTemplate
 from ..validation import validate_document
@@ -80,9 +81,6 @@ def check_eval_paraphrases(spec: TrainSpec, template: InstructionTemplate) -> No
     training, not after it."""
     if spec.eval.paraphrases is None:
         return
-    from ..evaluation.paraphrases import paraphrase_set
-    from ..evaluation.spec import read_held_out
-
     try:
         held_out = read_held_out(spec.eval.held_out, "eval.held_out")
         paraphrase_set(template, spec.eval.paraphrases, held_out, "eval.paraphrases")
