@@ -81,3 +81,22 @@ def test_a_worker_view_passes_on_what_its_calls_can_do():
         assert not view.can("stream") and not view.can("steps")
     finally:
         worker.close()
+
+
+def test_a_model_that_declares_nothing_but_defines_methods_is_read_from_them_with_a_warning():
+    with pytest.warns(DeprecationWarning, match=r"add capabilities = frozenset\(\['generate', 'score'\]\)"):
+
+        class Old(Model):
+            backend = "old"
+
+            @classmethod
+            def load(cls, name, source, options):
+                return cls(name)
+
+            def generate(self, prompts, settings):
+                return ["x" for _ in prompts]
+
+            def score(self, prompts, choices, mean=False):
+                return [[0.0 for _ in choices] for _ in prompts]
+
+    assert Old("o").can("generate") and Old("o").can("classify") and not Old("o").can("stream")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -147,7 +148,9 @@ class Model(ABC):
         super().__init_subclass__(**kwargs)
         declared = cls.__dict__.get("capabilities")
         if declared is None:
-            return
+            declared = _undeclared(cls)
+            if declared is None:
+                return
         unknown = sorted(set(declared) - CAPABILITIES)
         if unknown:
             raise TypeError(f"{cls.__name__}.capabilities: unknown {unknown} (known: {sorted(CAPABILITIES)})")
@@ -204,6 +207,23 @@ class Model(ABC):
     def can(self, capability: Capability) -> bool:
         """Whether the model declares ``capability`` (see ``Capability``)."""
         return capability in self.capabilities
+
+
+def _undeclared(cls: type[Model]) -> frozenset[str] | None:
+    """A class that declares no capabilities, where nothing above it did either, but defines
+    the methods: what it defines, with a warning (plugins written before declarations)."""
+    if any("capabilities" in vars(k) for k in cls.__mro__[1:] if k is not Model):
+        return None
+    found = frozenset(c for c, m in _METHODS.items() if getattr(cls, m, None) is not getattr(Model, m, None))
+    if not found:
+        return None
+    warnings.warn(
+        f"{cls.__name__} does not declare its capabilities: add "
+        f"capabilities = frozenset({sorted(found)}) (read from its methods for now)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return found
 
 
 def softmax(scores: Sequence[float]) -> list[float]:

@@ -496,6 +496,7 @@ class WorkerModel(Model):
     their members this way, so a member that other nodes also use still has one owner."""
 
     backend = "worker"
+    capabilities = frozenset()  # each view passes on its model's (set in __init__)
     locates_weights = False
 
     def __init__(self, worker: Worker) -> None:
