@@ -189,7 +189,9 @@ def test_the_last_resort_names_a_bug_and_shows_no_traceback(capsys, monkeypatch,
     def broken(args: Any) -> int:
         raise RuntimeError("something unforeseen")
 
-    monkeypatch.setattr(cli, "cmd_validate", broken)
+    from ift_engine.cli import checks
+
+    monkeypatch.setattr(checks, "cmd_validate", broken)
     code, stderr = ift(capsys, "validate", "x.yaml")
     assert code == 2 and "internal error: RuntimeError: something unforeseen" in stderr
     assert "This is a bug in ift_engine" in stderr and "Traceback" not in stderr

@@ -224,12 +224,12 @@ def test_concurrent_requests_share_batched_model_calls_and_fail_alone() -> None:
     bodies = [{"inputs": {"text": f"t{i}"}} for i in range(7)] + [{"inputs": {"text": "poison"}}]
     with serving(app) as url:
         responses = asyncio.run(post_all(url, bodies, concurrency=8))
+        model = app.state.service.workflows["echo"].pool.get(  # while it serves: closing releases it
+            app.state.service.workflows["echo"].graph.node("draft").model
+        )
     statuses = [r.status_code for r in responses]
     assert statuses == [200] * 7 + [500], [r.text for r in responses]
     assert responses[-1].json()["error"]["node"] == "draft"
-    model = app.state.service.workflows["echo"].pool.get(
-        app.state.service.workflows["echo"].graph.node("draft").model
-    )
     assert isinstance(model, MockModel)
     sizes = [len(call.prompts) for call in model.calls if call.prompts[0].startswith("Say")]
     assert max(sizes) >= 4, sizes  # requests that arrived together went to the model together
@@ -242,8 +242,8 @@ def test_a_plain_request_whose_client_leaves_gives_up_its_next_nodes() -> None:
             httpx.post(f"{url}/v1/workflows/echo/run", json={"inputs": {"text": "bye"}}, timeout=0.4)
         time.sleep(2.0)  # the first node's call ends; the second node would have started by now
         assert httpx.get(f"{url}/healthz").status_code == 200
-    service = app.state.service
-    model = service.workflows["echo"].pool.get(service.workflows["echo"].graph.node("draft").model)
+        service = app.state.service
+        model = service.workflows["echo"].pool.get(service.workflows["echo"].graph.node("draft").model)
     assert [call.prompts for call in model.calls] == [("Say bye",)]  # "Polish ..." never ran
 
 
