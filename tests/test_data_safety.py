@@ -130,22 +130,18 @@ def limit_memory(size: int) -> Any:
     return lambda: resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
 
+def batch_run(flow: Path, inputs: Path, output: Path, *extra: str) -> list[str]:
+    """``ift run`` arguments of a batch run from ``inputs`` to ``output``."""
+    return ["run", str(flow), "--inputs", str(inputs), "--output", str(output), *extra]
+
+
 def test_resume_reads_the_previous_output_a_line_at_a_time(tmp_path: Path) -> None:
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 2), tmp_path / "out.jsonl"
     first = b'{"id": "r0", "outputs": {}, "error": null}\n'
     output.write_bytes(first)
     with output.open("r+b") as file:
         file.truncate(8 * 2**30)  # 8 GiB of zero bytes after the row, sparse: no disk used
-    process = ift(
-        "run",
-        str(flow),
-        "--inputs",
-        str(inputs),
-        "--output",
-        str(output),
-        "--resume",
-        preexec_fn=limit_memory(2**30),
-    )
+    process = ift(*batch_run(flow, inputs, output, "--resume"), preexec_fn=limit_memory(2**30))
     code, stderr = finish(process)
     assert code == 2 and one_line_error(stderr), stderr
     assert f"{output}: line 2 is longer than 32 MiB (no result row is), so nothing was changed" in stderr
@@ -225,17 +221,7 @@ def test_a_second_process_on_the_same_output_fails_at_once(tmp_path: Path, resum
         tmp_path / "out.jsonl",
     )
     # The first run must outlast the second one's start-up, even on a loaded machine.
-    args = [
-        "run",
-        str(flow),
-        "--inputs",
-        str(inputs),
-        "--output",
-        str(output),
-        "--batch-size",
-        "2",
-        "--no-cache",
-    ]
+    args = batch_run(flow, inputs, output, "--batch-size", "2", "--no-cache")
     first = ift(*args, "--resume")
     deadline = time.time() + 60
     while time.time() < deadline and not (output.exists() and output.stat().st_size):
