@@ -25,6 +25,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .engine import Engine
     from .hookspecs import hookimpl
     from .models import GenerationSettings, MockModel, Model, ModelAlias, ModelSpec
     from .parsers import AnswerParser
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 #: Each lazily imported public name and the module it comes from.
 LAZY = {
+    "Engine": "engine",
     "hookimpl": "hookspecs",
     "GenerationSettings": "models",
     "MockModel": "models",
@@ -78,6 +80,7 @@ __all__ = [
     "__version__",
     "AnswerForm",
     "AnswerParser",
+    "Engine",
     "GenerationSettings",
     "IftError",
     "InputError",

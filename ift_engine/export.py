@@ -309,10 +309,10 @@ def _export_adapter_into(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .models.resolve import ModelPool, ModelSpec
-    from .plugins import components
+    from .plugins import installed_components
 
     base = adapter_base(adapter)
-    base_folder = Path(ModelPool(components()).locate(ModelSpec(name=base)))
+    base_folder = Path(ModelPool(installed_components()).locate(ModelSpec(name=base)))
     check_base(adapter, base, base_folder)
     base_export = export_cached(str(base_folder), quantize, device, lora=adapter)
     final = work / "adapter"

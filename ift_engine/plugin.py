@@ -18,6 +18,7 @@ names here are kept stable across releases; the engine's other modules may move.
 from __future__ import annotations
 
 from .augment import Augmenter, Lexicon, RateOptions, editable, is_chinese, join_words, split_words
+from .engine import Engine
 from .ensemble import Combines, Ensembler, LabelEnsembler
 from .errors import IftError, ModelError, ParseError, PluginError
 from .hookspecs import Register, hookimpl
@@ -44,7 +45,7 @@ from .models.embedded import smollm2_gguf as embedded_gguf
 from .models.mock import MockModel
 from .models.resolve import ModelPool
 from .parsers import AnswerParser, find_label
-from .plugins import components
+from .plugins import Components, build_plugin_manager, components, installed_components
 from .scores import chrf, rouge_l
 from .settings import PluginSettings, current_settings
 from .sources import DatasetSource, NoSourceOptions
@@ -60,9 +61,11 @@ __all__ = [
     "Capability",
     "Cohort",
     "Combines",
+    "Components",
     "DatasetSource",
     "DecodesSteps",
     "DecodingSteps",
+    "Engine",
     "Ensembler",
     "GenerationSettings",
     "IftError",
@@ -87,6 +90,7 @@ __all__ = [
     "StreamingModel",
     "StreamsText",
     "TextSink",
+    "build_plugin_manager",
     "chat_ids",
     "chat_segments",
     "chrf",
@@ -97,6 +101,7 @@ __all__ = [
     "embedded_gguf",
     "find_label",
     "hookimpl",
+    "installed_components",
     "is_chinese",
     "join_words",
     "rouge_l",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -216,28 +215,22 @@ def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:
     return rows
 
 
-_lock = threading.Lock()
-_state: dict[str, Any] = {}
+def installed_components() -> Components:
+    """The component registries of the built-in and the installed plugins, collected now. An
+    ``Engine`` holds one set for a whole program; this is what it starts from."""
+    return Components.from_plugin_manager(build_plugin_manager())
 
 
-def plugin_manager() -> PluginManager:
-    """The process-wide plugin manager, built on first use."""
-    with _lock:
-        if "pm" not in _state:
-            _state["pm"] = build_plugin_manager()
-        return _state["pm"]
-
-
-def components() -> Components:
-    """The process-wide component registries, collected on first use."""
-    pm = plugin_manager()
-    with _lock:
-        if "components" not in _state:
-            _state["components"] = Components.from_plugin_manager(pm)
-        return _state["components"]
+#: The name plugin authors' code and tests have used since the first release.
+components = installed_components
 
 
 def reset() -> None:
-    """Forget the process-wide plugin manager (after installing a plugin, or in tests)."""
-    with _lock:
-        _state.clear()
+    """Nothing to forget any more: components are collected when asked for, never cached
+    process-wide. Kept so that plugin test suites written for earlier releases still run."""
+    warnings.warn(
+        "ift_engine.plugins.reset() does nothing: components() reads the installed plugins on every "
+        "call, and an Engine holds one set for a program",
+        DeprecationWarning,
+        stacklevel=2,
+    )

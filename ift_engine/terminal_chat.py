@@ -91,11 +91,14 @@ def chat(
     system: str | None = None,
     source: TextIO = sys.stdin,
     out: TextIO = sys.stdout,
+    pool: ModelPool | None = None,
 ) -> None:
-    """Chat with ``model`` until the input ends or the user types ``/exit``."""
-    from .plugins import components
+    """Chat with ``model`` until the input ends or the user types ``/exit``; the model loads
+    into ``pool`` (an engine's), else into one over the installed plugins."""
+    if pool is None:
+        from .plugins import installed_components
 
-    pool = ModelPool(components())
+        pool = ModelPool(installed_components())
     interactive = source.isatty()
     try:
         spec = ModelSpec(name=model, backend=backend, options=options)

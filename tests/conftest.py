@@ -15,8 +15,6 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ift_engine import plugins
-
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -97,10 +95,8 @@ def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def fresh_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Each test sees plugins as a new process would, and an empty answer cache."""
+    """Each test loads the plugins a new process would, and has an empty answer cache."""
     monkeypatch.setenv("IFT_ENGINE_CACHE", str(tmp_path / "answer-cache"))
     monkeypatch.delenv("IFT_ENGINE_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("IFT_ENGINE_STRICT_PLUGINS", raising=False)
-    plugins.reset()
     yield
-    plugins.reset()

@@ -40,7 +40,7 @@ def site(tmp_path, monkeypatch):
 
 
 def test_builtins_register_through_hooks():
-    components = plugins.components()
+    components = plugins.installed_components()
     assert components.templates.plugin_of("outline-en") == "ift_engine.default_plugins.templates"
     assert components.models.plugin_of("hf-causal") == "ift_engine.default_plugins.models"
     assert "smollm2-135m-instruct" in components.model_aliases
@@ -78,9 +78,9 @@ def test_replacing_a_builtin_needs_override():
 
 def test_entry_point_plugin_loads(site):
     make_distribution(site, "ift-engine-haiku", "ift_haiku_plugin", GOOD_PLUGIN)
-    components = plugins.components()
+    components = plugins.installed_components()
     assert components.templates.plugin_of("haiku-en") == "ift_haiku_plugin"
-    rows = {r["name"]: r for r in plugins.describe_plugins(plugins.plugin_manager())}
+    rows = {r["name"]: r for r in plugins.describe_plugins(plugins.build_plugin_manager())}
     assert rows["ift_haiku_plugin"]["distribution"] == "ift-engine-haiku"
     assert rows["ift_haiku_plugin"]["version"] == "0.3.1"
     assert rows["ift_haiku_plugin"]["hooks"] == ["register_templates"]
@@ -90,7 +90,7 @@ def test_broken_plugin_is_one_warning_naming_its_distribution(site):
     make_distribution(site, "ift-engine-broken", "ift_broken_plugin", "raise ImportError('no such thing')")
     make_distribution(site, "ift-engine-haiku", "ift_haiku_plugin", GOOD_PLUGIN)
     with pytest.warns(PluginLoadWarning) as record:
-        components = plugins.components()
+        components = plugins.installed_components()
     assert len(record) == 1
     assert "ift-engine-broken" in str(record[0].message)
     assert "haiku-en" in components.templates  # the others still load
@@ -100,17 +100,16 @@ def test_strict_mode_makes_a_broken_plugin_fatal(site, monkeypatch):
     make_distribution(site, "ift-engine-broken", "ift_broken_plugin", "raise ImportError('nope')")
     monkeypatch.setenv("IFT_ENGINE_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="ift-engine-broken"):
-        plugins.components()
+        plugins.installed_components()
 
 
 def test_load_plugins_filter(site, monkeypatch):
     make_distribution(site, "ift-engine-haiku", "ift_haiku_plugin", GOOD_PLUGIN)
     make_distribution(site, "ift-engine-broken", "ift_broken_plugin", "raise ImportError('nope')")
     monkeypatch.setenv("IFT_ENGINE_LOAD_PLUGINS", "ift_haiku_plugin")
-    assert "haiku-en" in plugins.components().templates  # and no warning from the broken one
-    plugins.reset()
+    assert "haiku-en" in plugins.installed_components().templates  # and no warning from the broken one
     monkeypatch.setenv("IFT_ENGINE_LOAD_PLUGINS", "")
-    components = plugins.components()
+    components = plugins.installed_components()
     assert "haiku-en" not in components.templates
     assert "outline-en" in components.templates  # built-ins always load
 
@@ -121,7 +120,7 @@ def test_load_plugins_filter_warns_of_a_name_no_plugin_has(site, monkeypatch):
     with pytest.warns(
         PluginLoadWarning, match="names 'nosuch', but no installed plugin or distribution has that name"
     ):
-        assert "haiku-en" in plugins.components().templates
+        assert "haiku-en" in plugins.installed_components().templates
 
 
 def test_plugin_options_and_settings_reject_unknown_keys(site):

@@ -35,5 +35,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         field = str(first["loc"][0])
         flag = {"max_new_tokens": "max-tokens", "top_p": "top-p"}.get(field, field)
         raise IftError(f"--{flag}: {first['msg']}") from None
-    chat(args.model, args.backend, model_options(args.option), settings, args.system)
+    from ..engine import Engine
+
+    chat(args.model, args.backend, model_options(args.option), settings, args.system, pool=Engine().pool)
     return 0

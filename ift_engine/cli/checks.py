@@ -41,18 +41,18 @@ TRAINING_KEYS = {"base_model", "datasets", "output", "training"}
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from ..documents import load_yaml_file
-    from ..plugins import components
-    from ..workflow import Workflow
+    from ..engine import Engine
 
+    engine = Engine()
     document = load_yaml_file(Path(args.file), "workflow or training file", WorkflowError)
     if isinstance(document, dict) and "nodes" not in document and TRAINING_KEYS & document.keys():
         from ..training.examples import collect_examples
         from ..training.trainer import build_spec
 
-        examples, held = collect_examples(build_spec(args.file), components())
+        examples, held = collect_examples(build_spec(args.file), engine.components)
         out.print(f"{args.file}: ok (training file: {len(examples)} examples to train, {len(held)} held out)")
         return 0
-    wf = Workflow.from_yaml(args.file)
+    wf = engine.workflow(args.file)
     order = wf.graph.order()
     shown = " -> ".join(order[:12]) + (f" -> ... ({len(order) - 12} more)" if len(order) > 12 else "")
     out.print(f"{args.file}: ok ({len(order)} nodes, order: {shown})")
@@ -62,9 +62,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from ..workflow import Workflow
+    from ..engine import Engine
 
-    wf = Workflow.from_yaml(args.file)
+    wf = Engine().workflow(args.file)
     if args.png:
         from ..workflow.picture import check_picture_path, draw_graph
 
@@ -85,10 +85,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from ..plugins import components, describe_plugins, plugin_manager
+    from ..plugins import Components, build_plugin_manager, describe_plugins
 
-    rows = describe_plugins(plugin_manager())
-    components()  # collect registrations so a broken hook is reported here too
+    pm = build_plugin_manager()
+    Components.from_plugin_manager(pm)  # collect registrations so a broken hook is reported here too
+    rows = describe_plugins(pm)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -72,7 +72,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..evaluation import run_eval
+    from ..engine import Engine
     from ..evaluation.report import draw_plot, markdown_report, notes, terminal_table
 
     spec = spec_from_flags(args)
@@ -85,7 +85,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         bar.append(tqdm(total=total, unit="prompt", desc="ift eval", dynamic_ncols=True, delay=1.0))
 
     try:
-        evaluation = run_eval(spec, on_progress=lambda n: bar[0].update(n), on_start=start, limit=args.limit)
+        with Engine() as engine:
+            evaluation = engine.evaluate(
+                spec, on_progress=lambda n: bar[0].update(n), on_start=start, limit=args.limit
+            )
     finally:
         for b in bar:
             b.close()

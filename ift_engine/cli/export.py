@@ -25,12 +25,12 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..engine import Engine
     from ..export import check_export_arguments, check_export_target, export_model
     from ..models.resolve import ModelSpec
-    from ..workflow import default_pool
 
     check_export_arguments(args.model, args.atol, args.device)  # before any slow work
-    pool = default_pool()
+    pool = Engine().pool
     spec = ModelSpec(name=args.model)
     check_export_target(args.out, args.model, args.overwrite)
     pool.check(spec)

@@ -80,9 +80,10 @@ def _show(value: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..workflow import RunResult, Workflow
+    from ..engine import Engine
+    from ..workflow import RunResult
 
-    wf = Workflow.from_yaml(args.file)
+    wf = Engine().workflow(args.file)
     if args.inputs:
         single = [flag for flag, given in SINGLE_RUN_FLAGS.items() if getattr(args, given)]
         if single:

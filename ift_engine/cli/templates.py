@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from ..console import out
-from ..plugins import components
 from ..templates import InstructionTemplate
 
 
@@ -28,7 +27,9 @@ def described(template: InstructionTemplate, plugin: str) -> dict[str, Any]:
 
 
 def cmd_templates(args: argparse.Namespace) -> int:
-    registry = components().templates
+    from ..engine import Engine
+
+    registry = Engine().components.templates
     if args.name is not None:
         template = registry.get(args.name)  # an unknown name lists the known ones
         row = described(template, registry.plugin_of(args.name))

@@ -27,12 +27,12 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..training import train
+    from ..engine import Engine
 
     overrides = {"output": args.output} if args.output else {}
     if args.dry_run:
         return show_dry_run(args.file, overrides)
-    result = train(args.file, resume=args.resume, overwrite=args.overwrite, **overrides)
+    result = Engine().train(args.file, resume=args.resume, overwrite=args.overwrite, **overrides)
     from ..training.output import is_main_process
 
     if not is_main_process():  # under torchrun, the rank that wrote the model reports it
@@ -44,15 +44,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def show_dry_run(path: str, overrides: dict[str, Any]) -> int:
+    from ..engine import Engine
     from ..models.torch_thread import run_on_torch_thread
-    from ..training.dry_run import dry_run
     from ..training.output import RunFolder
     from ..training.trainer import build_spec
 
     spec = build_spec(path, **overrides)
     RunFolder(spec).check()  # an output folder that would be refused: say so now
     with err.status("reading the data, tokenizing, timing a few steps"):
-        report = run_on_torch_thread(dry_run, spec)
+        report = run_on_torch_thread(Engine().dry_run, spec)
     for row in report.datasets:
         formats = ", ".join(f"{n} {f}" for f, n in row["formats"].items())
         out.print(f"dataset {escape(str(row['dataset']))}: {row['records']} records ({formats})")

@@ -13,8 +13,7 @@ from ..models.base import GenerationSettings
 from ..models.manifest import read_manifest
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
 from ..paraphrases import paraphrase_set, read_held_out
-from ..plugins import Components
-from ..plugins import components as registered
+from ..plugins import Components, installed_components
 from ..templates import AnswerForm, InstructionTemplate
 from ..training.data import dataset_records, sample, task_values
 from .asking import EvalModel, Item, Progress, evaluate
@@ -105,10 +104,12 @@ def run_eval(
     on_start: Callable[[int], None] | None = None,
     limit: int | None = None,
     components: Components | None = None,
+    pool: ModelPool | None = None,
 ) -> Evaluation:
     """Run an evaluation from a spec, a mapping or a YAML file (``limit`` over its
     ``data.limit``). ``on_start(total)`` hears how many prompts will be asked, once everything
-    is checked and the models are loaded; ``on_progress(n)`` as each chunk of ``n`` is answered."""
+    is checked and the models are loaded; ``on_progress(n)`` as each chunk of ``n`` is answered.
+    The models load into ``pool`` (an engine's, left open), else into one closed at the end."""
     source = str(spec) if isinstance(spec, (str, Path)) else "<eval>"
     if isinstance(spec, (str, Path)):
         spec = load_eval_spec(spec)
@@ -116,19 +117,20 @@ def run_eval(
         spec = build_eval_spec(dict(spec), source)
     if limit is not None:
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"limit": limit})})
-    pool: ModelPool | None = None
+    own_pool = pool is None
     try:
-        comps = (components or registered()).with_templates(spec.templates, EvalError)
+        comps = (components or installed_components()).with_templates(spec.templates, EvalError)
         try:
             template = comps.templates.get(spec.template)
         except IftError as exc:
             raise EvalError(f"template: {exc}") from None
         paraphrases = paraphrase_set(template, spec.paraphrases, read_held_out(spec.held_out))
         items = read_items(spec, template, comps)
-        pool = ModelPool(comps)
+        if pool is None:
+            pool = ModelPool(comps)
         models = load_models(pool, spec.models, template)
     except IftError as exc:
-        if pool is not None:
+        if own_pool and pool is not None:
             pool.close()
         raise EvalError(f"{source}: {exc}") from None
     settings = GenerationSettings(
@@ -139,4 +141,5 @@ def run_eval(
             on_start(len(models) * len(paraphrases) * len(items))
         return evaluate(template, paraphrases, items, models, settings, spec.metric, on_progress)
     finally:
-        pool.close()
+        if own_pool:
+            pool.close()

@@ -28,6 +28,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..engine import Engine
 from ..errors import ConstraintError, IftError, ModelError, WorkflowError
 from ..files import json_text
 from ..models.base import GenerationSettings
@@ -164,14 +165,15 @@ def raise_for_item(result: RunResult) -> None:
     raise ApiError(500, str(result.error), "node_error", node=result.error.node)
 
 
-def create_app(config: ServeConfig, workflows: Mapping[str, Workflow] | None = None) -> FastAPI:
-    """The app for ``config`` (or for ``workflows`` already loaded)."""
+def create_app(
+    config: ServeConfig, workflows: Mapping[str, Workflow] | None = None, engine: Engine | None = None
+) -> FastAPI:
+    """The app for ``config`` (or for ``workflows`` already loaded). The workflows share the
+    pool of ``engine`` (default: a new one), so each model loads once whichever of them use it;
+    the app closes it when it stops."""
     metrics = Metrics()
-    if workflows is None:  # one pool for the app: each model loads once, whichever workflows use it
-        from ..models.resolve import ModelPool
-        from ..plugins import components
-
-        workflows = load_workflows(config.paths, ModelPool(components()))
+    if workflows is None:
+        workflows = load_workflows(config.paths, (engine or Engine()).pool)
     service = Service(
         workflows,
         cache=config.cache,

@@ -47,7 +47,7 @@ def load_workflows(paths: Iterable[str | Path], pool: ModelPool | None = None) -
     """The workflows by name (their ``name:`` field); two with one name are an error."""
     workflows: dict[str, Workflow] = {}
     for path in find_workflows(paths):
-        workflow = Workflow.from_yaml(path, pool=pool) if pool else Workflow.from_yaml(path)
+        workflow = Workflow.from_yaml(path, pool=pool)
         name = workflow.spec.name
         if name in workflows:
             raise WorkflowError(f"{path}: workflow name '{name}' is also used by {workflows[name].source}")

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models.resolve import ModelPool, ModelSpec
-from ..plugins import Components
-from ..plugins import components as registered
+from ..plugins import Components, installed_components
 from .data import detect_format
 from .spec import TrainSpec
 from .tokenize import IGNORE, tokenize_example
@@ -94,7 +93,7 @@ def dry_run(spec: TrainSpec, time_steps: bool = True, components: Components | N
     from ..models.hf_causal import end_of_turn_ids
     from .examples import collect_examples
 
-    comps = components or registered()
+    comps = components or installed_components()
     report = DryRun(datasets=describe_datasets(spec, comps))
     train, held = collect_examples(spec, comps)
     report.train_examples, report.eval_examples = len(train), len(held)

@@ -13,8 +13,7 @@ from typing import Any
 from ..documents import load_yaml_file
 from ..errors import TrainError
 from ..models.torch_thread import run_on_torch_thread
-from ..plugins import Components
-from ..plugins import components as registered
+from ..plugins import Components, installed_components
 from ..validation import validate_document
 from .data import DataError
 from .output import RunFolder
@@ -59,7 +58,9 @@ def train(
     with folder.lock():
         folder.check()
         try:
-            return run_on_torch_thread(run_training, spec, folder, progress, components or registered())
+            return run_on_torch_thread(
+                run_training, spec, folder, progress, components or installed_components()
+            )
         except DataError as exc:
             folder.abandon()
             raise TrainError(str(exc)) from None

@@ -4,7 +4,7 @@ from .bound import BoundNode
 from .graph import WorkflowGraph
 from .runner import NodeResult, Runner, RunResult
 from .spec import InputSpec, NodeSpec, WorkflowSpec
-from .workflow import Workflow, default_pool
+from .workflow import Workflow
 
 __all__ = [
     "BoundNode",
@@ -16,5 +16,4 @@ __all__ = [
     "Workflow",
     "WorkflowGraph",
     "WorkflowSpec",
-    "default_pool",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import yaml
 from ..documents import collector_paused, parse_yaml, read_text
 from ..errors import WorkflowError
 from ..models.resolve import ModelPool
-from ..plugins import Components, components
+from ..plugins import Components, installed_components
 from ..validation import validate_document
 from .batch import BatchReport, Executor, Item, LocalExecutor, run_file, run_many
 from .cache import CacheChoice, answer_cache
@@ -21,20 +20,6 @@ from .graph import WorkflowGraph
 from .mermaid import mermaid
 from .runner import NodeResult, Runner, RunResult
 from .spec import WorkflowSpec
-
-_default_pool: ModelPool | None = None
-_default_pool_lock = threading.Lock()
-
-
-def default_pool() -> ModelPool:
-    """The process-wide model pool: one loaded model per spec, shared by every workflow that is
-    given no pool of its own (``Workflow(..., pool=ModelPool(components))`` gives one)."""
-    global _default_pool
-    current = components()
-    with _default_pool_lock:  # two threads building their first workflow share one pool
-        if _default_pool is None or _default_pool.components is not current:  # plugins were reset
-            _default_pool = ModelPool(current)
-        return _default_pool
 
 
 def parse_spec(data: Any, source: str) -> WorkflowSpec:
@@ -50,6 +35,10 @@ class Workflow:
     >>> wf = Workflow.from_yaml("workflows/article.yaml")
     >>> result = wf.run(topic="How honeybees communicate")
     >>> result["article"]
+
+    Its models come from ``pool`` (an ``Engine``'s, shared with whatever else uses it), else
+    from a pool of its own over ``components`` (default: the installed plugins'), which
+    ``close()`` releases.
     """
 
     def __init__(
@@ -62,8 +51,20 @@ class Workflow:
     ) -> None:
         self.spec = spec
         self.source = source
-        self.pool = pool or (ModelPool(components) if components else default_pool())
+        self._owns_pool = pool is None
+        self.pool = pool if pool is not None else ModelPool(components or installed_components())
         self.graph = WorkflowGraph(spec, self.pool.components, self.pool, source)
+
+    def close(self) -> None:
+        """Release the models of the workflow's own pool (a pool handed in is left to its owner)."""
+        if self._owns_pool:
+            self.pool.close()
+
+    def __enter__(self) -> Workflow:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>", **kwargs: Any) -> Workflow:

@@ -25,12 +25,10 @@ def switch(path: Path) -> dict:
 
 
 def test_backend_is_registered_by_the_installed_plugin():
-    plugins.reset()
-    assert plugins.components().models.plugin_of("llama-cpp") == "llamacpp"
+    assert plugins.installed_components().models.plugin_of("llama-cpp") == "llamacpp"
 
 
 def test_sentiment_workflow_runs_on_llama_cpp():
-    plugins.reset()
     wf = Workflow.from_dict(switch(WORKFLOWS / "sentiment.yaml"))
     good = wf.run(text="Absolutely wonderful hotel, friendly staff and a spotless room. I loved it!")
     bad = wf.run(text="Terrible. The room was filthy, the staff were rude and I want a refund.")
@@ -39,7 +37,6 @@ def test_sentiment_workflow_runs_on_llama_cpp():
 
 
 def test_article_workflow_generates_on_llama_cpp():
-    plugins.reset()
     doc = switch(WORKFLOWS / "article.yaml")
     for node in doc["nodes"]:
         node["generation"] = {"max_new_tokens": 24}
@@ -48,7 +45,6 @@ def test_article_workflow_generates_on_llama_cpp():
 
 
 def test_non_gguf_model_is_a_clear_error():
-    plugins.reset()
     wf = Workflow.from_dict(
         {
             "name": "x",

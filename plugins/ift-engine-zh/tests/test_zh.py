@@ -12,8 +12,7 @@ from ift_engine.augment import SynonymOptions, SynonymReplacement
 
 
 def test_lexicon_and_templates_are_registered():
-    plugins.reset()
-    components = plugins.components()
+    components = plugins.installed_components()
     assert components.lexicons.plugin_of("zh-extended") == "zh"
     assert "实惠" in components.lexicons.get("zh-extended").of("便宜")
     for name in ("sentiment-zh-extra", "keywords-zh", "title-zh"):
@@ -21,8 +20,7 @@ def test_lexicon_and_templates_are_registered():
 
 
 def test_extended_lexicon_drives_synonym_replacement():
-    plugins.reset()
-    components = plugins.components()
+    components = plugins.installed_components()
     augmenter = SynonymReplacement(SynonymOptions(rate=1.0, lexicon="zh-extended"), components)
     text = "酒店很干净，价格便宜，服务态度热情。"
     out = augmenter.augment(text, random.Random(0))
@@ -36,8 +34,7 @@ def test_cilin_file_via_environment(tmp_path, monkeypatch):
     assert lexicon.of("人物") == ("士", "人") or set(lexicon.of("人物")) == {"人", "士"}
     assert lexicon.of("男人") == ()  # '#' lines are related words, not synonyms
     monkeypatch.setenv("IFT_ENGINE_ZH_CILIN", str(cilin))
-    plugins.reset()
-    assert "善" in plugins.components().lexicons.get("zh-cilin").of("好")
+    assert "善" in plugins.installed_components().lexicons.get("zh-cilin").of("好")
 
 
 def test_rouge_zh_on_known_strings():

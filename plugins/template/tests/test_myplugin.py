@@ -6,15 +6,13 @@ from ift_engine import NodeError, Workflow, WorkflowError, plugins
 
 
 def test_plugin_is_loaded_through_its_entry_point():
-    plugins.reset()
-    rows = {row["name"]: row for row in plugins.describe_plugins(plugins.plugin_manager())}
+    rows = {row["name"]: row for row in plugins.describe_plugins(plugins.build_plugin_manager())}
     assert rows["myplugin"]["distribution"] == "ift-engine-myplugin"
     assert rows["myplugin"]["hooks"] == ["register_parsers", "register_settings", "register_templates"]
-    assert plugins.components().templates.plugin_of("yes-no-en") == "myplugin"
+    assert plugins.installed_components().templates.plugin_of("yes-no-en") == "myplugin"
 
 
 def test_template_and_parser_in_a_workflow():
-    plugins.reset()
     wf = Workflow.from_dict(
         {
             "name": "ask",
@@ -34,7 +32,6 @@ def test_template_and_parser_in_a_workflow():
 
 
 def test_settings_under_plugins_in_a_workflow():
-    plugins.reset()
 
     def flow(settings):
         return {

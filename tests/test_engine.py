@@ -1,0 +1,111 @@
+"""One ``Engine`` holds a program's components and model pool; nothing is process-wide."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from ift_engine import Engine, Workflow
+from ift_engine.models.mock import MockModel
+from ift_engine.models.resolve import ModelSpec
+from ift_engine.plugin import InstructionTemplate, build_plugin_manager, hookimpl
+from ift_engine.plugins import Components, installed_components
+from ift_engine.serve import ServeConfig, create_app
+
+FLOW = {
+    "name": "outline",
+    "inputs": {"topic": {}},
+    "model": "mine",
+    "nodes": [{"id": "outline", "template": "outline-en", "inputs": {"topic": "$input.topic"}}],
+}
+
+
+class Counting(MockModel):
+    """A mock that counts its closes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_workflows_of_one_engine_share_its_models_and_close_with_it():
+    model = Counting("mine", default="- one\n- two")
+    with Engine() as engine:
+        engine.pool.add("mine", model)
+        first = engine.workflow(FLOW)
+        second = engine.workflow({**FLOW, "name": "again"})
+        assert first.pool is second.pool is engine.pool
+        assert first.run(topic="bees", cache=False)["outline"] == ["one", "two"]
+        assert second.run(topic="ants", cache=False)["outline"] == ["one", "two"]
+        assert len(model.calls) == 2  # the one model answered both workflows
+        first.close()  # a workflow leaves the engine's pool to the engine
+        assert model.closed == 0
+    assert model.closed == 1
+
+
+def test_engines_share_nothing():
+    one, two = Engine(), Engine()
+    one.pool.add("mine", MockModel("mine", default="- from one"))
+    two.pool.add("mine", MockModel("mine", default="- from two"))
+    assert one.components is not two.components
+    assert one.workflow(FLOW).run(topic="x", cache=False)["outline"] == ["from one"]
+    assert two.workflow(FLOW).run(topic="x", cache=False)["outline"] == ["from two"]
+    # Nothing is cached for the process: each call reads the installed plugins afresh.
+    assert installed_components() is not installed_components()
+
+
+class Haiku:
+    @hookimpl
+    def register_templates(self, register):
+        register(
+            InstructionTemplate(
+                name="haiku-en", task="haiku", paraphrases=("A haiku on {topic}",), variables=("topic",)
+            )
+        )
+
+
+def test_an_engine_over_components_of_its_own():
+    pm = build_plugin_manager(load_entry_points=False)
+    pm.register(Haiku(), name="haiku")
+    engine = Engine(Components.from_plugin_manager(pm))
+    engine.pool.add("mine", MockModel("mine", default="An old pond"))
+    flow = {**FLOW, "nodes": [{"id": "poem", "template": "haiku-en", "inputs": {"topic": "$input.topic"}}]}
+    assert engine.workflow(flow).run(topic="frogs", cache=False)["poem"] == "An old pond"
+    assert "haiku-en" not in Engine().components.templates  # the installed plugins do not have it
+
+
+def test_a_workflow_built_without_an_engine_owns_its_pool(monkeypatch):
+    closed: list[str] = []
+    monkeypatch.setattr(MockModel, "close", lambda self: closed.append(self.name))
+    flow = {**FLOW, "model": {"name": "own", "backend": "mock", "options": {"default": "- one"}}}
+    with Workflow.from_dict(flow) as workflow:
+        assert workflow.run(topic="bees", cache=False)["outline"] == ["one"]
+        assert closed == []
+    assert closed == ["own"]
+
+
+def test_an_evaluation_uses_the_engine_models():
+    model = MockModel("judge", answers={"great": "positive", "rude": "negative"})
+    engine = Engine()
+    engine.pool.add("judge", model)
+    records = [{"text": "great hotel", "output": "positive"}, {"text": "rude staff", "output": "negative"}]
+    result = engine.evaluate({"data": {"records": records}, "template": "sentiment-en", "models": ["judge"]})
+    assert all(row.scores["accuracy"] == 1.0 for row in result.models[0].paraphrases)
+    assert model.calls  # the handed-in model answered, and stays the engine's after the evaluation
+    assert engine.pool.added(ModelSpec(name="judge")) is model
+
+
+def test_the_service_runs_on_the_engine_it_is_given(tmp_path):
+    import yaml
+
+    (tmp_path / "outline.yaml").write_text(yaml.safe_dump(FLOW))
+    model = Counting("mine", default="- served")
+    engine = Engine()
+    engine.pool.add("mine", model)
+    with TestClient(create_app(ServeConfig(paths=[str(tmp_path)], cache=False), engine=engine)) as client:
+        response = client.post("/v1/workflows/outline/run", json={"inputs": {"topic": "bees"}})
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"]["outline"] == ["served"]
+    assert model.closed == 1  # the service closed the engine's pool when it stopped
