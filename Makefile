@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TOPIC ?= How honeybees communicate
 
-.PHONY: setup setup-dev run test test-plugins bench bench-workflow lint clean gpu-carry
+.PHONY: setup setup-dev setup-llamacpp run test test-plugins bench bench-workflow lint clean gpu-carry
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,14 +31,19 @@ run: setup
 test: setup-dev
 	$(BIN)/python -m pytest -q tests plugins/template/tests plugins/ift-engine-zh/tests plugins/ift-engine-llamacpp/tests
 
-# The plugin tests with every plugin's dependencies installed (builds llama-cpp-python).
-test-plugins: setup-dev
-	$(BIN)/pip install -e plugins/ift-engine-llamacpp
+# The llama.cpp plugin with its dependencies: compiles llama-cpp-python (5 to 10 minutes on 2
+# cores, once: pip keeps the wheel). CI runs it before `make test`, so the plugin's tests run.
+setup-llamacpp: setup-dev
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -e plugins/ift-engine-llamacpp
+
+# The plugin tests with every plugin's dependencies installed.
+test-plugins: setup-llamacpp
 	$(BIN)/python -m pytest -q plugins
 
 # llama.cpp is the CPU peer. Its default build (GGML_NATIVE) segfaulted in decode on an Intel CPU
 # with AMX; built for the vector extensions the CPU reports, without the AMX path, it runs.
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo "-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON")
+has_flag = $(shell grep -qw $(1) /proc/cpuinfo 2>/dev/null && echo yes)
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON $(if $(call has_flag,avx512f),-DGGML_AVX512=ON) $(if $(call has_flag,avx512_vnni),-DGGML_AVX512_VNNI=ON)
 
 bench: setup
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -e ".[bench]"

@@ -6,10 +6,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator
 
 from .documents import load_yaml_file
 from .errors import EvalError, IftError
+from .records import MAX_COUNT
 from .templates import InstructionTemplate
+
+
+def _all_or_indices(value: Any) -> Any:
+    if value == "all" or (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in value)
+    ):
+        return value
+    raise ValueError(f"{value!r}: give all, or a list of paraphrase indices such as [0, 2]")
+
+
+#: ``all`` or paraphrase indices: which of a template's paraphrases to evaluate with.
+ParaphraseChoice = Annotated[Literal["all"] | list[int], BeforeValidator(_all_or_indices)]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from fastapi.testclient import TestClient
 
 from ift_engine import Engine, Workflow
@@ -109,3 +112,13 @@ def test_the_service_runs_on_the_engine_it_is_given(tmp_path):
         assert response.status_code == 200, response.text
         assert response.json()["outputs"]["outline"] == ["served"]
     assert model.closed == 1  # the service closed the engine's pool when it stopped
+
+
+@pytest.mark.integration
+def test_the_readme_engine_example_runs(capsys):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("```python\nfrom ift_engine import Engine, MockModel")
+    code = readme[start + len("```python\n") : readme.index("```\n", start + 10)]
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].strip() and printed[-1] == "['Moon', 'Sea']"

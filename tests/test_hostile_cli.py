@@ -348,7 +348,7 @@ def test_a_training_file_without_base_model_is_named_as_one(tmp_path: Path) -> N
 
 
 def test_jsonl_datasets_split_lines_on_newlines_only_and_drop_a_bom(tmp_path: Path) -> None:
-    from ift_engine.training.data import read_records
+    from ift_engine.records import read_records
 
     path = tmp_path / "data.jsonl"
     records = [{"instruction": "a\u2028b\u0085c", "output": "d"}, {"instruction": "e", "output": "f"}]

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ift_engine import IftError, MockModel, Workflow, cli
-from ift_engine.training.data import DataError, read_records
+from ift_engine.records import DataError, read_records
 from ift_engine.training.trainer import load_train_spec
 from ift_engine.workflow.batch import run_file
 

@@ -386,7 +386,7 @@ def test_plain_text_trains_every_token(tiny_causal_dir):
     ],
 )
 def test_bad_records_of_the_new_forms(tiny_causal_dir, record, message):
-    from ift_engine.training.data import DataError
+    from ift_engine.records import DataError
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_causal_dir)
     with pytest.raises(DataError, match=re.escape(message)):

@@ -5,18 +5,20 @@ place. The figures go in ``ift_model.json``; the report and plot beside the mode
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TrainError
 from ..models.base import GenerationSettings, Model
 from ..models.worker import ModelWorker
 from ..paraphrases import paraphrase_set, read_held_out
 from ..plugins import Components
-from ..training.data import Example
-from ..training.spec import TrainSpec
 from .asking import EvalModel, Item, evaluate
 from .report import draw_plot, markdown_report
 from .spec import DEFAULT_MAX_NEW_TOKENS
+
+if TYPE_CHECKING:  # a training run hands its spec and examples in
+    from ..training.data import Example
+    from ..training.spec import TrainSpec
 
 
 def evaluate_trained(

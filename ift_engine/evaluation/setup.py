@@ -14,8 +14,8 @@ from ..models.manifest import read_manifest
 from ..models.resolve import EnsembleSpec, ModelPool, ModelSpec
 from ..paraphrases import paraphrase_set, read_held_out
 from ..plugins import Components, installed_components
+from ..records import dataset_records, sample, task_values
 from ..templates import AnswerForm, InstructionTemplate
-from ..training.data import dataset_records, sample, task_values
 from .asking import EvalModel, Item, Progress, evaluate
 from .results import Evaluation
 from .spec import (

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from ..documents import load_yaml_file
 from ..errors import EvalError
 from ..models.resolve import EnsembleSpec, ModelSpec
+from ..paraphrases import ParaphraseChoice
+from ..records import MAX_SEED, RecordSource
 from ..templates import TemplateSpec
-from ..training.spec import MAX_SEED, ParaphraseChoice, RecordSource
 from ..validation import validate_document
 from ..workflow.spec import GenerationOverrides, ModelRef
 

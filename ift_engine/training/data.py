@@ -17,24 +17,14 @@ Formats (detected from the fields when not given):
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from ..augment import Augmenter
-from ..documents import loads_json, read_text
-from ..errors import IftError, TrainError
+from ..records import DataError, record_text, task_values
 from ..templates import InstructionTemplate, Message
-from ..validation import validate_document
-
-if TYPE_CHECKING:
-    from ..plugins import Components
-    from .spec import RecordSource
 
 Format = Literal["alpaca", "prompt-completion", "messages", "sharegpt", "text", "task"]
 CHAT_ROLES = ("system", "user", "assistant")
@@ -45,10 +35,6 @@ SHAREGPT_ROLES = {
     "assistant": "assistant",
     "system": "system",
 }
-
-
-class DataError(IftError):
-    """A dataset file or record is malformed (the message names the file, line and field)."""
 
 
 @dataclass(frozen=True)
@@ -67,44 +53,6 @@ class Example:
     template: str | None = None
     instruction: str | None = None
     values: tuple[tuple[str, str], ...] = ()
-
-
-def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(where, record)`` from a JSONL, JSON (a list) or CSV file; ``where`` is
-    "file:line N" (or "file[N]" for JSON) for error messages."""
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".csv"):
-        raise DataError(f"{path}: unknown dataset file type '{suffix}' (use .jsonl, .json or .csv)")
-    text = read_text(path, "dataset", DataError)
-    if suffix == ".jsonl":
-        # Lines end at "\n" only: U+2028 or U+0085 inside a string is text (str.splitlines breaks there).
-        for number, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                yield f"{path}:{number}", _json(line, f"{path}:{number}")
-    elif suffix == ".json":
-        data = _json(text, str(path))
-        if not isinstance(data, list):
-            raise DataError(f"{path}: a JSON dataset must be a list of records")
-        for index, record in enumerate(data):
-            yield f"{path}[{index}]", record
-    else:
-        rows = csv.DictReader(io.StringIO(text, newline=""))
-        try:
-            for number, record in enumerate(rows, 2):
-                yield f"{path}:{number}", record
-        except csv.Error as exc:
-            raise DataError(f"{path}:{rows.line_num}: not valid CSV ({exc})") from None
-
-
-def _json(text: str, where: str) -> Any:
-    try:
-        return loads_json(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except ValueError as exc:  # a duplicate key, a number too long
-        raise DataError(f"{where}: {exc}") from None
-    except RecursionError:
-        raise DataError(f"{where}: nested too deeply to read") from None
 
 
 def detect_format(record: Mapping[str, Any]) -> Format:
@@ -143,15 +91,6 @@ def _split_answer(messages: list[dict[str, str]], field: str, where: str) -> tup
     if messages[-1]["role"] != "assistant":
         raise DataError(f"{where}: field '{field}' must end with the assistant's answer")
     return messages[:-1], messages[-1]["content"]
-
-
-def _text(record: Mapping[str, Any], field: str, where: str) -> str:
-    value = record.get(field)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)  # a CSV or parquet column of numbers ("2" read as 2)
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{where}: field '{field}' must be a non-empty string")
-    return value
 
 
 class ExampleBuilder:
@@ -203,14 +142,14 @@ class ExampleBuilder:
                 _sharegpt(record.get("conversations"), where), "conversations", where, augment
             )
         if fmt == "alpaca":
-            instruction = _text(record, "instruction", where)
+            instruction = record_text(record, "instruction", where)
             extra = record.get("input") or ""
             user = f"{instruction}\n\n{augment(extra)}" if extra else instruction
-            return Example(({"role": "user", "content": user},), _text(record, "output", where))
+            return Example(({"role": "user", "content": user},), record_text(record, "output", where))
         if fmt == "prompt-completion":
             return self._prompt_completion(record, where, augment)
         if fmt == "text":
-            return Example((), _text(record, "text", where), language_model=True)
+            return Example((), record_text(record, "text", where), language_model=True)
         return self._task(index, copy, record, where, augment)
 
     def _chat_example(
@@ -232,8 +171,8 @@ class ExampleBuilder:
             if len(answer) != 1 or answer[0]["role"] != "assistant":
                 raise DataError(f"{where}: field 'completion' must be one assistant message")
             return self._chat_example([*_chat(prompt, "prompt", where), answer[0]], "prompt", where, augment)
-        text = augment(_text(record, "prompt", where))
-        return Example(({"role": "user", "content": text},), _text(record, "completion", where))
+        text = augment(record_text(record, "prompt", where))
+        return Example(({"role": "user", "content": text},), record_text(record, "completion", where))
 
     def _task(
         self, index: int, copy: int, record: dict[str, Any], where: str, augment: Callable[[str], str]
@@ -263,20 +202,6 @@ class ExampleBuilder:
         )
 
 
-def task_values(template: InstructionTemplate, record: Any, where: str) -> tuple[dict[str, str], str]:
-    """A task record's template variables (as text) and its ``output``, checked: every variable
-    present, the output a non-empty string and, for a label template, one of its labels."""
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: a record must be an object with named fields")
-    output = _text(record, "output", where)
-    missing = [v for v in template.variables if v not in record]
-    if missing:
-        raise DataError(f"{where}: field '{missing[0]}' is missing (template '{template.name}' needs it)")
-    if template.labels and output not in template.labels:
-        raise DataError(f"{where}: field 'output' is {output!r}, not one of {list(template.labels)}")
-    return {v: str(record[v]) for v in template.variables}, output
-
-
 def _sharegpt(turns: Any, where: str) -> list[dict[str, str]]:
     """ShareGPT ``{from, value}`` turns as ``{role, content}`` messages."""
     if not isinstance(turns, list) or not all(
@@ -288,40 +213,3 @@ def _sharegpt(turns: Any, where: str) -> list[dict[str, str]]:
             f"{', '.join(SHAREGPT_ROLES)}"
         )
     return [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in turns]
-
-
-def dataset_records(dataset: RecordSource, where: str, comps: Components) -> list[tuple[str, Any]]:
-    """``(where, record)`` pairs of a dataset as written (``columns`` applied; not shuffled,
-    not limited: see ``sample``)."""
-    if dataset.path is not None:
-        items = list(read_records(Path(dataset.path)))
-    elif dataset.source is not None:
-        try:
-            source = comps.datasets.get(dataset.source)
-        except IftError as exc:
-            raise TrainError(f"{where}.source: {exc}") from None
-        options = validate_document(source.options_model, dataset.options, f"{where}.options", TrainError)
-        items = [(f"{dataset.source}[{i}]", r) for i, r in enumerate(source.records(options))]
-    else:
-        items = [(f"{where}.records[{i}]", r) for i, r in enumerate(dataset.records or [])]
-    if dataset.columns:
-        items = [
-            (
-                w,
-                {
-                    **r,
-                    **{field: r[column] for field, column in dataset.columns.items() if column in r},
-                },
-            )
-            if isinstance(r, dict)
-            else (w, r)
-            for w, r in items
-        ]
-    return items
-
-
-def sample(items: list[Any], seed: int, limit: int | None) -> list[Any]:
-    """``items`` shuffled with ``seed``, at most ``limit`` of them: what ``limit`` means."""
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    return items[:limit] if limit else items

@@ -46,7 +46,7 @@ class DryRun:
 
 def describe_datasets(spec: TrainSpec, comps: Components) -> list[dict[str, Any]]:
     """Records and formats of each dataset, as written."""
-    from .data import dataset_records
+    from ..records import dataset_records
 
     rows = []
     for index, dataset in enumerate(spec.datasets):

