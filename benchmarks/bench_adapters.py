@@ -142,7 +142,7 @@ def exports(
     adapters: list[Path], merged: list[Path], work: Path
 ) -> tuple[list[Path], list[Path], dict[str, Any]]:
     """`ift export` of each merged model and of each adapter (the base once, in the cache)."""
-    from ift_engine.export import export_model
+    from ift_engine.onnx.export import export_model
 
     merged_out, adapter_out, parity = [], [], {}
     for seed, adapter, full in zip(SEEDS, adapters, merged):

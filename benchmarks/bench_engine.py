@@ -54,7 +54,7 @@ def build(weights: Path, out: Path, precision: str, device: str, extras: list[st
     """onnxruntime-genai's builder, as ``ift export`` runs it, with ``extras`` options."""
     from transformers import AutoTokenizer
 
-    from ift_engine.export import INT4_RECIPE
+    from ift_engine.onnx.export import INT4_RECIPE
 
     options = [*extras, *(INT4_RECIPE if precision == "int4" else ())]
     command = [

@@ -28,11 +28,11 @@ from typing import Any
 import psutil
 from machine import describe_machine, markdown_table, save_results
 
-from ift_engine.export import export_cached
 from ift_engine.models.base import GenerationSettings
 from ift_engine.models.chat import format_chat
 from ift_engine.models.embedded import smollm2_gguf
 from ift_engine.models.resolve import MANIFEST, convert_gguf, read_json_object
+from ift_engine.onnx.export import export_cached
 
 PROMPTS = [
     "Write an outline for a short article about how honeybees communicate.",
@@ -95,7 +95,7 @@ def loaded(load: Callable[[], Any]) -> tuple[Any, float]:
 def backends(device: str) -> dict[str, Callable[[], Any]]:
     """name -> loader, the engine's backends as a user would load them."""
     from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
-    from ift_engine.models.onnx import OnnxModel, OnnxOptions
+    from ift_engine.onnx.backend import OnnxModel, OnnxOptions
 
     folder = str(convert_gguf(smollm2_gguf()))
     formats = ["fp32", "fp16", "int8", "int4"] if device == "cuda" else ["fp32", "int8", "int4"]

@@ -223,8 +223,8 @@ def summary(
 def backend_batched(folder: Path, texts: list[str], max_tokens: int, device: str) -> float:
     """The int4 export's own tokens/s, all prompts in one ``generate`` call, in this process."""
     from ift_engine.models.base import GenerationSettings
-    from ift_engine.models.onnx import OnnxModel
     from ift_engine.models.ort import OnnxOptions
+    from ift_engine.onnx.backend import OnnxModel
 
     options = OnnxOptions(quantize="int4", device=device, batch_size=len(texts))
     model = OnnxModel.load("int4", OnnxModel.prepare(str(folder), options), options)

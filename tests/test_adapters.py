@@ -273,7 +273,7 @@ def onnx_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def onnx_adapters(tiny_causal_dir, two_adapters, tmp_path_factory, onnx_home) -> list[Path]:
     """Two adapters of one shape exported by `ift export`: the base once, each adapter a file."""
-    from ift_engine.export import export_model
+    from ift_engine.onnx.export import export_model
 
     folder = tmp_path_factory.mktemp("onnx-adapters")
     third = random_adapter(tiny_causal_dir, folder / "three", 3, ["q_proj", "v_proj"])
@@ -316,7 +316,7 @@ def test_onnx_adapters_share_one_base_and_answer_as_their_merged_models(
 def test_int4_adapter_export_keeps_the_lora_branches_in_fp32(two_adapters, tmp_path, monkeypatch):
     import onnx
 
-    from ift_engine.export import export_model
+    from ift_engine.onnx.export import export_model
 
     monkeypatch.setenv("IFT_ENGINE_HOME", str(tmp_path / "home"))
     manifest = export_model(two_adapters[1], tmp_path / "int4", quantize="int4")

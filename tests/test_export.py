@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from ift_engine import GenerationSettings, IftError, ModelError, Workflow
-from ift_engine.export import ExportError, export_model
 from ift_engine.models.hf_causal import CausalLMOptions, HFCausalLM
 from ift_engine.models.hf_classifier import ClassifierOptions, HFClassifier
-from ift_engine.models.onnx import GenaiCausalLM, OnnxClassifier, OnnxModel, OnnxOptions
 from ift_engine.models.token_average import average_decode
+from ift_engine.onnx.backend import GenaiCausalLM, OnnxClassifier, OnnxModel, OnnxOptions
+from ift_engine.onnx.export import ExportError, export_model
 
 PROMPTS = [
     [{"role": "user", "content": "Write an outline for a short article about honeybees."}],

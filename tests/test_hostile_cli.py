@@ -573,7 +573,7 @@ def test_export_builder_dies_with_the_engine() -> None:
         [
             sys.executable,
             "-c",
-            "import subprocess, sys, time; from ift_engine.export import die_with_parent; "
+            "import subprocess, sys, time; from ift_engine.onnx.export import die_with_parent; "
             "c = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent); print(c.pid, flush=True); time.sleep(300)",
         ],
         stdout=subprocess.PIPE,

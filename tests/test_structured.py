@@ -348,7 +348,7 @@ def test_the_extract_workflow_feeds_its_record_to_the_summary_on_the_mock(capsys
 
 @pytest.fixture(scope="module")
 def causal_export(tiny_causal_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ift_engine.export import export_model
+    from ift_engine.onnx.export import export_model
 
     out = tmp_path_factory.mktemp("exports") / "causal"
     with warnings.catch_warnings():
@@ -360,7 +360,7 @@ def causal_export(tiny_causal_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def test_genai_rows_with_different_constraints_fit_and_match_pytorch(
     causal_export: Path, tiny: HFCausalLM
 ) -> None:
-    from ift_engine.models.onnx import OnnxModel, OnnxOptions
+    from ift_engine.onnx.backend import OnnxModel, OnnxOptions
 
     onnx = OnnxModel.load("ort", str(causal_export), OnnxOptions(device="cpu", batch_size=8))
     settings = GenerationSettings(max_new_tokens=60)

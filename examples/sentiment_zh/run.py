@@ -41,9 +41,9 @@ from members import SnowNLPClassifier, TfidfClassifier  # noqa: E402
 from ift_engine import InstructionTemplate, train  # noqa: E402
 from ift_engine.ensemble import HardVote, LogitMean, SoftVote  # noqa: E402
 from ift_engine.evaluation.stats import wilson_interval  # noqa: E402
-from ift_engine.export import export_model  # noqa: E402
 from ift_engine.models.base import Model  # noqa: E402
-from ift_engine.models.onnx import OnnxModel, OnnxOptions  # noqa: E402
+from ift_engine.onnx.backend import OnnxModel, OnnxOptions  # noqa: E402
+from ift_engine.onnx.export import export_model  # noqa: E402
 from ift_engine.plugins import components  # noqa: E402
 
 HERE = Path(__file__).parent

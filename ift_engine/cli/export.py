@@ -26,8 +26,8 @@ def add_parser(sub: Any) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..engine import Engine
-    from ..export import check_export_arguments, check_export_target, export_model
     from ..models.resolve import ModelSpec
+    from ..onnx.export import check_export_arguments, check_export_target, export_model
 
     check_export_arguments(args.model, args.atol, args.device)  # before any slow work
     pool = Engine().pool

@@ -8,8 +8,8 @@ from ..models.embedded import smollm2_gguf
 from ..models.hf_causal import HFCausalLM
 from ..models.hf_classifier import HFClassifier
 from ..models.mock import MockModel
-from ..models.onnx import OnnxModel
 from ..models.resolve import convert_gguf
+from ..onnx.backend import OnnxModel
 
 
 @hookimpl

@@ -70,7 +70,7 @@ def _model_config(folder: Path) -> dict[str, Any]:
 
 class GenaiCausalLM(StreamingModel, SwitchesAdapters):
     """An ``ift export`` of a causal LM, run by onnxruntime-genai (registered through ``onnx``).
-    An export built with LoRA inputs (``adapter_export.py``) applies one adapter per generator."""
+    An export built with LoRA inputs (``onnx/lora.py``) applies one adapter per generator."""
 
     backend = "onnx"
     capabilities = frozenset({"generate", "stream", "score", "steps"})

@@ -1,7 +1,7 @@
 """ONNX Runtime for exported sequence classifiers: options, execution provider, sessions.
 
-Shared by the ``onnx`` backend (``models/onnx.py``) and the export's parity check
-(``export.py``). Exported causal LMs run on onnxruntime-genai instead (``models/genai.py``).
+Shared by the ``onnx`` backend (``onnx/backend.py``) and the export's parity check
+(``onnx/parity.py``). Exported causal LMs run on onnxruntime-genai instead (``models/genai.py``).
 """
 
 from __future__ import annotations

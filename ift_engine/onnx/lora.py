@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import IftError
-from .models.adapters import read_adapter_config
+from ..errors import IftError
+from ..models.adapters import read_adapter_config
 
 MODEL_FILE = "model.onnx"
 #: Written beside the graph: each LoRA input's shape (what adapter files are checked against).

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import IftError, ModelError
-from .files import (
+from ..errors import IftError, ModelError
+from ..files import (
     OutputLock,
     check_output_folder,
     files_fingerprint,
@@ -30,11 +30,11 @@ from .files import (
     staging_folder,
     write_manifest,
 )
-from .models.adapters import ONNX_ADAPTER_FILE, adapter_base, check_base, is_adapter_folder
-from .models.manifest import MANIFEST, read_manifest
-from .models.ort import ONNX_FILE, Quantize
-from .models.resolve import cache_home, infer_backend
-from .onnx_lora import LORA_INPUTS, builder_options, lora_layout, open_lora_inputs, write_adapter_file
+from ..models.adapters import ONNX_ADAPTER_FILE, adapter_base, check_base, is_adapter_folder
+from ..models.manifest import MANIFEST, read_manifest
+from ..models.ort import ONNX_FILE, Quantize
+from ..models.resolve import cache_home, infer_backend
+from .lora import LORA_INPUTS, builder_options, lora_layout, open_lora_inputs, write_adapter_file
 from .parity import PROBES, causal_parity, classifier_parity
 
 log = logging.getLogger(__name__)
@@ -308,8 +308,8 @@ def _export_adapter_into(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .models.resolve import ModelPool, ModelSpec
-    from .plugins import installed_components
+    from ..models.resolve import ModelPool, ModelSpec
+    from ..plugins import installed_components
 
     base = adapter_base(adapter)
     base_folder = Path(ModelPool(installed_components()).locate(ModelSpec(name=base)))

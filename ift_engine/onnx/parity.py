@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .models.chat import chat_ids
-from .models.ort import OnnxOptions, OrtClassifierModule
+from ..models.chat import chat_ids
+from ..models.ort import OnnxOptions, OrtClassifierModule
 
 PROBES: tuple[str, ...] = (
     "Write an outline for a short article about how honeybees communicate.",
@@ -35,8 +35,8 @@ def causal_parity(
     export runs with that adapter applied."""
     import torch
 
-    from .models.genai import GenaiCausalLM
-    from .models.hf_causal import HFCausalLM
+    from ..models.genai import GenaiCausalLM
+    from ..models.hf_causal import HFCausalLM
 
     candidate = GenaiCausalLM.load("export", str(folder), OnnxOptions(device=device))
     if adapter is not None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .adapters import adapter_base, infer_adapter
-from .base import Model
-from .genai import GenaiCausalLM, is_genai_export
-from .hf_classifier import HFClassifier
-from .ort import CPU, CUDA, ONNX_FILE, OnnxOptions, OrtClassifierModule, is_onnx_export, pick_provider
+from ..models.adapters import adapter_base, infer_adapter
+from ..models.base import Model
+from ..models.genai import GenaiCausalLM, is_genai_export
+from ..models.hf_classifier import HFClassifier
+from ..models.ort import CPU, CUDA, ONNX_FILE, OnnxOptions, OrtClassifierModule, is_onnx_export, pick_provider
 
 
 class OnnxClassifier(HFClassifier):
@@ -34,7 +34,7 @@ class OnnxModel(Model):
         """A PyTorch adapter is exported on first use, once (its base once for all its
         adapters); an exported adapter is loaded on the base export its manifest names."""
         if infer_adapter(adapter) != "onnx":
-            from ..export import export_cached
+            from .export import export_cached
 
             on_gpu = pick_provider(options.device) == CUDA
             adapter = export_cached(str(adapter), options.quantize, "cuda" if on_gpu else "cpu")
@@ -46,7 +46,7 @@ class OnnxModel(Model):
         first use, once; the export is what ``load`` reads."""
         if is_onnx_export(Path(source)):
             return source
-        from ..export import export_cached
+        from .export import export_cached
 
         on_gpu = pick_provider(options.device) == CUDA
         return str(export_cached(source, options.quantize, "cuda" if on_gpu else "cpu"))
