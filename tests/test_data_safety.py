@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ift_engine import Engine
 from ift_engine.workflow import Workflow
 from ift_engine.workflow.cache import STAGING_GRACE_SECONDS, AnswerCache
 
@@ -361,9 +362,10 @@ def test_cache_key_holds_the_plugin_settings() -> None:
     }
 
     calls: list[int] = []
+    engine = Engine()  # its workflows share one pool: one mock answers them all
 
     def cached(strict: bool) -> bool:
-        wf = Workflow.from_dict({**doc, "plugins": {"myplugin": {"strict": strict}}})
+        wf = engine.workflow({**doc, "plugins": {"myplugin": {"strict": strict}}})
         result = wf.runner().run_batch([(1, {"topic": "Is it?"})])[0]
         calls.append(len(wf.pool.get(wf.graph.node("q").model).calls))  # the shared mock's calls so far
         return result.nodes["q"].cached if result.ok else False

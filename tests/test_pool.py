@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ift_engine import ModelError, Workflow
+from ift_engine import ModelError, Workflow, WorkflowError
 from ift_engine.models.mock import MockModel
 from ift_engine.models.resolve import ModelPool
 from ift_engine.plugins import components
@@ -68,3 +68,14 @@ def _settings():
     from ift_engine.models.base import GenerationSettings
 
     return GenerationSettings(max_new_tokens=2)
+
+
+def test_a_closed_pool_refuses_to_hand_out_models():
+    pool = ModelPool(components())
+    pool.add("mine", MockModel("mine", default="- one"))
+    workflow = Workflow.from_dict(FLOW, pool=pool)
+    pool.close()
+    with pytest.raises(WorkflowError, match="node 'outline', field 'model': the model pool is closed"):
+        workflow.run({"topic": "bees"}, cache=False)
+    with pytest.raises(ModelError, match="the model pool is closed"):
+        pool.add("other", MockModel("other"))

@@ -631,7 +631,7 @@ def test_the_served_workflows_and_chat_share_one_pool_so_each_model_loads_once(t
             "/v1/chat/completions", json={"model": "writer", "messages": [{"role": "user", "content": "hi"}]}
         )
         assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"] == "hello"
-    service = app.state.service
-    [pool] = service.pools
-    models = {id(pool.get(wf.graph.node("draft").model)) for wf in service.workflows.values()}
-    assert len(models) == 1  # one loaded "writer" for both workflows and the chat
+        service = app.state.service
+        [pool] = service.pools
+        models = {id(pool.get(wf.graph.node("draft").model)) for wf in service.workflows.values()}
+        assert len(models) == 1  # one loaded "writer" for both workflows and the chat

@@ -17,6 +17,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from contextlib import suppress
+from typing import NoReturn
 
 from rich.markup import escape
 
@@ -92,6 +93,10 @@ def configure_output() -> None:
     logging.getLogger("ift_engine").setLevel(logging.INFO)
 
 
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Everything runs inside the try, heavy imports included (they happen in the commands, not
     # when this module loads), so Ctrl-C at any moment is one line and exit code 130.
@@ -108,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:  # `ift graph ... | head`: the reader left, nothing to report
         quiet_stdout()
         return 0
@@ -126,3 +131,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(IFT_ENGINE_DEBUG=1 shows the traceback)."
         )
         return 2
+
+
+def run() -> NoReturn:
+    """The ``ift`` command: ``main()``, then exit with its status. An interrupted command leaves
+    at once (``os._exit``) once its output is flushed: CPython otherwise kills itself with SIGINT
+    at exit when the Ctrl-C landed in code a C extension ran through ``PyRun_String``
+    (pybind11's ``py::exec``, which torch's start-up uses), even though ``main`` handled it."""
+    code = main()
+    if code == INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

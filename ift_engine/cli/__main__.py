@@ -1,7 +1,5 @@
 """``python -m ift_engine.cli``: the ``ift`` command."""
 
-import sys
+from . import run
 
-from . import main
-
-sys.exit(main())
+run()

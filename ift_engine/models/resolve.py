@@ -238,6 +238,7 @@ class ModelPool:
         self._bases: dict[str, str] = {}  # an adapter spec's key -> its base's key
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._closed = False
 
     def add(self, name: str, model: Model) -> None:
         """Hand the pool a model built in code: nodes whose model is ``name`` (the name alone)
@@ -245,6 +246,7 @@ class ModelPool:
         ``MockTransport``). The pool closes it with the rest."""
         key = ModelSpec(name=name).key()
         with self._guard:
+            self._check_open()
             if key in self._models:
                 raise ModelError(f"the pool already holds a model named '{name}'")
             self._models[key] = model
@@ -372,6 +374,7 @@ class ModelPool:
         spec = self.resolve(spec) if isinstance(spec, ModelSpec) else spec
         key = spec.key()
         with self._guard:
+            self._check_open()
             if key in self._models:
                 return self._models[key]
             lock = self._locks.setdefault(key, threading.Lock())
@@ -396,8 +399,10 @@ class ModelPool:
             return self._workers[key]
 
     def close(self) -> None:
-        """Stop every worker, after the work already submitted, then release every model."""
+        """Stop every worker, after the work already submitted, then release every model. A
+        closed pool refuses to load or hand out a model."""
         with self._guard:
+            self._closed = True
             workers, self._workers = list(self._workers.values()), {}
         for worker in reversed(workers):  # an ensemble before its members, made before it
             worker.close()
@@ -405,6 +410,12 @@ class ModelPool:
             models, self._models = list(self._models.values()), {}
         for model in reversed(models):
             model.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ModelError(
+                "the model pool is closed (its engine, workflow or service was closed); build a new Engine"
+            )
 
     def _load(self, spec: ModelSpec | EnsembleSpec) -> Model:
         if isinstance(spec, EnsembleSpec):
