@@ -60,6 +60,11 @@ def finish(process: subprocess.Popen[bytes], data: bytes | None = None) -> tuple
     return process.returncode, stderr.decode()
 
 
+def batch_run(flow: Path, inputs: Path, output: Path, *extra: str) -> list[str]:
+    """``ift run`` arguments of a batch run from ``inputs`` to ``output``."""
+    return ["run", str(flow), "--inputs", str(inputs), "--output", str(output), *extra]
+
+
 def run(*args: str) -> tuple[int, str]:
     return finish(ift(*args))
 
@@ -98,7 +103,7 @@ def test_resume_never_deletes_rows_after_a_line_that_is_not_a_row(tmp_path: Path
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl"
     before = f'{{"id": "r0", "outputs": {{}}, "error": null}}\n{foreign}\n{{"id": "r1", "outputs": {{}}, "error": null}}\n'
     output.write_text(before)
-    code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
+    code, stderr = run(*batch_run(flow, inputs, output, "--resume"))
     assert code == 2 and f"{output}: line 2 is not a result row, so nothing was changed" in stderr
     assert one_line_error(stderr) and output.read_text() == before
 
@@ -108,7 +113,7 @@ def test_resume_drops_only_a_last_row_cut_short(tmp_path: Path) -> None:
     output.write_text(
         '{"id": "r0", "outputs": {}, "error": null}\n\n{"id": "r1", "outputs": {}, "error": null}\n{"id": "r2", "outp'
     )
-    code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
+    code, stderr = run(*batch_run(flow, inputs, output, "--resume"))
     assert code == 0, stderr
     rows = [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
     assert [r["id"] for r in rows] == ["r0", "r1", "r2"] and rows[2]["error"] is None
@@ -117,7 +122,7 @@ def test_resume_drops_only_a_last_row_cut_short(tmp_path: Path) -> None:
 def test_a_whole_last_row_without_its_newline_is_kept(tmp_path: Path) -> None:
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 2), tmp_path / "out.jsonl"
     output.write_text('{"id": "r0", "outputs": {"kept": true}, "error": null}')
-    code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
+    code, stderr = run(*batch_run(flow, inputs, output, "--resume"))
     assert code == 0, stderr
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert rows[0] == {"id": "r0", "outputs": {"kept": True}, "error": None} and [r["id"] for r in rows] == [
@@ -129,11 +134,6 @@ def test_a_whole_last_row_without_its_newline_is_kept(tmp_path: Path) -> None:
 def limit_memory(size: int) -> Any:
     """A ``preexec_fn``: the child may map at most ``size`` bytes (an unbounded read fails)."""
     return lambda: resource.setrlimit(resource.RLIMIT_AS, (size, size))
-
-
-def batch_run(flow: Path, inputs: Path, output: Path, *extra: str) -> list[str]:
-    """``ift run`` arguments of a batch run from ``inputs`` to ``output``."""
-    return ["run", str(flow), "--inputs", str(inputs), "--output", str(output), *extra]
 
 
 def test_resume_reads_the_previous_output_a_line_at_a_time(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_a_resume_over_many_rows_keeps_every_one_and_runs_only_the_rest(tmp_path
     ]
     before = "".join(json.dumps(row) + "\n" for row in rows) + '{"id": "r30000", "outp'
     output.write_text(before)
-    code, stderr = run("run", str(flow), "--inputs", str(inputs), "--output", str(output), "--resume")
+    code, stderr = run(*batch_run(flow, inputs, output, "--resume"))
     assert code == 0 and f"3 succeeded, 0 failed, {count} skipped" in stderr, stderr
     text = output.read_text()
     assert text.startswith(before.rpartition("\n")[0] + "\n")  # every finished row kept, as it was
@@ -205,7 +205,7 @@ def test_inputs_from_a_fifo(tmp_path: Path) -> None:
     data = inputs_file(tmp_path / "in.jsonl", 3).read_bytes()
     writer = threading.Thread(target=fifo.write_bytes, args=(data,))
     writer.start()
-    code, stderr = run("run", str(flow), "--inputs", str(fifo), "--output", str(output))
+    code, stderr = run(*batch_run(flow, fifo, output))
     writer.join(10)
     assert code == 0, stderr
     assert ids(output) == ["r0", "r1", "r2"]
@@ -251,7 +251,7 @@ def test_undecodable_surrogate_and_deep_lines_are_bad_lines_the_rest_run(tmp_pat
     ]
     inputs.write_bytes(b"\n".join(lines) + b"\n")
     for attempt in ("first", "resume"):
-        args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output)]
+        args = batch_run(flow, inputs, output)
         code, stderr = run(*args, *(["--resume"] if attempt == "resume" else []))
         assert code == 1 and "Traceback" not in stderr, stderr
         assert "line 2: not UTF-8 (at byte offset 61)" in stderr
@@ -270,32 +270,11 @@ def test_unwritable_outputs_are_one_line_errors_that_leave_nothing(tmp_path: Pat
     (tmp_path / "afile").write_text("x")
     before = sorted(p.name for p in tmp_path.iterdir())
     cases = {
-        "a folder": ["run", str(flow), "--inputs", str(inputs), "--output", str(tmp_path)],
-        "a device": ["run", str(flow), "--inputs", str(inputs), "--output", "/dev/full"],
-        "under a file": [
-            "run",
-            str(flow),
-            "--inputs",
-            str(inputs),
-            "--output",
-            str(tmp_path / "afile" / "o.jsonl"),
-        ],
-        "missing inputs": [
-            "run",
-            str(flow),
-            "--inputs",
-            str(tmp_path / "nope.jsonl"),
-            "--output",
-            str(tmp_path / "o.jsonl"),
-        ],
-        "inputs a folder": [
-            "run",
-            str(flow),
-            "--inputs",
-            str(tmp_path),
-            "--output",
-            str(tmp_path / "o.jsonl"),
-        ],
+        "a folder": batch_run(flow, inputs, tmp_path),
+        "a device": batch_run(flow, inputs, Path("/dev/full")),
+        "under a file": batch_run(flow, inputs, tmp_path / "afile" / "o.jsonl"),
+        "missing inputs": batch_run(flow, tmp_path / "nope.jsonl", tmp_path / "o.jsonl"),
+        "inputs a folder": batch_run(flow, tmp_path, tmp_path / "o.jsonl"),
         "trace a folder": ["run", str(flow), "--input", "topic=x", "--trace", str(tmp_path)],
         "trace a device": ["run", str(flow), "--input", "topic=x", "--trace", "/dev/full"],
         "trace under a file": [
@@ -335,7 +314,7 @@ def _small_file_limit() -> None:
 
 def test_a_failed_write_keeps_the_rows_written_and_resume_finishes(tmp_path: Path) -> None:
     flow, inputs, output = workflow(tmp_path), inputs_file(tmp_path / "in.jsonl", 12), tmp_path / "out.jsonl"
-    args = ["run", str(flow), "--inputs", str(inputs), "--output", str(output), "--batch-size", "2"]
+    args = batch_run(flow, inputs, output, "--batch-size", "2")
     code, stderr = finish(ift(*args, preexec_fn=_small_file_limit))
     assert (
         code == 2 and "cannot write the output" in stderr and "--resume" in stderr and one_line_error(stderr)
