@@ -34,19 +34,26 @@ test: setup-dev
 # The llama.cpp plugin with its dependencies: compiles llama-cpp-python (5 to 10 minutes on 2
 # cores, once: pip keeps the wheel). CI runs it before `make test`, so the plugin's tests run.
 setup-llamacpp: setup-dev
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -e plugins/ift-engine-llamacpp
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install "$(LLAMA_CPP_PYTHON)"
+	$(BIN)/pip install -e plugins/ift-engine-llamacpp
 
 # The plugin tests with every plugin's dependencies installed.
 test-plugins: setup-llamacpp
 	$(BIN)/python -m pytest -q plugins
 
 # llama.cpp is the CPU peer. Its default build (GGML_NATIVE) segfaulted in decode on an Intel CPU
-# with AMX; built for the vector extensions the CPU reports, without the AMX path, it runs.
-has_flag = $(shell grep -qw $(1) /proc/cpuinfo 2>/dev/null && echo yes)
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON $(if $(call has_flag,avx512f),-DGGML_AVX512=ON) $(if $(call has_flag,avx512_vnni),-DGGML_AVX512_VNNI=ON)
+# with AMX; so it is built for the vector extensions this CPU reports (each ON only when every
+# flag it needs is in /proc/cpuinfo, so no build uses an instruction the CPU lacks), without AMX.
+cpu = $(if $(strip $(foreach f,$(1),$(if $(shell grep -qw $(f) /proc/cpuinfo 2>/dev/null && echo y),,missing))),OFF,ON)
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_SSE42=$(call cpu,sse4_2) -DGGML_AVX=$(call cpu,avx) \
+	-DGGML_AVX2=$(call cpu,avx2) -DGGML_BMI2=$(call cpu,bmi2) -DGGML_FMA=$(call cpu,fma) \
+	-DGGML_F16C=$(call cpu,f16c) -DGGML_AVX512=$(call cpu,avx512f avx512cd avx512vl avx512dq avx512bw) \
+	-DGGML_AVX512_VNNI=$(call cpu,avx512f avx512_vnni)
+# The llama-cpp-python release the llama.cpp plugin and the benchmarks were verified with.
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 
 bench: setup
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install -e ".[bench]"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip install "$(LLAMA_CPP_PYTHON)" -e ".[bench]"
 	$(BIN)/python benchmarks/bench_inference.py
 
 bench-workflow: setup

@@ -22,10 +22,10 @@ from machine import describe_machine, markdown_table, save_results
 
 from ift_engine.models.resolve import ModelPool, ModelSpec
 from ift_engine.plugins import components
+from ift_engine.training.examples import collect_examples
 from ift_engine.training.run import load_model
 from ift_engine.training.spec import TrainSpec
 from ift_engine.training.tokenize import tokenize_example
-from ift_engine.training.trainer import collect_examples
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -2,14 +2,16 @@
 
 An engine holds the components of the installed plugins (templates, parsers, model backends,
 aliases, augmenters, sources, ensemblers) and one model pool, so each model loads once whichever
-workflows, evaluations or chats use it. Nothing is process-wide: the ``ift`` command builds one
-engine per command, a service builds its own, and a test builds one with its own models.
+workflows, evaluations or chats use it. No components or pools are kept for the process: the
+``ift`` command builds one engine per command, a service builds its own, and a test builds one
+with its own models.
 
     from ift_engine import Engine, MockModel
 
     with Engine() as engine:
-        engine.pool.add("writer", MockModel(reply="Bees dance."))  # nodes naming 'writer' use it
-        article = engine.workflow("workflows/article.yaml").run(topic="bees")
+        engine.pool.add("writer", MockModel("writer", default="- Dances"))  # nodes naming it use it
+        flow = {**engine.workflow("workflows/article.yaml").to_dict(), "model": "writer"}
+        outline = engine.workflow(flow).run(topic="bees")["outline"]  # ['Dances']
 
 Calls made without an engine (``Workflow.from_yaml(path)``, ``train(...)``) build the components
 afresh from the installed plugins, and a workflow built that way has a pool of its own.
@@ -22,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .errors import IftError
 from .models.resolve import ModelPool
 from .plugins import Components, installed_components
 
@@ -42,6 +45,9 @@ class Engine:
     def workflow(self, source: str | Path | Mapping[str, Any], /) -> Workflow:
         """A workflow from a YAML file or a mapping, run with this engine's models."""
         from .workflow import Workflow
+
+        if self.pool.closed:
+            raise IftError("this engine is closed (its models were released); build a new Engine")
 
         if isinstance(source, Mapping):
             return Workflow.from_dict(source, pool=self.pool)

@@ -215,6 +215,12 @@ def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:
     return rows
 
 
+def plugin_manager() -> PluginManager:
+    """A plugin manager over the built-in and the installed plugins, built now (the name plugin
+    test suites have used; ``build_plugin_manager`` takes options)."""
+    return build_plugin_manager()
+
+
 def installed_components() -> Components:
     """The component registries of the built-in and the installed plugins, collected now. An
     ``Engine`` holds one set for a whole program; this is what it starts from."""

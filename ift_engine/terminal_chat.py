@@ -94,7 +94,8 @@ def chat(
     pool: ModelPool | None = None,
 ) -> None:
     """Chat with ``model`` until the input ends or the user types ``/exit``; the model loads
-    into ``pool`` (an engine's), else into one over the installed plugins."""
+    into ``pool`` (an engine's, left open), else into one of its own, closed at the end."""
+    own = pool is None
     if pool is None:
         from .plugins import installed_components
 
@@ -123,4 +124,5 @@ def chat(
                     out.write("model> ")
                 conversation.reply(text)
     finally:
-        pool.close()
+        if own:
+            pool.close()

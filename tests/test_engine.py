@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from ift_engine import Engine, Workflow
+from ift_engine import Engine, IftError, Workflow, WorkflowError
 from ift_engine.models.mock import MockModel
 from ift_engine.models.resolve import ModelSpec
 from ift_engine.plugin import InstructionTemplate, build_plugin_manager, hookimpl
 from ift_engine.plugins import Components, installed_components
-from ift_engine.serve import ServeConfig, create_app
 
 FLOW = {
     "name": "outline",
@@ -90,18 +91,24 @@ def test_a_workflow_built_without_an_engine_owns_its_pool(monkeypatch):
 
 
 def test_an_evaluation_uses_the_engine_models():
-    model = MockModel("judge", answers={"great": "positive", "rude": "negative"})
+    model = Counting("judge", answers={"great": "positive", "rude": "negative"})
     engine = Engine()
     engine.pool.add("judge", model)
     records = [{"text": "great hotel", "output": "positive"}, {"text": "rude staff", "output": "negative"}]
     result = engine.evaluate({"data": {"records": records}, "template": "sentiment-en", "models": ["judge"]})
     assert all(row.scores["accuracy"] == 1.0 for row in result.models[0].paraphrases)
     assert model.calls  # the handed-in model answered, and stays the engine's after the evaluation
-    assert engine.pool.added(ModelSpec(name="judge")) is model
+    assert engine.pool.get(ModelSpec(name="judge")) is model and model.closed == 0
+    engine.close()
+    assert model.closed == 1
 
 
-def test_the_service_runs_on_the_engine_it_is_given(tmp_path):
+def test_the_service_runs_on_the_engine_it_is_given_and_leaves_it_open(tmp_path):
+    pytest.importorskip("fastapi")
     import yaml
+    from fastapi.testclient import TestClient
+
+    from ift_engine.serve import ServeConfig, create_app
 
     (tmp_path / "outline.yaml").write_text(yaml.safe_dump(FLOW))
     model = Counting("mine", default="- served")
@@ -111,7 +118,12 @@ def test_the_service_runs_on_the_engine_it_is_given(tmp_path):
         response = client.post("/v1/workflows/outline/run", json={"inputs": {"topic": "bees"}})
         assert response.status_code == 200, response.text
         assert response.json()["outputs"]["outline"] == ["served"]
-    assert model.closed == 1  # the service closed the engine's pool when it stopped
+    assert model.closed == 0  # the engine's owner closes it, not the service
+    assert engine.workflow(FLOW).run(topic="ants", cache=False)["outline"] == ["served"]
+    engine.close()
+    assert model.closed == 1
+    with pytest.raises(TypeError, match="workflows or an engine, not both"):
+        create_app(ServeConfig(paths=[str(tmp_path)]), {}, engine=Engine())
 
 
 @pytest.mark.integration
@@ -122,3 +134,44 @@ def test_the_readme_engine_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].strip() and printed[-1] == "['Moon', 'Sea']"
+
+
+def _wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_a_workflow_dropped_unclosed_releases_its_model_and_worker(monkeypatch):
+    closed: list[str] = []
+    monkeypatch.setattr(MockModel, "close", lambda self: closed.append(self.name))
+    flow = {**FLOW, "model": {"name": "dropped", "backend": "mock", "options": {"default": "- one"}}}
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "ift-model:dropped"]
+
+    workflow = Workflow.from_dict(flow)
+    assert workflow.run(topic="bees", cache=False)["outline"] == ["one"]
+    assert len(workers()) == 1
+    del workflow
+    gc.collect()
+    assert _wait_for(lambda: closed == ["dropped"] and not workers())
+    # A runner keeps its pool: a workflow dropped at once still runs through it.
+    runner = Workflow.from_dict(flow).runner(cache=False)
+    gc.collect()
+    assert runner.run({"topic": "ants"}).outputs["outline"] == ["one"]
+
+
+def test_a_closed_engine_refuses_new_workflows():
+    engine = Engine()
+    engine.close()
+    with pytest.raises(IftError, match="this engine is closed"):
+        engine.workflow(FLOW)
+
+
+def test_ray_refuses_a_model_handed_in_from_code():
+    engine = Engine()
+    engine.pool.add("mine", MockModel("mine", default="- one"))
+    with pytest.raises(WorkflowError, match="model 'mine' was handed in with pool.add and cannot go to Ray"):
+        engine.workflow(FLOW).executor("ray")

@@ -135,9 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """The ``ift`` command: ``main()``, then exit with its status. An interrupted command leaves
-    at once (``os._exit``) once its output is flushed: CPython otherwise kills itself with SIGINT
-    at exit when the Ctrl-C landed in code a C extension ran through ``PyRun_String``
-    (pybind11's ``py::exec``, which torch's start-up uses), even though ``main`` handled it."""
+    at once (``os._exit``) once its output is flushed. Under ``python -m`` (CPython 3.11 here),
+    a Ctrl-C that lands in code a C extension runs through ``PyRun_String`` (pybind11's
+    ``py::exec``, which torch's start-up uses) leaves CPython's "unhandled KeyboardInterrupt"
+    flag set although ``main`` handled it, and the interpreter then kills itself with SIGINT
+    at exit instead of returning 130. What an interrupted command skips: atexit handlers (the
+    command's own clean-up, staging folders and Ray included, ran in ``main`` already)."""
     code = main()
     if code == INTERRUPTED:
         for stream in (sys.stdout, sys.stderr):

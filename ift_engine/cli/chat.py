@@ -37,5 +37,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
         raise IftError(f"--{flag}: {first['msg']}") from None
     from ..engine import Engine
 
-    chat(args.model, args.backend, model_options(args.option), settings, args.system, pool=Engine().pool)
+    with Engine() as engine:
+        chat(args.model, args.backend, model_options(args.option), settings, args.system, pool=engine.pool)
     return 0

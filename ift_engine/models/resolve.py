@@ -16,6 +16,8 @@ import re
 import shutil
 import tempfile
 import threading
+import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -224,21 +226,48 @@ def infer_backend(folder: Path) -> str | None:
     return None
 
 
+def _release(
+    guard: threading.Lock, workers: dict[str, ModelWorker], models: dict[str, Model], added: dict[str, Any]
+) -> None:
+    """Stop every worker, after the work already submitted, then release every model."""
+    with guard:
+        stopping, loaded = list(workers.values()), list(models.values())
+        workers.clear()
+        models.clear()
+        added.clear()
+    for worker in reversed(stopping):  # an ensemble before its members, made before it
+        worker.close()
+    for model in reversed(loaded):
+        model.close()
+
+
+def _release_in_background(*held: Any) -> None:
+    """``_release`` for a pool that was garbage-collected: on a thread of its own, as the
+    collector may run in any thread (a model's worker included)."""
+    threading.Thread(target=_release, args=held, name="ift-pool-release", daemon=True).start()
+
+
 class ModelPool:
-    """Loads each spec once per process and hands the same object to every node that uses it;
+    """Loads each spec once and hands the same object to every node that uses it;
     ``worker(spec)`` is the one worker that runs it (see ``worker.py``). ``stats(name)`` makes
-    the counters each new worker reports to (the service's metrics)."""
+    the counters each new worker reports to (the service's metrics). ``close()`` stops the
+    workers and releases the models; a pool that is garbage-collected unclosed does the same."""
 
     def __init__(self, components: Any, stats: Callable[[str], WorkerStats] | None = None) -> None:
         self.components = components
         self.stats = stats
         self._models: dict[str, Model] = {}
-        self._added: dict[str, Model] = {}  # handed in by add(), by spec key
+        self._added: dict[str, tuple[Model, str]] = {}  # handed in by add(): the model, a token
         self._workers: dict[str, ModelWorker] = {}
         self._bases: dict[str, str] = {}  # an adapter spec's key -> its base's key
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._closed = False
+        # Worker threads hold their models, not the pool: a pool nobody holds any more (a
+        # workflow built alone, then dropped) is collected, and this releases what it loaded.
+        held = (self._guard, self._workers, self._models, self._added)
+        self._release = weakref.finalize(self, _release_in_background, *held)
+        self._release.atexit = False  # at exit the process ends; nothing needs stopping first
 
     def add(self, name: str, model: Model) -> None:
         """Hand the pool a model built in code: nodes whose model is ``name`` (the name alone)
@@ -250,11 +279,21 @@ class ModelPool:
             if key in self._models:
                 raise ModelError(f"the pool already holds a model named '{name}'")
             self._models[key] = model
-            self._added[key] = model
+            self._added[key] = (model, uuid.uuid4().hex)
 
     def added(self, spec: ModelSpec | EnsembleSpec) -> Model | None:
         """The model handed in with ``add`` under this spec, if any."""
-        return self._added.get(spec.key()) if isinstance(spec, ModelSpec) else None
+        found = self._added.get(spec.key()) if isinstance(spec, ModelSpec) else None
+        return found[0] if found else None
+
+    def added_token(self, spec: ModelSpec) -> str | None:
+        """A name that no other model handed in to any pool has: the answer cache's key for it."""
+        found = self._added.get(spec.key())
+        return found[1] if found else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def backend_for(self, spec: ModelSpec) -> type[Model]:
         """The backend class a spec uses, checked without loading anything."""
@@ -379,9 +418,17 @@ class ModelPool:
                 return self._models[key]
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:  # two nodes asking for one model at once load it once
-            if key not in self._models:
-                self._models[key] = self._load(spec)
-            return self._models[key]
+            if key in self._models:
+                return self._models[key]
+            model = self._load(spec)
+            with self._guard:
+                closed = self._closed
+                if not closed:
+                    self._models[key] = model
+            if closed:  # the pool closed while it loaded
+                model.close()
+                self._check_open()
+            return model
 
     def worker(self, spec: ModelSpec | EnsembleSpec) -> Worker:
         """The worker of ``spec``'s model, loading it first if need be; for an adapter, its view
@@ -393,6 +440,7 @@ class ModelPool:
             base = self._workers[self._bases[key]]
             return AdapterWorker(base, model, model.adapter)
         with self._guard:
+            self._check_open()
             if key not in self._workers:
                 stats = self.stats(model.name) if self.stats else None
                 self._workers[key] = ModelWorker(model, stats)
@@ -403,13 +451,9 @@ class ModelPool:
         closed pool refuses to load or hand out a model."""
         with self._guard:
             self._closed = True
-            workers, self._workers = list(self._workers.values()), {}
-        for worker in reversed(workers):  # an ensemble before its members, made before it
-            worker.close()
-        with self._guard:
-            models, self._models = list(self._models.values()), {}
-        for model in reversed(models):
-            model.close()
+        held = self._release.detach()  # None once released: closing twice releases nothing twice
+        if held is not None:
+            _release(*held[2])
 
     def _check_open(self) -> None:
         if self._closed:

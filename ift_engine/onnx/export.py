@@ -250,7 +250,7 @@ def _export_into(
     lora: Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Export, check and (optionally) convert inside ``work``; the finished folder and manifest.
-    ``lora``: a causal LM built with LoRA inputs shaped as that adapter's (``onnx_lora.py``)."""
+    ``lora``: a causal LM built with LoRA inputs shaped as that adapter's (``lora.py``)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     if is_adapter_folder(source):

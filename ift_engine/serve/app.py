@@ -168,9 +168,12 @@ def raise_for_item(result: RunResult) -> None:
 def create_app(
     config: ServeConfig, workflows: Mapping[str, Workflow] | None = None, engine: Engine | None = None
 ) -> FastAPI:
-    """The app for ``config`` (or for ``workflows`` already loaded). The workflows share the
-    pool of ``engine`` (default: a new one), so each model loads once whichever of them use it;
-    the app closes it when it stops."""
+    """The app for ``config``: its workflows share one pool, so each model loads once whichever
+    of them use it. The pool is ``engine``'s (left open when the app stops: the engine's owner
+    closes it), else a new engine's (closed when the app stops). ``workflows`` already loaded
+    are served instead of ``config.paths``; the app closes their pools."""
+    if workflows is not None and engine is not None:
+        raise TypeError("create_app takes workflows or an engine, not both")
     metrics = Metrics()
     if workflows is None:
         workflows = load_workflows(config.paths, (engine or Engine()).pool)
@@ -178,6 +181,7 @@ def create_app(
         workflows,
         cache=config.cache,
         stats=metrics.worker_stats,
+        owns_pools=engine is None,
     )
 
     @asynccontextmanager

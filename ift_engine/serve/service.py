@@ -107,7 +107,8 @@ def draw_svg(workflow: Workflow) -> bytes:
 
 class Service:
     """Served workflows and chat models (see the module docstring); ``stats(model name)``
-    makes the counters each model's worker reports to."""
+    makes the counters each model's worker reports to. ``close()`` closes the workflows' pools
+    unless they are borrowed (``owns_pools=False``: an engine's, which its owner closes)."""
 
     def __init__(
         self,
@@ -115,8 +116,10 @@ class Service:
         *,
         cache: bool = True,
         stats: Callable[[str], WorkerStats] | None = None,
+        owns_pools: bool = True,
     ) -> None:
         self.workflows = dict(workflows)
+        self.owns_pools = owns_pools
         self.pools = list({id(wf.pool): wf.pool for wf in self.workflows.values()}.values())
         for pool in self.pools:
             pool.stats = stats
@@ -254,9 +257,11 @@ class Service:
             return self._pictures[name]
 
     def close(self) -> None:
-        """Stop the models' workers after the work they have."""
-        for pool in self.pools:
-            pool.close()
+        """Stop the models' workers after the work they have (the pools' owner does, for
+        borrowed ones)."""
+        if self.owns_pools:
+            for pool in self.pools:
+                pool.close()
 
 
 def run_events(sink: EventSink | None) -> RunEvents:

@@ -54,9 +54,9 @@ def model_identity(pool: ModelPool, spec: ModelSpec | EnsembleSpec) -> str:
             model_identity(pool, m if isinstance(m, ModelSpec) else ModelSpec(name=m)) for m in spec.members
         ]
         return json.dumps({"ensemble": spec.ensemble, "weights": spec.weights, "members": members})
-    added = pool.added(spec)
-    if added is not None:  # built in code: nothing on disk says what it answers, so this process only
-        return json.dumps({"spec": spec.key(), "added": f"{type(added).__name__} {id(added)} {os.getpid()}"})
+    token = pool.added_token(spec)
+    if token is not None:  # built in code: nothing on disk says what it answers, so this model only
+        return json.dumps({"spec": spec.key(), "added": token})
     spec = pool.resolve(spec)
     parts = {"spec": spec.key()}
     if pool.backend_for(spec).locates_weights:

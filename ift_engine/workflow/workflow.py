@@ -157,11 +157,23 @@ class Workflow:
         if kind == "ray":
             from .ray_executor import RayExecutor
 
+            self._check_shippable()
+
             answers = answer_cache(cache)
             folder = str(answers.folder) if answers else None
             make_runner = functools.partial(runner_from_dict, self.to_dict(), self.source, folder)
             return RayExecutor(make_runner, address=address, workers=workers)
         raise WorkflowError(f"unknown executor '{kind}' (known: local, ray)")
+
+    def _check_shippable(self) -> None:
+        """Ray workers rebuild the workflow from its spec with the plugins installed where they
+        run: a model handed in from code cannot go with it."""
+        added = [spec.name for spec in self.graph.models() if self.pool.added(spec) is not None]
+        if added:
+            raise WorkflowError(
+                f"{self.source}: model '{added[0]}' was handed in with pool.add and cannot go to Ray "
+                "workers, which load the workflow's models themselves; use the local executor"
+            )
 
 
 def runner_from_dict(spec: dict[str, Any], source: str, cache: str | None) -> Runner:
