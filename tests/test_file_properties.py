@@ -396,3 +396,29 @@ def test_a_scan_keeps_every_row_before_a_cut_and_stops_at_the_first_foreign_line
                 finished.append(ending[1])
             assert done == {id_key(item["id"]) for item in finished}
             assert keep == len(data) - (len(tail) if ending is not None and ending[0] == "cut" else 0)
+
+
+def test_the_collector_stays_paused_until_the_last_thread_leaves() -> None:
+    import gc
+    import threading
+
+    from ift_engine.documents import collector_paused
+
+    assert gc.isenabled()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with collector_paused():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(5)
+    with collector_paused():
+        second_in.set()
+        first_out.wait(5)
+        assert not gc.isenabled()  # the first thread left; this one is still inside
+    thread.join()
+    assert gc.isenabled()
