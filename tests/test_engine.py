@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from test_pool import FLOW as POOL_FLOW
+from test_pool import Closing as Counting
 
 from ift_engine import Engine, IftError, Workflow, WorkflowError
 from ift_engine.models.mock import MockModel
@@ -15,23 +17,8 @@ from ift_engine.models.resolve import ModelSpec
 from ift_engine.plugin import InstructionTemplate, build_plugin_manager, hookimpl
 from ift_engine.plugins import Components, installed_components
 
-FLOW = {
-    "name": "outline",
-    "inputs": {"topic": {}},
-    "model": "mine",
-    "nodes": [{"id": "outline", "template": "outline-en", "inputs": {"topic": "$input.topic"}}],
-}
-
-
-class Counting(MockModel):
-    """A mock that counts its closes."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.closed = 0
-
-    def close(self) -> None:
-        self.closed += 1
+# The pool tests' one-node workflow on a model named "mine", and their mock that counts closes.
+FLOW = {**POOL_FLOW, "name": "outline"}
 
 
 def test_workflows_of_one_engine_share_its_models_and_close_with_it():
